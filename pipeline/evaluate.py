@@ -1,0 +1,208 @@
+"""Score an upscaler on a folder of HR images with the standard SR protocol.
+
+    python -m pipeline.evaluate --model bicubic|<checkpoint> --data <folder> --scale 4 [--json] [--grid out.png]
+
+Protocol (as the published SR tables): crop HR to a multiple of the scale, make LR with
+MATLAB bicubic in the image's own dtype (uint8 stays uint8), upscale, quantise the result
+to the image's bit depth, then PSNR/SSIM on the BT.601 Y channel with a border of `scale`
+pixels removed. All-band PSNR/SSIM (data range 1 after scaling to [0, 1]) are reported
+beside them; they are the figures for N-band images, which have no Y channel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from pipeline import formats
+from pipeline.grids import GridRow, save_grid
+from pipeline.models import ModelRefError, Upscaler, load_upscaler
+from srgan.metrics import psnr, psnr_y, quantize, ssim, ssim_y
+from srgan.resize import imresize
+
+
+@dataclass
+class ImageScore:
+    name: str
+    height: int
+    width: int
+    channels: int
+    psnr_y: float | None
+    ssim_y: float | None
+    psnr: float
+    ssim: float
+    bicubic_psnr_y: float | None
+    bicubic_ssim_y: float | None
+    bicubic_psnr: float
+    bicubic_ssim: float
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    model: str
+    scale: int
+    images: list[ImageScore]
+
+    def mean(self, key: str) -> float | None:
+        values = [getattr(s, key) for s in self.images if getattr(s, key) is not None]
+        return float(np.mean(values)) if values else None
+
+    def to_dict(self) -> dict:
+        keys = ("psnr_y", "ssim_y", "psnr", "ssim")
+        out = {"dataset": self.dataset, "model": self.model, "scale": self.scale}
+        out.update({k: self.mean(k) for k in keys})
+        out["bicubic"] = {k: self.mean(f"bicubic_{k}") for k in keys}
+        out["images"] = [asdict(s) for s in self.images]
+        return out
+
+
+def iter_folder(folder: str | Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(relative name, HR array) for every image under `folder`, sorted, recursively."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {folder} does not exist or is not a folder")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in formats.IMAGE_EXTENSIONS)
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(formats.IMAGE_EXTENSIONS)}) under {folder}")
+    for path in paths:
+        yield path.relative_to(root).as_posix(), formats.decode(path.read_bytes(), path.name)
+
+
+def _levels(dtype: np.dtype) -> int | None:
+    return int(formats.data_range(dtype)) if np.issubdtype(dtype, np.integer) else None
+
+
+def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int) -> tuple[ImageScore, GridRow]:
+    """Protocol scores for one HR image, and the pictures for its comparison row."""
+    h, w = (hr_array.shape[0] // scale) * scale, (hr_array.shape[1] // scale) * scale
+    if h < 2 * scale + 11 or w < 2 * scale + 11:
+        raise ValueError(f"{name}: {hr_array.shape[1]}x{hr_array.shape[0]} is too small to score at x{scale}")
+    hr_native = torch.from_numpy(np.ascontiguousarray(hr_array[:h, :w].transpose(2, 0, 1)))[None]
+    div = formats.data_range(hr_array.dtype)
+    # LR and the bicubic baseline in the image's own dtype, exactly as MATLAB rounds them.
+    lr_native = imresize(hr_native, 1.0 / scale)
+    bicubic = imresize(lr_native, float(scale)).float() / div
+    lr = (lr_native.float() / div).clamp(0, 1)
+    hr = hr_native.float() / div
+    if upscaler.generator is None:
+        sr = bicubic
+    else:
+        sr = upscaler(lr)
+        levels = _levels(hr_array.dtype)
+        sr = quantize(sr, levels) if levels else sr
+    has_y = hr.shape[1] in (1, 3)
+    score = ImageScore(
+        name=name,
+        height=h,
+        width=w,
+        channels=hr.shape[1],
+        psnr_y=psnr_y(sr, hr, scale).item() if has_y else None,
+        ssim_y=ssim_y(sr, hr, scale).item() if has_y else None,
+        psnr=psnr(sr, hr, 1.0, scale).item(),
+        ssim=ssim(sr, hr, 1.0, scale).item(),
+        bicubic_psnr_y=psnr_y(bicubic, hr, scale).item() if has_y else None,
+        bicubic_ssim_y=ssim_y(bicubic, hr, scale).item() if has_y else None,
+        bicubic_psnr=psnr(bicubic, hr, 1.0, scale).item(),
+        bicubic_ssim=ssim(bicubic, hr, 1.0, scale).item(),
+    )
+    key = "psnr_y" if has_y else "psnr"
+    caption = f"{name}  bicubic {getattr(score, 'bicubic_' + key):.2f} dB  SR {getattr(score, key):.2f} dB"
+    return score, GridRow(lr=lr[0], bicubic=bicubic[0], sr=sr[0], hr=hr[0], caption=caption)
+
+
+def evaluate_images(
+    upscaler: Upscaler,
+    images: Iterable[tuple[str, np.ndarray]],
+    dataset: str,
+    grid_path: str | Path | None = None,
+    progress=None,
+) -> EvalReport:
+    """Score every image; optionally write the comparison grid. `progress(score)` is
+    called after each image."""
+    scores, rows = [], []
+    for name, array in images:
+        score, row = score_image(upscaler, name, array, upscaler.scale)
+        scores.append(score)
+        if grid_path is not None:
+            rows.append(row)
+        if progress:
+            progress(score)
+    if grid_path is not None:
+        save_grid(rows, upscaler.scale, grid_path)
+    return EvalReport(dataset=dataset, model=upscaler.name, scale=upscaler.scale, images=scores)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "   -   " if value is None else f"{value:.{digits}f}"
+
+
+def _row(name: str, size: str, pairs: list[tuple[float | None, float | None]]) -> str:
+    cells = "  ".join(f"{_fmt(p, 2):>6} / {_fmt(s, 4):>6}" for p, s in pairs)
+    name = name if len(name) <= 32 else "..." + name[-29:]
+    return f"{name:<32} {size:>11}  {cells}"
+
+
+def _pairs(score, baseline: bool) -> list[tuple]:
+    y = "psnr_y" if score.psnr_y is not None else "psnr"
+    s = "ssim_y" if score.ssim_y is not None else "ssim"
+    sr = (getattr(score, y), getattr(score, s))
+    return [(getattr(score, "bicubic_" + y), getattr(score, "bicubic_" + s)), sr] if baseline else [sr]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="'bicubic' or a generator checkpoint path")
+    parser.add_argument("--data", required=True, help="folder of HR images (searched recursively)")
+    parser.add_argument("--scale", type=int, default=None, help="upscaling factor (default: the model's)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--grid", default=None, help="write an LR | bicubic | SR | HR comparison PNG here")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--tile", type=int, default=256, help="LR tile size for the model (0: whole image)")
+    args = parser.parse_args(argv)
+
+    try:
+        device = torch.device(args.device) if args.device else None
+        upscaler = load_upscaler(args.model, device=device, scale=args.scale, tile=args.tile)
+        baseline = upscaler.generator is not None
+        header = ["bicubic PSNR / SSIM", "SR PSNR / SSIM"] if baseline else ["PSNR / SSIM"]
+
+        def show(score: ImageScore) -> None:
+            print(_row(score.name, f"{score.width}x{score.height}", _pairs(score, baseline)), flush=True)
+
+        if not args.json:
+            print(f"{upscaler.name} x{upscaler.scale} on {args.data}  (Y channel BT.601, border {upscaler.scale}; N-band images: all bands)")
+            print(f"{'image':<32} {'size':>11}  " + "  ".join(f"{h:>17}" for h in header))
+        report = evaluate_images(upscaler, iter_folder(args.data), Path(args.data).name, args.grid, None if args.json else show)
+    except (ModelRefError, FileNotFoundError, formats.DecodeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        summary = report.to_dict()
+        with_y = sum(s.psnr_y is not None for s in report.images)
+        rows = []
+        if with_y:
+            rows.append((f"mean Y of {with_y}", "psnr_y", "ssim_y"))
+        if with_y < len(report.images):
+            rows.append((f"mean all-band of {len(report.images)}", "psnr", "ssim"))
+        for label, p, s in rows:
+            means = [(summary["bicubic"][p], summary["bicubic"][s])] if baseline else []
+            means.append((summary[p], summary[s]))
+            print(_row(label, "", means))
+        if args.grid:
+            print(f"comparison grid: {args.grid}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""SRResNet, the SRGAN generator (Ledig et al. 2017, fig. 4).
+
+9x9 head conv + PReLU, B residual blocks (conv-BN-PReLU-conv-BN with identity skip), a
+conv-BN closing the trunk with a global skip from the head, one PixelShuffle(2) stage per
+factor of two (PixelShuffle(3) for x3), and a 9x9 tail conv. Images are (N, C, H, W) float
+in [0, 1] on both sides; the tail is linear (no tanh), as in current SRResNet practice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+SCALES = (2, 3, 4, 8)
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """Everything needed to rebuild a generator: saved beside its weights."""
+
+    scale: int = 4
+    in_channels: int = 3
+    out_channels: int = 3
+    num_blocks: int = 16
+    num_features: int = 64
+    batch_norm: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, features: int, batch_norm: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, padding=1, bias=not batch_norm)
+        self.bn1 = nn.BatchNorm2d(features) if batch_norm else nn.Identity()
+        self.act = nn.PReLU(features)
+        self.conv2 = nn.Conv2d(features, features, 3, padding=1, bias=not batch_norm)
+        self.bn2 = nn.BatchNorm2d(features) if batch_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
+
+
+class UpsampleBlock(nn.Module):
+    """conv to factor^2 x features, PixelShuffle(factor), PReLU."""
+
+    def __init__(self, features: int, factor: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(features, features * factor * factor, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(factor)
+        self.act = nn.PReLU(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shuffle(self.conv(x)))
+
+
+class SRResNet(nn.Module):
+    def __init__(
+        self,
+        scale: int = 4,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        num_blocks: int = 16,
+        num_features: int = 64,
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        if scale not in SCALES:
+            raise ValueError(f"generator scale must be one of {SCALES}, got {scale}")
+        if min(in_channels, out_channels, num_blocks, num_features) < 1:
+            raise ValueError("generator channels, blocks and features must all be >= 1")
+        self.spec = GeneratorSpec(scale, in_channels, out_channels, num_blocks, num_features, batch_norm)
+        self.head = nn.Sequential(nn.Conv2d(in_channels, num_features, 9, padding=4), nn.PReLU(num_features))
+        self.body = nn.Sequential(*[ResidualBlock(num_features, batch_norm) for _ in range(num_blocks)])
+        self.body_tail = nn.Sequential(
+            nn.Conv2d(num_features, num_features, 3, padding=1, bias=not batch_norm),
+            nn.BatchNorm2d(num_features) if batch_norm else nn.Identity(),
+        )
+        factors = [3] if scale == 3 else [2] * int(math.log2(scale))
+        self.upsample = nn.Sequential(*[UpsampleBlock(num_features, f) for f in factors])
+        self.tail = nn.Conv2d(num_features, out_channels, 9, padding=4)
+        if not batch_norm:
+            # Without BN the residual branches start near identity (EDSR/BasicSR practice),
+            # which keeps deep plain stacks stable from the first step.
+            for block in self.body:
+                nn.init.kaiming_normal_(block.conv1.weight)
+                block.conv1.weight.data.mul_(0.1)
+                nn.init.kaiming_normal_(block.conv2.weight)
+                block.conv2.weight.data.mul_(0.1)
+
+    @property
+    def scale(self) -> int:
+        return self.spec.scale
+
+    @property
+    def receptive_radius(self) -> int:
+        """How far (in input pixels) an output pixel can see: the padding tiling needs.
+
+        head 9x9 -> 4; each residual block two 3x3 -> 2; trunk closing conv -> 1; each
+        upsample conv runs at the resolution reached so far; the 9x9 tail at full scale.
+        """
+        radius = 4.0 + 2.0 * self.spec.num_blocks + 1.0
+        resolution = 1
+        for block in self.upsample:
+            radius += 1.0 / resolution
+            resolution *= block.shuffle.upscale_factor
+        radius += 4.0 / resolution
+        return math.ceil(radius)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_channels, h, w) in [0, 1] -> (N, out_channels, h*scale, w*scale)."""
+        head = self.head(x)
+        trunk = self.body_tail(self.body(head)) + head
+        return self.tail(self.upsample(trunk))
+
+
+def build_generator(spec: GeneratorSpec | dict) -> SRResNet:
+    """Generator from a spec (or its dict form, as stored in checkpoints and MLflow)."""
+    if isinstance(spec, dict):
+        spec = GeneratorSpec(**spec)
+    return SRResNet(**spec.to_dict())

@@ -99,20 +99,18 @@ def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int)
         levels = _levels(hr_array.dtype)
         sr = quantize(sr, levels) if levels else sr
     has_y = hr.shape[1] in (1, 3)
-    score = ImageScore(
-        name=name,
-        height=h,
-        width=w,
-        channels=hr.shape[1],
-        psnr_y=psnr_y(sr, hr, scale).item() if has_y else None,
-        ssim_y=ssim_y(sr, hr, scale).item() if has_y else None,
-        psnr=psnr(sr, hr, 1.0, scale).item(),
-        ssim=ssim(sr, hr, 1.0, scale).item(),
-        bicubic_psnr_y=psnr_y(bicubic, hr, scale).item() if has_y else None,
-        bicubic_ssim_y=ssim_y(bicubic, hr, scale).item() if has_y else None,
-        bicubic_psnr=psnr(bicubic, hr, 1.0, scale).item(),
-        bicubic_ssim=ssim(bicubic, hr, 1.0, scale).item(),
-    )
+
+    def figures(x: torch.Tensor) -> dict:
+        return {
+            "psnr_y": psnr_y(x, hr, scale).item() if has_y else None,
+            "ssim_y": ssim_y(x, hr, scale).item() if has_y else None,
+            "psnr": psnr(x, hr, 1.0, scale).item(),
+            "ssim": ssim(x, hr, 1.0, scale).item(),
+        }
+
+    base = figures(bicubic)
+    ours = base if sr is bicubic else figures(sr)
+    score = ImageScore(name=name, height=h, width=w, channels=hr.shape[1], **ours, **{f"bicubic_{k}": v for k, v in base.items()})
     key = "psnr_y" if has_y else "psnr"
     caption = f"{name}  bicubic {getattr(score, 'bicubic_' + key):.2f} dB  SR {getattr(score, key):.2f} dB"
     return score, GridRow(lr=lr[0], bicubic=bicubic[0], sr=sr[0], hr=hr[0], caption=caption)

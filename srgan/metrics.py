@@ -71,11 +71,16 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor, data_range: float = 1.0, crop: int 
     return _psnr(_crop(sr.double(), crop), _crop(hr.double(), crop), float(data_range)).float()
 
 
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     coords = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).view(1, 1, size, size)
+    return g / g.sum()
+
+
+def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """'valid' 2-D Gaussian filtering as two 1-D passes (the window is separable)."""
+    x = F.conv2d(x, g.view(1, 1, -1, 1))
+    return F.conv2d(x, g.view(1, 1, 1, -1))
 
 
 def _ssim_per_band(a: torch.Tensor, b: torch.Tensor, data_range: float) -> torch.Tensor:
@@ -83,16 +88,16 @@ def _ssim_per_band(a: torch.Tensor, b: torch.Tensor, data_range: float) -> torch
     n, c, h, w = a.shape
     if h < 11 or w < 11:
         raise ValueError(f"SSIM needs images of at least 11x11 after cropping, got {h}x{w}")
-    window = _gaussian_window(11, 1.5, a.dtype, a.device)
+    g = _gaussian_1d(11, 1.5, a.dtype, a.device)
     a = a.reshape(n * c, 1, h, w)
     b = b.reshape(n * c, 1, h, w)
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    mu_a = F.conv2d(a, window)
-    mu_b = F.conv2d(b, window)
-    var_a = F.conv2d(a * a, window) - mu_a**2
-    var_b = F.conv2d(b * b, window) - mu_b**2
-    cov = F.conv2d(a * b, window) - mu_a * mu_b
+    mu_a = _filter_valid(a, g)
+    mu_b = _filter_valid(b, g)
+    var_a = _filter_valid(a * a, g) - mu_a**2
+    var_b = _filter_valid(b * b, g) - mu_b**2
+    cov = _filter_valid(a * b, g) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return ssim_map.flatten(1).mean(dim=1).view(n, c)
 

@@ -1,0 +1,82 @@
+import io
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from pipeline import formats
+from pipeline.formats import DecodeError
+
+rng = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize(
+    "name,array",
+    [
+        ("rgb8.png", rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)),
+        ("rgb16.png", rng.integers(0, 65536, (9, 11, 3), dtype=np.uint16)),
+        ("gray16.png", rng.integers(0, 65536, (9, 11, 1), dtype=np.uint16)),
+        ("rgba8.png", rng.integers(0, 256, (9, 11, 4), dtype=np.uint8)),
+        ("rgba16.png", rng.integers(0, 65536, (9, 11, 4), dtype=np.uint16)),
+        ("bands16.tif", rng.integers(0, 65536, (9, 11, 5), dtype=np.uint16)),
+        ("rgb16.tiff", rng.integers(0, 65536, (9, 11, 3), dtype=np.uint16)),
+        ("float.tif", rng.random((9, 11, 2), dtype=np.float32)),
+        ("gray8.bmp", rng.integers(0, 256, (9, 11, 1), dtype=np.uint8)),
+    ],
+)
+def test_lossless_round_trip_keeps_dtype_and_bands(name, array):
+    decoded = formats.decode(formats.encode(array, name), name)
+    assert decoded.dtype == array.dtype and decoded.shape == array.shape
+    assert np.array_equal(decoded, array)
+
+
+def test_jpeg_is_8_bit_and_refuses_16_bit():
+    array = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    decoded = formats.decode(formats.encode(array, "x.jpg"), "x.jpg")
+    assert decoded.dtype == np.uint8 and decoded.shape == array.shape
+    with pytest.raises(DecodeError, match="8-bit"):
+        formats.encode(array.astype(np.uint16), "x.jpg")
+
+
+def test_planar_tiff_is_read_as_bands_last():
+    bands = rng.integers(0, 65536, (4, 6, 7), dtype=np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, bands, photometric="minisblack", planarconfig="separate")
+    assert np.array_equal(formats.decode(buf.getvalue(), "p.tif"), np.moveaxis(bands, 0, -1))
+
+
+def test_palette_png_from_pillow_decodes_to_rgb():
+    im = Image.new("P", (5, 4))
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.putpixel((1, 1), 1)
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    decoded = formats.decode(buf.getvalue(), "p.png")
+    assert decoded.shape[:2] == (4, 5) and decoded.shape[2] in (3, 4)
+    assert tuple(decoded[1, 1, :3]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "name,data,reason",
+    [
+        ("empty.png", b"", "empty file"),
+        ("trunc.png", None, "PNG"),
+        ("text.jpg", b"this is not an image at all", "not a readable image"),
+        ("text.tif", b"II*\x00garbage", "TIFF"),
+        ("notes.txt", b"hello", "unsupported extension"),
+    ],
+)
+def test_bad_files_raise_decode_error(name, data, reason):
+    if data is None:
+        data = formats.encode(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), name)[:60]
+    with pytest.raises(DecodeError, match=reason):
+        formats.decode(data, name)
+
+
+def test_unit_conversion_uses_the_dtype_range():
+    a16 = np.array([[[0, 65535, 32768]]], dtype=np.uint16)
+    t = formats.to_unit(a16)
+    assert t.shape == (3, 1, 1) and t.max().item() == 1.0
+    assert np.array_equal(formats.from_unit(t, np.uint16), a16)
+    assert formats.data_range(np.uint8) == 255 and formats.data_range(np.float32) == 1.0

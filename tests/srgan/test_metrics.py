@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from srgan.metrics import psnr, psnr_y, quantize, rgb_to_y, ssim, ssim_y
+
+
+def test_bt601_luma_spans_16_to_235():
+    black, white = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
+    assert torch.allclose(rgb_to_y(black), torch.full((1, 1, 2, 2), 16.0))
+    assert torch.allclose(rgb_to_y(white), torch.full((1, 1, 2, 2), 235.0))
+
+
+def test_psnr_y_of_a_known_error():
+    # A uniform error of d in Y (8-bit units) gives PSNR = 20 log10(255 / d).
+    hr = torch.full((1, 1, 20, 20), 0.5, dtype=torch.float64)
+    sr = hr + 3.0 / 255
+    assert psnr_y(sr, hr).item() == pytest.approx(20 * math.log10(255 / 3), abs=1e-4)
+
+
+def test_border_crop_ignores_the_border():
+    hr = torch.rand(2, 3, 32, 32)
+    sr = hr.clone()
+    sr[..., :4, :] = 0  # errors only in the 4-pixel border
+    assert psnr_y(sr, hr, crop=4).min() > 100
+    assert psnr_y(sr, hr, crop=0).max() < 40
+
+
+def test_ssim_matches_scikit_image_gaussian_ssim():
+    rng = np.random.default_rng(1)
+    hr = rng.random((40, 48))
+    sr = np.clip(hr + rng.normal(0, 0.1, hr.shape), 0, 1)
+    ref = structural_similarity(hr * 255, sr * 255, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    ours = ssim_y(torch.from_numpy(sr)[None, None], torch.from_numpy(hr)[None, None]).item()
+    assert ours == pytest.approx(ref, abs=1e-6)
+
+
+def test_ssim_of_identical_images_is_one():
+    x = torch.rand(3, 3, 24, 24)
+    assert torch.allclose(ssim_y(x, x), torch.ones(3))
+    assert torch.allclose(ssim(x, x), torch.ones(3))
+
+
+def test_data_range_variant_is_scale_invariant_for_16_bit():
+    a = torch.randint(0, 65536, (2, 5, 24, 24)).double()
+    b = (a + torch.randint(-500, 500, a.shape)).clamp(0, 65535)
+    assert torch.allclose(psnr(a, b, 65535.0), psnr(a / 65535, b / 65535, 1.0))
+    assert torch.allclose(ssim(a, b, 65535.0), ssim(a / 65535, b / 65535, 1.0), atol=1e-6)
+
+
+def test_y_metrics_refuse_n_band_images():
+    x = torch.rand(1, 4, 16, 16)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        psnr_y(x, x)
+
+
+def test_quantize_rounds_to_8_bit_levels():
+    x = torch.tensor([0.0, 0.5, 1.2, -0.1, 100.4 / 255])
+    assert torch.allclose(quantize(x) * 255, torch.tensor([0.0, 128.0, 255.0, 0.0, 100.0]))

@@ -130,11 +130,17 @@ class EMA:
         self.decay = decay
         self.model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
 
+    def warmup_decay(self, updates: int) -> float:
+        """The decay to use after `updates` updates: min(decay, (1 + n) / (10 + n)), so a
+        short run's average is not dominated by the initial weights."""
+        return min(self.decay, (1.0 + updates) / (10.0 + updates))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, decay: float | None = None) -> None:
+        d = self.decay if decay is None else decay
         source = unwrap(model)
         for ema_p, p in zip(self.model.parameters(), source.parameters()):
-            ema_p.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+            ema_p.mul_(d).add_(p.detach(), alpha=1.0 - d)
         for ema_b, b in zip(self.model.buffers(), source.buffers()):
             ema_b.copy_(b)
 

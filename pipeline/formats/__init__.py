@@ -17,7 +17,7 @@ from pipeline.formats.errors import DecodeError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-__all__ = ["DecodeError", "IMAGE_EXTENSIONS", "decode", "encode", "to_unit", "from_unit", "data_range"]
+__all__ = ["DecodeError", "IMAGE_EXTENSIONS", "decode", "encode", "to_unit", "from_unit", "data_range", "conform_bands"]
 
 
 def _ext(name: str) -> str:
@@ -66,9 +66,27 @@ def data_range(dtype: np.dtype) -> float:
     return 1.0
 
 
-def to_unit(array: np.ndarray) -> torch.Tensor:
-    """(H, W, C) array -> (C, H, W) float32 tensor in [0, 1]."""
-    scaled = array.astype(np.float32) / data_range(array.dtype)
+def conform_bands(array: np.ndarray, channels: int) -> np.ndarray:
+    """Give an (H, W, C) image the band count a model takes, where that is unambiguous:
+    grayscale to RGB by replication, RGBA to RGB by dropping alpha. Raises DecodeError otherwise."""
+    have = array.shape[2]
+    if have == channels:
+        return array
+    if have == 1 and channels == 3:
+        return np.repeat(array, 3, axis=2)
+    if have == 4 and channels == 3:
+        return array[..., :3]
+    if have == 2 and channels == 1:  # gray + alpha
+        return array[..., :1]
+    raise DecodeError(f"has {have} band(s), the model takes {channels}")
+
+
+def to_unit(array: np.ndarray, value_range: float | None = None) -> torch.Tensor:
+    """(H, W, C) array -> (C, H, W) float32 tensor in [0, 1] (values / `value_range`, default
+    the dtype's maximum, clipped)."""
+    scaled = array.astype(np.float32) / (value_range or data_range(array.dtype))
+    if value_range:
+        scaled = np.clip(scaled, 0.0, 1.0)
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
 
 

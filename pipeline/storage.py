@@ -1,0 +1,169 @@
+"""Paths the pipeline reads and writes: local folders, ``s3://bucket/prefix`` and ``samples://``.
+
+S3 goes through pyarrow's S3FileSystem built with ``FileSystem.from_uri``, which takes the
+endpoint, region and credentials from the standard AWS settings (``AWS_ENDPOINT_URL``,
+``AWS_REGION``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, instance roles).
+``apply_s3_settings`` exports endpoint/region given in a config as those variables before
+Ray starts, so every worker sees the same settings. Credentials are never read or logged
+here. ``samples://photos`` (or ``medical``, ``satellite``, nothing for all) names the
+bundled sample images, written to a local cache on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pyarrow.fs as pafs
+
+SAMPLES_SCHEME = "samples://"
+
+
+class StorageError(RuntimeError):
+    """A path that cannot be listed, read or written; the message names it."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    uri: str  # how to name it again: s3://bucket/key or an absolute local path
+    path: str  # the path inside `filesystem` (bucket/key or the local path)
+    key: str  # relative to the listed root, '/'-separated
+    size: int
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def apply_s3_settings(endpoint_url: str | None = None, region: str | None = None) -> None:
+    """Export config-given S3 settings as the standard AWS variables (workers inherit them)."""
+    if endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
+    if region:
+        os.environ["AWS_REGION"] = region
+        os.environ.setdefault("AWS_DEFAULT_REGION", region)
+
+
+def samples_root() -> Path:
+    return Path(os.environ.get("SRGAN_CACHE", Path.home() / ".cache" / "srgan")) / "samples"
+
+
+def _resolve_samples(uri: str) -> str:
+    from pipeline.samples import write_samples
+
+    root = samples_root()
+    marker = root / ".complete"
+    if not marker.exists():
+        write_samples(root)
+        marker.touch()
+    sub = uri[len(SAMPLES_SCHEME):].strip("/")
+    folder = root / sub
+    if not folder.is_dir():
+        raise StorageError(f"{uri} names no bundled samples; use samples://photos, samples://medical, samples://satellite or samples://")
+    return str(folder)
+
+
+def local_or_uri(uri: str) -> str:
+    """`uri` with samples:// resolved to its local folder and local paths made absolute."""
+    if uri.startswith(SAMPLES_SCHEME):
+        return _resolve_samples(uri)
+    if "://" in uri:
+        return uri
+    return str(Path(uri).expanduser().resolve())
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path inside it) for a local path, s3:// URI or samples:// name."""
+    uri = local_or_uri(uri)
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), uri
+    if not is_s3(uri):
+        raise StorageError(f"unsupported URI scheme in {uri!r}; use a local path or s3://bucket/prefix")
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except Exception as exc:
+        raise StorageError(f"cannot open {uri}: {exc}") from exc
+    return fs, path.rstrip("/")
+
+
+def _uri_for(root_uri: str, path: str) -> str:
+    return f"s3://{path}" if is_s3(root_uri) else path
+
+
+def list_files(root_uri: str, extensions: list[str] | tuple[str, ...] | None = None) -> list[StoredFile]:
+    """Every file under `root_uri` (recursive), filtered by extension, sorted by key."""
+    fs, root = filesystem(root_uri)
+    try:
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"{root_uri} does not exist")
+        if info.type == pafs.FileType.File:
+            entries = [info]
+            root = str(PurePosixPath(root).parent)
+        else:
+            entries = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"cannot list {root_uri}: {exc}") from exc
+    exts = tuple(e.lower() for e in extensions) if extensions else None
+    out = []
+    for e in entries:
+        if e.type != pafs.FileType.File:
+            continue
+        if exts and not e.path.lower().endswith(exts):
+            continue
+        key = PurePosixPath(e.path).relative_to(root).as_posix()
+        out.append(StoredFile(uri=_uri_for(local_or_uri(root_uri), e.path), path=e.path, key=key, size=e.size or 0))
+    return sorted(out, key=lambda f: f.key)
+
+
+def join(root_uri: str, *parts: str) -> str:
+    """Append '/'-separated parts to a local path or URI."""
+    if "://" in root_uri:
+        return "/".join([root_uri.rstrip("/"), *[p.strip("/") for p in parts]])
+    return str(Path(root_uri, *parts))
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    try:
+        with fs.open_input_stream(path) as fh:
+            return fh.read()
+    except FileNotFoundError as exc:
+        raise StorageError(f"{uri} does not exist") from exc
+    except Exception as exc:
+        raise StorageError(f"cannot read {uri}: {exc}") from exc
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write `data` whole: a local file appears under its name only when complete (temp +
+    rename); an S3 PUT is atomic by itself."""
+    fs, path = filesystem(uri)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        else:
+            with fs.open_output_stream(path) as fh:
+                fh.write(data)
+    except Exception as exc:
+        raise StorageError(f"cannot write {uri}: {exc}") from exc
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    try:
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+    except Exception as exc:
+        raise StorageError(f"cannot check {uri}: {exc}") from exc
+
+
+def download(uri: str, dest: Path) -> None:
+    """Copy `uri` to local file `dest` (the fetcher for srgan.weights' cached downloads)."""
+    Path(dest).write_bytes(read_bytes(uri))

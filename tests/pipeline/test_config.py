@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, flatten, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_paper_config_holds_the_paper_settings():
+    cfg = load_config(ROOT / "configs" / "srgan_x4.yaml")
+    g = cfg.model.generator
+    assert (g.scale, g.num_blocks, g.num_features, g.batch_norm) == (4, 16, 64, True)
+    assert cfg.data.patch_size == 96 and cfg.train.batch_size == 16
+    assert cfg.train.adam_betas[0] == 0.9 and cfg.train.pretrain.lr == 1e-4
+    assert cfg.train.pretrain.steps == 1_000_000 and cfg.train.gan.steps == 200_000
+    assert cfg.train.gan.lr_drop_step == 100_000 and cfg.train.gan.lr_drop_factor == 0.1
+    w = cfg.loss.weights
+    assert (w.content, w.adversarial) == (1.0, 1e-3) and cfg.loss.vgg_layer == "relu5_4"
+    assert cfg.loss.effective_feature_scale == pytest.approx(1 / 12.75)
+
+
+def test_quickstart_config_is_small_and_download_free():
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    assert cfg.loss.content_backbone == "discriminator" and cfg.total_steps <= 1000
+    assert cfg.data.train.startswith("samples://")
+
+
+def test_overrides_are_parsed_as_yaml_values():
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", ["train.gan.lr=2e-4", "train.phases=[gan]", "scaling.num_workers=1"])
+    assert cfg.train.gan.lr == 2e-4 and cfg.train.phases == ["gan"] and cfg.scaling.num_workers == 1
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.batch_size=7", "train.batch_size 7 must divide evenly among scaling.num_workers 2"),
+        ("train.bach_size=8", "train.bach_size: unknown key"),
+        ("loss.vgg_layer=relu9_9", "loss.vgg_layer: unknown VGG19 layer 'relu9_9'"),
+        ("data.patch_size=30", "data.patch_size 30 must be a multiple of model.generator.scale 4"),
+        ("train.phases=[gan, pretrain]", "train.phases: phases must be"),
+        ("loss.weights.adversarial=-1", "loss.weights.adversarial: Input should be greater than or equal to 0"),
+        ("data.degradation.name=blurry", "data.degradation.name"),
+        ("train.batch_size", "expected key.path=value"),
+    ],
+)
+def test_bad_values_fail_at_load_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "configs" / "quickstart.yaml", [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_data_source_and_missing_file(tmp_path):
+    (tmp_path / "c.yaml").write_text("train: {batch_size: 4}\n")
+    with pytest.raises(ConfigError, match="data: required key is missing"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_flattened_params_leave_out_secret_looking_keys():
+    from pydantic import BaseModel
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", ["loss.weights.content=0.5"])
+    params = flatten(cfg)
+    assert params["loss.weights.content"] == "0.5" and params["model.generator.scale"] == "4"
+
+    class Store(BaseModel):
+        endpoint_url: str = "http://127.0.0.1:9000"
+        aws_secret_access_key: str = "hunter2"
+        api_token: str = "abc"
+
+    class WithSecrets(BaseModel):
+        s3: Store = Store()
+
+    assert flatten(WithSecrets()) == {"s3.endpoint_url": "http://127.0.0.1:9000"}

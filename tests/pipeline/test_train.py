@@ -1,0 +1,141 @@
+"""Training acceptance: 2 CPU workers, DDP over gloo, a tiny model, data in a moto bucket."""
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import boto3
+import mlflow
+import numpy as np
+import pytest
+
+from pipeline.config import ConfigError, parse_config
+from pipeline.train import main, run_training
+from tests.helpers import put_images, write_images
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny(train_uri: str, val_uri: str | None, storage_path: str, mlflow_uri: str, **sections) -> dict:
+    tree = {
+        "run": {"name": f"t-{uuid.uuid4().hex[:8]}", "storage_path": storage_path},
+        "data": {"train": train_uri, "val": val_uri, "patch_size": 16, "patches_per_image": 4, "val_crop": 32, "grid_images": 2, "shuffle_buffer": 16},
+        "model": {"generator": {"scale": 2, "num_blocks": 1, "num_features": 8}, "discriminator": {"base_features": 4}},
+        "loss": {"content_backbone": "discriminator", "weights": {"content": 1.0, "adversarial": 1e-3, "pixel": 1.0}},
+        "train": {
+            "batch_size": 4, "pretrain": {"steps": 4, "lr": 1e-3}, "gan": {"steps": 4, "lr": 1e-4, "lr_drop_step": 2},
+            "log_every": 1, "val_every": 4, "checkpoint_every": 2, "max_failures": 1,
+        },
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+        "mlflow": {"tracking_uri": mlflow_uri, "experiment": "tests"},
+    }
+    for section, values in sections.items():
+        tree[section] = {**tree.get(section, {}), **values}
+    return tree
+
+
+def _history(client, run_id: str, key: str) -> list:
+    return sorted(client.get_metric_history(run_id, key), key=lambda m: (m.timestamp, m.step))
+
+
+@pytest.mark.slow
+def test_ddp_run_over_s3_checkpoints_to_the_bucket_and_logs_everything(ray_session, bucket, mlflow_uri):
+    put_images(bucket, "hr/train", 8, size=(48, 48), with_bad=True)
+    put_images(bucket, "hr/val", 2, size=(40, 40), seed=1)
+    cfg = parse_config(tiny(f"s3://{bucket}/hr/train/", f"s3://{bucket}/hr/val/", f"s3://{bucket}/runs", mlflow_uri))
+    outcome = run_training(cfg)
+
+    # Checkpoints are in the bucket: rank 0's state and generator, every rank's RNG state.
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"runs/{cfg.run.name}/")["Contents"]]
+    final = f"runs/{cfg.run.name}/step_00000008/"
+    assert {final + f for f in ("state.pt", "generator.pt", "rng_rank0.pt", "rng_rank1.pt")} <= set(keys)
+    assert outcome.checkpoint == f"s3://{bucket}/{final.rstrip('/')}"
+    assert outcome.metrics["step"] == 8 and outcome.metrics["phase"] == "gan"
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    run = client.get_run(outcome.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["loss.weights.content"] == "1.0" and run.data.params["scaling.num_workers"] == "2"
+    assert not any("testing-secret" in v for v in run.data.params.values())  # credentials never logged
+    metrics = run.data.metrics
+    for key in ("train/loss_pixel", "train/loss_d", "train/d_real", "train/d_fake", "train/samples_per_s", "val/psnr", "val/ssim", "val/psnr_bicubic"):
+        assert key in metrics, key
+    assert metrics["data/bad_inputs"] == 4 and metrics["data/train_images"] == 8 and metrics["val/images"] == 2
+    assert [m.step for m in _history(client, run.info.run_id, "train/lr")] == list(range(1, 9))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "grids")}
+    assert {"bad_inputs.json", "generator.pt", "grids/step_00000004.png", "grids/step_00000008.png"} <= artifacts
+    bad = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="bad_inputs.json", tracking_uri=mlflow_uri)).read_text())
+    assert {b["key"] for b in bad} == {"bad/empty.png", "bad/truncated.png", "bad/not_an_image.jpg", "bad/tiny.png"}
+
+    # The logged model runs on an image array through the generic pyfunc interface.
+    mlflow.set_tracking_uri(mlflow_uri)
+    model = mlflow.pyfunc.load_model(outcome.model_uri)
+    out = model.predict(np.random.rand(1, 3, 10, 12).astype(np.float32))
+    assert np.asarray(out).shape == (1, 3, 20, 24)
+    meta = model.metadata.metadata["srgan"]
+    assert meta["scale"] == 2 and meta["in_channels"] == 3 and meta["layout"] == "NCHW"
+
+
+@pytest.mark.slow
+def test_a_worker_failure_resumes_from_the_last_checkpoint(ray_session, bucket, mlflow_uri):
+    put_images(bucket, "hr", 8, size=(48, 48))
+    tree = tiny(f"s3://{bucket}/hr/", None, f"s3://{bucket}/runs", mlflow_uri, debug={"fail_once_at_step": 5})
+    cfg = parse_config(tree)
+    outcome = run_training(cfg)
+    assert outcome.metrics["step"] == 8
+    assert boto3.client("s3").get_object(Bucket=bucket, Key=f"runs/{cfg.run.name}/.debug_failed_once")["Body"].read() == b"5"
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    resumed = _history(client, outcome.mlflow_run_id, "train/resumed_from_step")
+    assert [(m.step, m.value) for m in resumed] == [(4, 4.0)]  # the checkpoint before the failure
+    steps = _history(client, outcome.mlflow_run_id, "train/lr")
+    after = [m.step for m in steps if m.timestamp >= resumed[0].timestamp]
+    assert after == [5, 6, 7, 8]  # the step counter continued; nothing restarted from 0
+    assert max(m.step for m in steps) == 8
+
+
+@pytest.mark.slow
+def test_resume_continues_a_finished_run_and_a_rerun_without_it_is_refused(ray_session, tmp_path, mlflow_uri):
+    write_images(tmp_path / "hr", 8, size=(48, 48))
+    tree = tiny(str(tmp_path / "hr"), None, str(tmp_path / "runs"), mlflow_uri, train={"phases": ["pretrain"], "pretrain": {"steps": 4, "lr": 1e-3}})
+    first = run_training(parse_config(tree))
+    assert first.metrics["step"] == 4
+
+    with pytest.raises(ConfigError, match="already exists .* pass --resume"):
+        run_training(parse_config(tree))
+    tree["train"]["pretrain"]["steps"] = 6
+    second = run_training(parse_config(tree), resume=True)
+    assert second.metrics["step"] == 6 and second.mlflow_run_id == first.mlflow_run_id
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert [m.value for m in client.get_metric_history(second.mlflow_run_id, "train/resumed_from_step")] == [4.0]
+    assert sorted({m.step for m in client.get_metric_history(second.mlflow_run_id, "train/lr")}) == [1, 2, 3, 4, 5, 6]
+
+    tree["run"]["name"] = "never-ran"
+    with pytest.raises(ConfigError, match="no checkpoints of run 'never-ran'"):
+        run_training(parse_config(tree), resume=True)
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(capsys, tmp_path):
+    code = main(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--set", "train.batch_size=7"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: invalid config: train.batch_size 7") and err.count("\n") == 1
+    code = main(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--set", f"data.train={tmp_path / 'none'}", "--set", f"run.storage_path={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err
+
+
+@pytest.mark.slow
+def test_quickstart_config_runs_from_the_command_line(tmp_path):
+    cmd = [
+        sys.executable, "-m", "pipeline.train", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+        "--set", "train.pretrain.steps=4", "--set", "train.gan.steps=2", "--set", "train.val_every=6",
+        "--set", "train.checkpoint_every=6", "--set", "data.val_max_images=1",
+        "--set", f"run.storage_path={tmp_path / 'runs'}", "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["checkpoint"].endswith("step_00000006")
+    assert "training finished: 6 steps" in done.stdout

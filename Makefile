@@ -19,12 +19,13 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest
 
+# Ray's start-up chatter about usage stats and auth is noise here.
 quickstart: setup
-	$(PY) -m pipeline.samples --out $(QUICKSTART_DIR)/samples
-	$(PY) -m pipeline.evaluate --model bicubic --data $(QUICKSTART_DIR)/samples --scale 4 --grid $(QUICKSTART_DIR)/bicubic_grid.png
+	RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled $(PY) -m pipeline.quickstart --out $(QUICKSTART_DIR)
 
 bench: setup
 	$(PY) benchmarks/degrade.py
+	$(PY) benchmarks/data_pipeline.py
 
 clean:
-	rm -rf $(QUICKSTART_DIR) .pytest_cache
+	rm -rf $(QUICKSTART_DIR) .pytest_cache ray_results

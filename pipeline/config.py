@@ -68,6 +68,7 @@ class GeneratorSection(Section):
     num_blocks: int = Field(16, ge=1)
     num_features: int = Field(64, ge=1)
     batch_norm: bool = True
+    bicubic_skip: bool = Field(False, description="learn a residual over bicubic (not in the paper); helps small, short runs")
 
 
 class DiscriminatorSection(Section):

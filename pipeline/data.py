@@ -60,11 +60,11 @@ class ImageSpec:
 
     def decode(self, data: bytes, name: str) -> tuple[torch.Tensor, int]:
         """(tensor, quantisation levels of the source: 255, 65535, or 0 for float data)."""
-        array = formats.decode(data, name)
+        array, alpha = formats.decode_with_alpha(data, name)
         h, w = array.shape[:2]
         if min(h, w) < self.min_size:
             raise formats.DecodeError(f"is {w}x{h}, smaller than the {self.min_size}x{self.min_size} patch")
-        array = formats.conform_bands(array, self.channels)
+        array = formats.conform_bands(array, self.channels, alpha)
         levels = int(formats.data_range(array.dtype)) if np.issubdtype(array.dtype, np.integer) else 0
         if self.data_range:
             levels = int(self.data_range) if levels else 0

@@ -64,8 +64,8 @@ class EvalReport:
         return out
 
 
-def iter_folder(folder: str | Path) -> Iterator[tuple[str, np.ndarray]]:
-    """(relative name, HR array) for every image under `folder`, sorted, recursively."""
+def iter_folder(folder: str | Path) -> Iterator[tuple[str, np.ndarray, bool]]:
+    """(relative name, HR array, has alpha) for every image under `folder`, sorted, recursively."""
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {folder} does not exist or is not a folder")
@@ -73,15 +73,22 @@ def iter_folder(folder: str | Path) -> Iterator[tuple[str, np.ndarray]]:
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(formats.IMAGE_EXTENSIONS)}) under {folder}")
     for path in paths:
-        yield path.relative_to(root).as_posix(), formats.decode(path.read_bytes(), path.name)
+        yield (path.relative_to(root).as_posix(), *formats.decode_with_alpha(path.read_bytes(), path.name))
 
 
 def _levels(dtype: np.dtype) -> int | None:
     return int(formats.data_range(dtype)) if np.issubdtype(dtype, np.integer) else None
 
 
-def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int) -> tuple[ImageScore, GridRow]:
+def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int, alpha: bool = False) -> tuple[ImageScore, GridRow]:
     """Protocol scores for one HR image, and the pictures for its comparison row."""
+    if alpha:  # transparency is not part of the picture being scored
+        hr_array = hr_array[..., :-1]
+    if upscaler.in_channels is not None:
+        try:  # as in training: gray -> RGB for a 3-channel model
+            hr_array = formats.conform_bands(hr_array, upscaler.in_channels)
+        except formats.DecodeError as exc:
+            raise ModelRefError(f"{name} {exc}") from None
     h, w = (hr_array.shape[0] // scale) * scale, (hr_array.shape[1] // scale) * scale
     if h < 2 * scale + 11 or w < 2 * scale + 11:
         raise ValueError(f"{name}: {hr_array.shape[1]}x{hr_array.shape[0]} is too small to score at x{scale}")
@@ -118,7 +125,7 @@ def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int)
 
 def evaluate_images(
     upscaler: Upscaler,
-    images: Iterable[tuple[str, np.ndarray]],
+    images: Iterable[tuple[str, np.ndarray, bool]],
     dataset: str,
     grid_path: str | Path | None = None,
     progress=None,
@@ -126,8 +133,8 @@ def evaluate_images(
     """Score every image; optionally write the comparison grid. `progress(score)` is
     called after each image."""
     scores, rows = [], []
-    for name, array in images:
-        score, row = score_image(upscaler, name, array, upscaler.scale)
+    for name, array, alpha in images:
+        score, row = score_image(upscaler, name, array, upscaler.scale, alpha)
         scores.append(score)
         if grid_path is not None:
             rows.append(row)

@@ -2,7 +2,9 @@
 
     python -m pipeline.samples --out quickstart/samples
 
-  photos/     real photographs shipped with scikit-image (8-bit RGB PNG)
+  photos/     real photographs shipped with scikit-image (8-bit RGB PNG), for training
+  holdout/    other scikit-image photographs (chelsea; camera and coins, grayscale), for
+              validation and promotion: never trained on
   medical/    a real 16-bit MR head slice shipped with matplotlib (s1045.ima), 1-band PNG
   satellite/  a 4-band 16-bit raster derived from the real Jacksboro fault DEM shipped
               with matplotlib: elevation plus hillshade under three sun azimuths (TIFF)
@@ -18,13 +20,14 @@ import numpy as np
 
 from pipeline import formats
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+PHOTOS = ("astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
+HOLDOUT = ("chelsea", "camera", "coins")
 
 
-def photos() -> dict[str, np.ndarray]:
+def _skimage(names: tuple[str, ...]) -> dict[str, np.ndarray]:
     import skimage.data
 
-    return {name: getattr(skimage.data, name)() for name in PHOTOS}
+    return {name: getattr(skimage.data, name)() for name in names}
 
 
 def mri_slice() -> np.ndarray:
@@ -59,7 +62,8 @@ def write_samples(out: str | Path) -> list[Path]:
     """Write every sample under `out`; returns the files written."""
     out = Path(out)
     written = []
-    items = [(f"photos/{name}.png", array) for name, array in photos().items()]
+    items = [(f"photos/{name}.png", array) for name, array in _skimage(PHOTOS).items()]
+    items += [(f"holdout/{name}.png", array) for name, array in _skimage(HOLDOUT).items()]
     items += [("medical/mri_s1045.png", mri_slice()), ("satellite/jacksboro_4band.tif", terrain_bands())]
     for rel, array in items:
         path = out / rel

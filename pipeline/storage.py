@@ -61,7 +61,7 @@ def _resolve_samples(uri: str) -> str:
     sub = uri[len(SAMPLES_SCHEME):].strip("/")
     folder = root / sub
     if not folder.is_dir():
-        raise StorageError(f"{uri} names no bundled samples; use samples://photos, samples://medical, samples://satellite or samples://")
+        raise StorageError(f"{uri} names no bundled samples; use samples://photos, samples://holdout, samples://medical, samples://satellite or samples://")
     return str(folder)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from pipeline import storage
+from pipeline.cluster import ensure_ray
 from pipeline.config import ConfigError, TrainConfig, flatten, load_config
 from pipeline.data import ImageSpec, PatchPairs, scan, stable_seed, train_dataset, val_dataset
 from srgan.degrade import build_degradation
@@ -52,7 +53,7 @@ def build_models(cfg: TrainConfig) -> tuple[SRResNet, Discriminator]:
     g = cfg.model.generator
     d = cfg.model.discriminator
     return (
-        SRResNet(g.scale, g.in_channels, g.out_channels, g.num_blocks, g.num_features, g.batch_norm),
+        SRResNet(g.scale, g.in_channels, g.out_channels, g.num_blocks, g.num_features, g.batch_norm, g.bicubic_skip),
         Discriminator(g.out_channels, d.base_features, d.spectral_norm),
     )
 
@@ -365,19 +366,6 @@ class TrainOutcome:
     model_uri: str | None
     metrics: dict
     bad_inputs: list
-
-
-def ensure_ray() -> None:
-    """Connect to the cluster named by RAY_ADDRESS (ray job submit sets it), else start a
-    local Ray sized to this machine."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
 
 
 def default_run_name() -> str:

@@ -81,7 +81,9 @@ def bucket(s3_server):
 def ray_session(s3_server):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, log_to_driver=True)
+    from pipeline.cluster import ensure_ray
+
+    ensure_ray(num_cpus=2, object_store_memory=256 * 1024 * 1024)
     yield ray
     ray.shutdown()
 

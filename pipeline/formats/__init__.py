@@ -17,40 +17,47 @@ from pipeline.formats.errors import DecodeError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-__all__ = ["DecodeError", "IMAGE_EXTENSIONS", "decode", "encode", "to_unit", "from_unit", "data_range", "conform_bands"]
+__all__ = ["DecodeError", "IMAGE_EXTENSIONS", "decode", "decode_with_alpha", "encode", "to_unit", "from_unit", "data_range", "conform_bands"]
 
 
 def _ext(name: str) -> str:
     return PurePosixPath(name).suffix.lower()
 
 
-def decode(data: bytes, name: str) -> np.ndarray:
-    """Decode file bytes (format from `name`'s extension) to an (H, W, C) array."""
+def decode_with_alpha(data: bytes, name: str) -> tuple[np.ndarray, bool]:
+    """Decode file bytes (format from `name`'s extension) to an (H, W, C) array, and whether
+    its last channel is alpha according to the file itself."""
     if not data:
         raise DecodeError("empty file (0 bytes)")
     ext = _ext(name)
     if ext == ".png":
-        array = png_tiff.decode_png(data)
+        array, alpha = png_tiff.decode_png(data)
     elif ext in (".tif", ".tiff"):
-        array = png_tiff.decode_tiff(data)
+        array, alpha = png_tiff.decode_tiff(data)
     elif ext in (".jpg", ".jpeg", ".bmp"):
-        array = png_tiff.decode_pillow(data)
+        array, alpha = png_tiff.decode_pillow(data)
     else:
         raise DecodeError(f"unsupported extension {ext!r}; supported: {', '.join(IMAGE_EXTENSIONS)}")
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or min(array.shape[:2]) < 1:
         raise DecodeError(f"decoded to an array of shape {array.shape}, not an image")
-    return array
+    return array, alpha
 
 
-def encode(array: np.ndarray, name: str) -> bytes:
-    """Encode an (H, W, C) array in the format `name`'s extension names."""
+def decode(data: bytes, name: str) -> np.ndarray:
+    """Decode file bytes (format from `name`'s extension) to an (H, W, C) array."""
+    return decode_with_alpha(data, name)[0]
+
+
+def encode(array: np.ndarray, name: str, alpha: bool = False) -> bytes:
+    """Encode an (H, W, C) array in the format `name`'s extension names; `alpha` marks the
+    last channel as transparency (PNG: implied by 2 or 4 channels)."""
     ext = _ext(name)
     if ext == ".png":
         return png_tiff.encode_png(array)
     if ext in (".tif", ".tiff"):
-        return png_tiff.encode_tiff(array)
+        return png_tiff.encode_tiff(array, alpha)
     if ext in (".jpg", ".jpeg"):
         return png_tiff.encode_pillow(array, "JPEG")
     if ext == ".bmp":
@@ -66,18 +73,17 @@ def data_range(dtype: np.dtype) -> float:
     return 1.0
 
 
-def conform_bands(array: np.ndarray, channels: int) -> np.ndarray:
+def conform_bands(array: np.ndarray, channels: int, alpha: bool = False) -> np.ndarray:
     """Give an (H, W, C) image the band count a model takes, where that is unambiguous:
-    grayscale to RGB by replication, RGBA to RGB by dropping alpha. Raises DecodeError otherwise."""
+    alpha (as the file declares it) dropped, then grayscale to RGB by replication.
+    Raises DecodeError otherwise (a 4-band raster is not RGBA unless its file says so)."""
+    if alpha:
+        array = array[..., :-1]
     have = array.shape[2]
     if have == channels:
         return array
     if have == 1 and channels == 3:
         return np.repeat(array, 3, axis=2)
-    if have == 4 and channels == 3:
-        return array[..., :3]
-    if have == 2 and channels == 1:  # gray + alpha
-        return array[..., :1]
     raise DecodeError(f"has {have} band(s), the model takes {channels}")
 
 

@@ -14,13 +14,15 @@ import numpy as np
 from pipeline.formats.errors import DecodeError
 
 
-def decode_png(data: bytes) -> np.ndarray:
+def decode_png(data: bytes) -> tuple[np.ndarray, bool]:
+    """(array, has alpha): PNG's gray+alpha and RGBA colour types are the 2- and 4-channel ones."""
     import imagecodecs
 
     try:
-        return imagecodecs.png_decode(data)
+        array = imagecodecs.png_decode(data)
     except Exception as exc:
         raise DecodeError(f"not a readable PNG ({exc})") from exc
+    return array, array.ndim == 3 and array.shape[2] in (2, 4)
 
 
 def encode_png(array: np.ndarray, level: int = 6) -> bytes:
@@ -29,7 +31,7 @@ def encode_png(array: np.ndarray, level: int = 6) -> bytes:
     return imagecodecs.png_encode(np.ascontiguousarray(array), level=level)
 
 
-def decode_pillow(data: bytes) -> np.ndarray:
+def decode_pillow(data: bytes) -> tuple[np.ndarray, bool]:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -39,7 +41,7 @@ def decode_pillow(data: bytes) -> np.ndarray:
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             elif im.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
                 im = im.convert("L" if im.mode == "1" else "RGB")
-            return np.asarray(im)
+            return np.asarray(im), im.mode in ("RGBA", "LA")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DecodeError(f"not a readable image ({exc})") from exc
 
@@ -58,7 +60,9 @@ def encode_pillow(array: np.ndarray, fmt: str, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def decode_tiff(data: bytes) -> np.ndarray:
+def decode_tiff(data: bytes) -> tuple[np.ndarray, bool]:
+    """(array, has alpha): alpha only where the TIFF's ExtraSamples tag says so; a plain
+    4-band raster stays 4 bands."""
     import tifffile
 
     try:
@@ -66,24 +70,28 @@ def decode_tiff(data: bytes) -> np.ndarray:
             series = tif.series[0]
             array = series.asarray()
             axes = series.axes
+            alpha = any(int(e) in (1, 2) for e in (tif.pages[0].extrasamples or ()))
     except Exception as exc:
         raise DecodeError(f"not a readable TIFF ({type(exc).__name__}: {exc})") from exc
     if axes == "YX":
-        return array[..., None]
+        return array[..., None], False
     if axes == "YXS":
-        return array
+        return array, alpha
     if len(axes) == 3 and axes.endswith("YX"):  # planar bands: SYX, CYX, IYX, ...
-        return np.moveaxis(array, 0, -1)
+        return np.moveaxis(array, 0, -1), alpha
     raise DecodeError(f"unsupported TIFF layout (axes {axes!r}); expected one 2-D image with bands")
 
 
-def encode_tiff(array: np.ndarray) -> bytes:
+def encode_tiff(array: np.ndarray, alpha: bool = False) -> bytes:
+    """Deflate-compressed TIFF; RGB photometric for 3 colour bands (+ alpha when `alpha`),
+    otherwise every band a plain sample (a 4-band raster is not RGBA)."""
     import tifffile
 
     buf = io.BytesIO()
     channels = array.shape[-1]
-    photometric = "rgb" if channels in (3, 4) and array.dtype in (np.uint8, np.uint16) else "minisblack"
-    extrasamples = ("unassalpha",) if photometric == "rgb" and channels == 4 else None
+    colour = channels - int(alpha)
+    photometric = "rgb" if colour == 3 and array.dtype in (np.uint8, np.uint16) else "minisblack"
+    extrasamples = ("unassalpha",) if alpha else None
     data = array[..., 0] if channels == 1 else array
     tifffile.imwrite(buf, data, photometric=photometric, planarconfig="contig", compression="zlib", extrasamples=extrasamples)
     return buf.getvalue()

@@ -38,6 +38,7 @@ def hr_folder(tmp_path):
     smooth = np.kron(rng.random((6, 8, 3)), np.ones((8, 8, 1)))
     Image.fromarray((smooth * 255).astype(np.uint8)).save(folder / "a.png")
     Image.fromarray((smooth[:45, :61] * 255).astype(np.uint8)).save(folder / "sub" / "odd.png")  # modcrop
+    Image.fromarray((smooth[:40, :40, 0] * 255).astype(np.uint8)).save(folder / "sub" / "gray.png")  # -> RGB
     (folder / "bands.tif").write_bytes(formats.encode((smooth[..., :2].repeat(2, axis=2) * 65535).astype(np.uint16), "bands.tif"))
     return folder
 
@@ -48,12 +49,12 @@ def test_checkpoint_model_table_grid_and_json(tmp_path, hr_folder, capsys):
     grid = tmp_path / "grid.png"
     code, out, err = _run(capsys, "--model", str(ckpt), "--data", str(hr_folder), "--grid", str(grid))
     # The 4-band TIFF cannot go through a 3-channel model: a clear error, exit 2.
-    assert code == 2 and "takes 3-channel images, got 4 channels" in err
+    assert code == 2 and "bands.tif has 4 band(s), the model takes 3" in err
 
     (hr_folder / "bands.tif").unlink()
     code, out, _ = _run(capsys, "--model", str(ckpt), "--data", str(hr_folder), "--grid", str(grid))
     assert code == 0
-    assert "a.png" in out and "sub/odd.png" in out and "mean Y of 2" in out
+    assert "a.png" in out and "sub/odd.png" in out and "sub/gray.png" in out and "mean Y of 3" in out
     picture = Image.open(grid)
     assert picture.width > 4 * 40 and picture.height > 2 * 40
 

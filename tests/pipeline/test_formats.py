@@ -80,3 +80,21 @@ def test_unit_conversion_uses_the_dtype_range():
     assert t.shape == (3, 1, 1) and t.max().item() == 1.0
     assert np.array_equal(formats.from_unit(t, np.uint16), a16)
     assert formats.data_range(np.uint8) == 255 and formats.data_range(np.float32) == 1.0
+
+
+def test_alpha_comes_from_the_file_not_the_band_count():
+    rgba = rng.integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    array, alpha = formats.decode_with_alpha(formats.encode(rgba, "a.png"), "a.png")
+    assert alpha and np.array_equal(formats.conform_bands(array, 3, alpha), rgba[..., :3])
+    bands = rng.integers(0, 65536, (6, 5, 4), dtype=np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, bands, photometric="minisblack", planarconfig="contig")
+    array, alpha = formats.decode_with_alpha(buf.getvalue(), "s.tif")
+    assert not alpha
+    with pytest.raises(DecodeError, match="has 4 band"):
+        formats.conform_bands(array, 3, alpha)
+    array, alpha = formats.decode_with_alpha(formats.encode(rgba, "a.tif", alpha=True), "a.tif")  # RGB + ExtraSamples alpha
+    assert alpha and np.array_equal(array, rgba)
+    assert not formats.decode_with_alpha(formats.encode(rgba, "b.tif"), "b.tif")[1]  # 4 plain bands
+    gray = rng.integers(0, 256, (6, 5, 1), dtype=np.uint8)
+    assert formats.conform_bands(gray, 3).shape == (6, 5, 3)

@@ -53,3 +53,13 @@ def test_discriminator_paper_layout_and_spectral_norm():
     assert any("parametrizations" in name for name, _ in sn.named_parameters())
     assert sn(torch.rand(2, 4, 32, 32)).shape == (2,)
     assert len(sn.features(torch.rand(2, 4, 32, 32))) == 8
+
+
+def test_bicubic_skip_model_starts_as_bicubic_and_learns_a_residual():
+    g = SRResNet(scale=4, num_blocks=1, num_features=8, bicubic_skip=True).eval()
+    x = torch.rand(2, 3, 10, 12)
+    expected = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    assert torch.allclose(g(x), expected)
+    assert g.spec.bicubic_skip and build_generator(g.spec.to_dict()).spec.bicubic_skip
+    with pytest.raises(ValueError, match="bicubic_skip needs"):
+        SRResNet(in_channels=1, out_channels=3, bicubic_skip=True)

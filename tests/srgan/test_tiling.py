@@ -22,10 +22,12 @@ def test_spans_cover_every_pixel_once_inside_equal_windows(length, tile, pad):
     assert len(sizes) == 1
 
 
-@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("scale,skip", [(2, False), (4, False), (4, True)])
 @pytest.mark.parametrize("size", [(37, 53), (19, 64), (8, 9)])
-def test_tiled_equals_untiled(scale, size):
-    g = SRResNet(scale=scale, num_blocks=3, num_features=16).eval()
+def test_tiled_equals_untiled(scale, skip, size):
+    g = SRResNet(scale=scale, num_blocks=3, num_features=16, bicubic_skip=skip).eval()
+    if skip:
+        torch.nn.init.normal_(g.tail.weight, std=0.01)  # a trained-looking residual
     # Move BN statistics off their defaults so eval-mode BN is not an identity.
     for m in g.modules():
         if isinstance(m, torch.nn.BatchNorm2d):

@@ -116,6 +116,35 @@ def test_resume_continues_a_finished_run_and_a_rerun_without_it_is_refused(ray_s
     with pytest.raises(ConfigError, match="no checkpoints of run 'never-ran'"):
         run_training(parse_config(tree), resume=True)
 
+    # A GAN-only run starts from the pretrained generator of that MLflow run.
+    tree["run"]["name"] = "gan-only"
+    tree["train"] = {**tree["train"], "phases": ["gan"], "gan": {"steps": 2, "lr": 1e-4, "init_from": f"runs:/{second.mlflow_run_id}"}, "val_every": 2}
+    tree["data"]["val"] = str(tmp_path / "hr")
+    gan = run_training(parse_config(tree))
+    assert gan.metrics["step"] == 2 and gan.metrics["phase"] == "gan"
+    # Started from the pretrained weights: validation is far better than a fresh generator's.
+    fresh = run_training(parse_config({**tree, "run": {**tree["run"], "name": "gan-fresh"}, "train": {**tree["train"], "gan": {**tree["train"]["gan"], "init_from": None}}}))
+    assert gan.metrics["val/psnr"] > fresh.metrics["val/psnr"] + 1.0
+
+
+def test_init_from_accepts_a_file_a_checkpoint_folder_and_an_mlflow_run(tmp_path, mlflow_uri):
+    import torch
+
+    from pipeline.train import resolve_init_generator
+    from srgan.generator import SRResNet
+    from srgan.weights import WeightsError, save_generator
+
+    g = SRResNet(scale=2, num_blocks=1, num_features=8)
+    save_generator(tmp_path / "ckpt" / "generator.pt", g)
+    client = mlflow.MlflowClient(mlflow_uri)
+    run = client.create_run(client.create_experiment(f"init-{uuid.uuid4().hex[:6]}"))
+    client.log_artifact(run.info.run_id, str(tmp_path / "ckpt" / "generator.pt"))
+    for ref in (str(tmp_path / "ckpt" / "generator.pt"), str(tmp_path / "ckpt"), f"runs:/{run.info.run_id}"):
+        state = resolve_init_generator(ref, mlflow_uri)
+        assert all(torch.equal(state[k], v) for k, v in g.state_dict().items()), ref
+    with pytest.raises(WeightsError, match="does not exist"):
+        resolve_init_generator(str(tmp_path / "nothing"), mlflow_uri)
+
 
 def test_cli_errors_are_one_line_with_exit_code_2(capsys, tmp_path):
     code = main(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--set", "train.batch_size=7"])

@@ -7,23 +7,19 @@ again: on 2 CPUs that cut the training pipeline to a fifth of its speed (see REA
 benchmarks). A local Ray started here keeps its workers; on a cluster, set the same two
 settings as environment variables on every node before `ray start`:
 RAY_num_workers_soft_limit and RAY_idle_worker_killing_time_threshold_ms.
+
+The dashboard starts too (ray[default]): Ray Train's placement-group cleaner asks its State
+API whether a run's controller is still alive, and frees the run's reserved CPUs/GPUs when it
+is not, e.g. after Tune stops a trial early. Without it those reservations would leak.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 
 
 def worker_reuse_config(num_cpus: int) -> dict:
     return {"num_workers_soft_limit": 4 * num_cpus + 4, "idle_worker_killing_time_threshold_ms": 600_000}
-
-
-def quiet_state_api_poller() -> None:
-    """worker_process_setup_hook: Ray Train's placement-group cleaner polls the State API,
-    which only a Ray with the dashboard (ray[default]) serves; without it, it warns every
-    second. The local Ray started here has no dashboard, so silence that one logger."""
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
 def ensure_ray(num_cpus: int | None = None, **init_kwargs) -> None:
@@ -37,6 +33,4 @@ def ensure_ray(num_cpus: int | None = None, **init_kwargs) -> None:
         ray.init(**init_kwargs)
         return
     cpus = num_cpus or os.cpu_count() or 1
-    init_kwargs.setdefault("include_dashboard", False)
-    init_kwargs.setdefault("runtime_env", {"worker_process_setup_hook": quiet_state_api_poller})
     ray.init(num_cpus=cpus, _system_config=worker_reuse_config(cpus), **init_kwargs)

@@ -12,6 +12,7 @@ Unknown keys and bad values fail at load time with the dotted key in the message
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,7 +122,8 @@ class PretrainSection(Section):
 
 class GanSection(Section):
     steps: int = Field(200_000, ge=0)
-    lr: float = Field(1e-4, gt=0, description="generator and discriminator lr")
+    lr: float = Field(1e-4, gt=0, description="generator lr (and discriminator lr unless d_lr is set)")
+    d_lr: float | None = Field(None, gt=0, description="discriminator lr; default: lr")
     lr_drop_step: int | None = Field(100_000, description="GAN-phase step at which lr is multiplied by lr_drop_factor")
     lr_drop_factor: float = Field(0.1, gt=0)
     init_from: str | None = Field(
@@ -291,3 +293,84 @@ def flatten(cfg: BaseModel) -> dict[str, str]:
 
     walk("", cfg.model_dump(mode="json"))
     return out
+
+
+# ------------------------------------------------------------------------------ sweeps
+
+
+class Distribution(Section):
+    """Exactly one of: loguniform [low, high], uniform [low, high], choice [values...]."""
+
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    choice: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "Distribution":
+        given = [k for k in ("loguniform", "uniform", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of loguniform: [low, high], uniform: [low, high], choice: [values]")
+        if self.loguniform is not None and not 0 < self.loguniform[0] < self.loguniform[1]:
+            raise ValueError(f"loguniform needs 0 < low < high, got {list(self.loguniform)}")
+        if self.uniform is not None and not self.uniform[0] < self.uniform[1]:
+            raise ValueError(f"uniform needs low < high, got {list(self.uniform)}")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice needs at least one value")
+        return self
+
+    def example(self) -> Any:
+        """A value from the distribution (its lower end), for validating the search space."""
+        if self.choice is not None:
+            return self.choice[0]
+        return (self.loguniform or self.uniform)[0]
+
+
+class ObjectiveSection(Section):
+    metric: str = Field("val/psnr", description="a reported metric, or 'score' for the weighted sum below")
+    mode: Literal["max", "min"] = "max"
+    score: dict[str, float] | None = Field(None, description="score = sum(weight * metric), e.g. {val/psnr: 1, val/hf_error: -4}")
+
+    @model_validator(mode="after")
+    def _score_named(self) -> "ObjectiveSection":
+        if (self.metric == "score") != (self.score is not None):
+            raise ValueError("objective.metric 'score' and objective.score go together: set both or neither")
+        return self
+
+
+class SchedulerSection(Section):
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, ge=1, description="training steps before a trial can be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class SweepConfig(Section):
+    name: str = Field("srgan-loss-weights", description="the Tune experiment (re-run the same name to resume) and the MLflow parent run")
+    storage_path: str = Field("./ray_results/sweeps", description="local path or s3://bucket/prefix")
+    train_config: str = Field(..., description="training config every trial starts from (relative to this file)")
+    train_overrides: list[str] = Field(default_factory=list, description="key=value applied to train_config for every trial")
+    search: dict[str, Distribution] = Field(..., description="dotted training-config key -> distribution")
+    objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    trial_cpus: float = Field(0.1, ge=0, description="CPUs for each trial's driver; its workers follow the training config's scaling")
+    seed: int = 0
+    mlflow: MlflowSection = Field(default_factory=lambda: MlflowSection(experiment="srgan-sweeps"))
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None, train_overrides: list[str] | None = None) -> tuple[SweepConfig, dict]:
+    """(sweep config, the trials' base training-config tree). Every search key is checked
+    against the training config now, with its distribution's lower end."""
+    tree = apply_overrides(load_yaml(path), overrides or [])
+    sweep = parse_config(tree, SweepConfig)
+    train_path = Path(sweep.train_config)
+    if not train_path.is_absolute():
+        train_path = Path(path).parent / train_path
+    base = apply_overrides(load_yaml(train_path), [*sweep.train_overrides, *(train_overrides or [])])
+    parse_config(base)
+    for key, dist in sweep.search.items():
+        try:
+            parse_config(apply_overrides(copy.deepcopy(base), [f"{key}={yaml.safe_dump(dist.example()).strip()}"]))
+        except ConfigError as exc:
+            raise ConfigError(f"search.{key}: not a usable training-config key or value ({exc})") from None
+    return sweep, base

@@ -21,10 +21,10 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from pipeline import formats
+from pipeline import formats, storage
 from pipeline.grids import GridRow, save_grid
 from pipeline.models import ModelRefError, Upscaler, load_upscaler
-from srgan.metrics import psnr, psnr_y, quantize, ssim, ssim_y
+from srgan.metrics import high_frequency_ratio, psnr, psnr_y, quantize, ssim, ssim_y
 from srgan.resize import imresize
 
 
@@ -42,6 +42,8 @@ class ImageScore:
     bicubic_ssim_y: float | None
     bicubic_psnr: float
     bicubic_ssim: float
+    hf_ratio: float
+    bicubic_hf_ratio: float
 
 
 @dataclass
@@ -52,11 +54,16 @@ class EvalReport:
     images: list[ImageScore]
 
     def mean(self, key: str) -> float | None:
+        """Mean over images; geometric for the high-frequency ratios (they are ratios)."""
         values = [getattr(s, key) for s in self.images if getattr(s, key) is not None]
-        return float(np.mean(values)) if values else None
+        if not values:
+            return None
+        if key.endswith("hf_ratio"):
+            return float(np.exp(np.mean(np.log(np.maximum(values, 1e-12)))))
+        return float(np.mean(values))
 
     def to_dict(self) -> dict:
-        keys = ("psnr_y", "ssim_y", "psnr", "ssim")
+        keys = ("psnr_y", "ssim_y", "psnr", "ssim", "hf_ratio")
         out = {"dataset": self.dataset, "model": self.model, "scale": self.scale}
         out.update({k: self.mean(k) for k in keys})
         out["bicubic"] = {k: self.mean(f"bicubic_{k}") for k in keys}
@@ -64,16 +71,35 @@ class EvalReport:
         return out
 
 
-def iter_folder(folder: str | Path) -> Iterator[tuple[str, np.ndarray, bool]]:
-    """(relative name, HR array, has alpha) for every image under `folder`, sorted, recursively."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data folder {folder} does not exist or is not a folder")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in formats.IMAGE_EXTENSIONS)
-    if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(formats.IMAGE_EXTENSIONS)}) under {folder}")
-    for path in paths:
-        yield (path.relative_to(root).as_posix(), *formats.decode_with_alpha(path.read_bytes(), path.name))
+def iter_images(source: str | Path) -> Iterator[tuple[str, np.ndarray, bool]]:
+    """(relative key, HR array, has alpha) for every image under a local folder or an s3://
+    prefix, sorted, recursively."""
+    files = storage.list_files(str(source), formats.IMAGE_EXTENSIONS)
+    if not files:
+        raise storage.StorageError(f"no images ({', '.join(formats.IMAGE_EXTENSIONS)}) under {source}")
+    for f in files:
+        yield (f.key, *formats.decode_with_alpha(storage.read_bytes(f.uri), f.key))
+
+
+def sr_figures(x: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, float | None]:
+    """Every figure we report for an upscaled image `x` against `hr` ((1, C, H, W), [0, 1]):
+    PSNR/SSIM on Y (None without a Y channel) and on all bands, border `scale` removed, and
+    the high-frequency ratio. Training validation, evaluate and promote all use this."""
+    has_y = hr.shape[1] in (1, 3)
+    return {
+        "psnr_y": psnr_y(x, hr, scale).item() if has_y else None,
+        "ssim_y": ssim_y(x, hr, scale).item() if has_y else None,
+        "psnr": psnr(x, hr, 1.0, scale).item(),
+        "ssim": ssim(x, hr, 1.0, scale).item(),
+        "hf_ratio": high_frequency_ratio(x, hr, scale).item(),
+    }
+
+
+def primary(figures: dict) -> tuple[float, float]:
+    """(PSNR, SSIM) as headline figures: Y where there is a Y channel, all bands otherwise."""
+    if figures["psnr_y"] is not None:
+        return figures["psnr_y"], figures["ssim_y"]
+    return figures["psnr"], figures["ssim"]
 
 
 def _levels(dtype: np.dtype) -> int | None:
@@ -105,21 +131,10 @@ def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int,
         sr = upscaler(lr)
         levels = _levels(hr_array.dtype)
         sr = quantize(sr, levels) if levels else sr
-    has_y = hr.shape[1] in (1, 3)
-
-    def figures(x: torch.Tensor) -> dict:
-        return {
-            "psnr_y": psnr_y(x, hr, scale).item() if has_y else None,
-            "ssim_y": ssim_y(x, hr, scale).item() if has_y else None,
-            "psnr": psnr(x, hr, 1.0, scale).item(),
-            "ssim": ssim(x, hr, 1.0, scale).item(),
-        }
-
-    base = figures(bicubic)
-    ours = base if sr is bicubic else figures(sr)
+    base = sr_figures(bicubic, hr, scale)
+    ours = base if sr is bicubic else sr_figures(sr, hr, scale)
     score = ImageScore(name=name, height=h, width=w, channels=hr.shape[1], **ours, **{f"bicubic_{k}": v for k, v in base.items()})
-    key = "psnr_y" if has_y else "psnr"
-    caption = f"{name}  bicubic {getattr(score, 'bicubic_' + key):.2f} dB  SR {getattr(score, key):.2f} dB"
+    caption = f"{name}  bicubic {primary(base)[0]:.2f} dB  SR {primary(ours)[0]:.2f} dB"
     return score, GridRow(lr=lr[0], bicubic=bicubic[0], sr=sr[0], hr=hr[0], caption=caption)
 
 
@@ -149,23 +164,27 @@ def _fmt(value: float | None, digits: int) -> str:
     return "   -   " if value is None else f"{value:.{digits}f}"
 
 
-def _row(name: str, size: str, pairs: list[tuple[float | None, float | None]]) -> str:
+def _row(name: str, size: str, pairs: list[tuple[float | None, float | None]], hf: list[float | None]) -> str:
     cells = "  ".join(f"{_fmt(p, 2):>6} / {_fmt(s, 4):>6}" for p, s in pairs)
+    hf_cells = " -> ".join(_fmt(h, 2) for h in hf)
     name = name if len(name) <= 32 else "..." + name[-29:]
-    return f"{name:<32} {size:>11}  {cells}"
+    return f"{name:<32} {size:>11}  {cells}  {hf_cells:>12}"
 
 
-def _pairs(score, baseline: bool) -> list[tuple]:
+def _pairs(score, baseline: bool) -> tuple[list[tuple], list]:
     y = "psnr_y" if score.psnr_y is not None else "psnr"
     s = "ssim_y" if score.ssim_y is not None else "ssim"
     sr = (getattr(score, y), getattr(score, s))
-    return [(getattr(score, "bicubic_" + y), getattr(score, "bicubic_" + s)), sr] if baseline else [sr]
+    if baseline:
+        return [(getattr(score, "bicubic_" + y), getattr(score, "bicubic_" + s)), sr], [score.bicubic_hf_ratio, score.hf_ratio]
+    return [sr], [score.hf_ratio]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="'bicubic' or a generator checkpoint path")
-    parser.add_argument("--data", required=True, help="folder of HR images (searched recursively)")
+    parser.add_argument("--model", required=True, help="'bicubic', a generator .pt, a checkpoint folder, runs:/<id> or models:/<name>@<alias>")
+    parser.add_argument("--data", required=True, help="HR images: a local folder or an s3:// prefix (searched recursively)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for runs:/ and models:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     parser.add_argument("--scale", type=int, default=None, help="upscaling factor (default: the model's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--grid", default=None, help="write an LR | bicubic | SR | HR comparison PNG here")
@@ -175,18 +194,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         device = torch.device(args.device) if args.device else None
-        upscaler = load_upscaler(args.model, device=device, scale=args.scale, tile=args.tile)
+        upscaler = load_upscaler(args.model, device=device, scale=args.scale, tile=args.tile, tracking_uri=args.tracking_uri)
         baseline = upscaler.generator is not None
         header = ["bicubic PSNR / SSIM", "SR PSNR / SSIM"] if baseline else ["PSNR / SSIM"]
 
         def show(score: ImageScore) -> None:
-            print(_row(score.name, f"{score.width}x{score.height}", _pairs(score, baseline)), flush=True)
+            print(_row(score.name, f"{score.width}x{score.height}", *_pairs(score, baseline)), flush=True)
 
         if not args.json:
-            print(f"{upscaler.name} x{upscaler.scale} on {args.data}  (Y channel BT.601, border {upscaler.scale}; N-band images: all bands)")
-            print(f"{'image':<32} {'size':>11}  " + "  ".join(f"{h:>17}" for h in header))
-        report = evaluate_images(upscaler, iter_folder(args.data), Path(args.data).name, args.grid, None if args.json else show)
-    except (ModelRefError, FileNotFoundError, formats.DecodeError, ValueError) as exc:
+            print(f"{upscaler.name} x{upscaler.scale} on {args.data}  (Y channel BT.601, border {upscaler.scale}; N-band images: all bands;")
+            print("  HF ratio: high-frequency energy relative to HR, 1 = HR's detail)")
+            print(f"{'image':<32} {'size':>11}  " + "  ".join(f"{h:>17}" for h in header) + f"  {'HF ratio':>12}")
+        report = evaluate_images(upscaler, iter_images(args.data), Path(args.data.rstrip("/")).name, args.grid, None if args.json else show)
+    except (ModelRefError, storage.StorageError, formats.DecodeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -203,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, p, s in rows:
             means = [(summary["bicubic"][p], summary["bicubic"][s])] if baseline else []
             means.append((summary[p], summary[s]))
-            print(_row(label, "", means))
+            hf = [summary["bicubic"]["hf_ratio"], summary["hf_ratio"]] if baseline else [summary["hf_ratio"]]
+            print(_row(label, "", means, hf))
         if args.grid:
             print(f"comparison grid: {args.grid}")
     return 0

@@ -1,17 +1,28 @@
-"""Turn a model reference given on a command line into something that upscales tensors.
+"""Turn a model reference into something that upscales tensors. One resolver for the
+whole project: evaluate, promote, upscale and the GAN phase's init_from all take these.
 
-References: ``bicubic`` (the MATLAB bicubic baseline, no weights) or the path of a
-generator checkpoint written by `srgan.weights.save_generator`.
+References:
+  ``bicubic``                          the MATLAB bicubic baseline (no weights)
+  ``path/generator.pt``, ``s3://.../generator.pt``   an srgan generator file
+  a checkpoint folder (local or s3://) holding generator.pt
+  ``runs:/<run id>``                   the generator.pt a training run logged
+  ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/m-<id>``   an MLflow model
+
+MLflow models are loaded from the srgan checkpoint they carry (``extra_files/generator.pt``)
+with ``torch.load(weights_only=True)``, not by unpickling the logged module.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pipeline import storage
+from srgan.generator import SRResNet
 from srgan.resize import imresize
 from srgan.tiling import upscale_tiled
 from srgan.weights import WeightsError, load_generator
@@ -54,21 +65,66 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_upscaler(ref: str, device: torch.device | None = None, scale: int | None = None, tile: int = 256) -> Upscaler:
-    """Upscaler for `ref` ('bicubic' or a checkpoint path). `scale` is required for bicubic
-    and, for a model, must agree with the model's own scale when given."""
-    device = device or default_device()
+def _mlflow_download(uri: str, tracking_uri: str | None) -> Path:
+    import mlflow
+
+    from pipeline.tracking import resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelRefError(f"cannot load {uri} from MLflow at {tracking_uri}: {first}") from exc
+
+
+def generator_file(ref: str, workdir: Path, tracking_uri: str | None = None) -> Path:
+    """A local path to the generator.pt that `ref` names (downloading it into `workdir`)."""
+    if ref.startswith("models:/"):
+        path = _mlflow_download(ref, tracking_uri) / "extra_files" / "generator.pt"
+    elif ref.startswith("runs:/"):
+        rest = ref[len("runs:/"):].strip("/")
+        if "/" not in rest:
+            rest += "/generator.pt"
+        path = _mlflow_download(f"runs:/{rest}", tracking_uri)
+        if path.is_dir():
+            path = path / "extra_files" / "generator.pt"
+    else:
+        uri = storage.local_or_uri(ref)
+        if not uri.endswith(".pt"):
+            uri = storage.join(uri, "generator.pt")
+        if not storage.exists(uri):
+            raise ModelRefError(f"model {ref!r}: {uri} does not exist; give 'bicubic', a generator .pt file, a checkpoint folder, runs:/<run id> or models:/<name>@<alias>")
+        if storage.is_s3(uri):
+            path = workdir / "generator.pt"
+            storage.download(uri, path)
+        else:
+            path = Path(uri)
+    if not path.is_file():
+        raise ModelRefError(f"model {ref!r} holds no srgan generator (looked for {path.name})")
+    return path
+
+
+def fetch_generator(ref: str, tracking_uri: str | None = None, map_location: str | torch.device = "cpu") -> tuple[SRResNet, dict]:
+    """(generator in eval mode, meta) for any reference but 'bicubic' (see module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = generator_file(ref, Path(tmp), tracking_uri)
+        try:
+            return load_generator(path, map_location=map_location)
+        except WeightsError as exc:
+            raise ModelRefError(f"model {ref!r}: {exc}") from exc
+
+
+def load_upscaler(ref: str, device: torch.device | None = None, scale: int | None = None, tile: int = 256, tracking_uri: str | None = None) -> Upscaler:
+    """Upscaler for `ref`. `scale` is required for bicubic and, for a model, must agree with
+    the model's own scale when given."""
     if ref == "bicubic":
         if scale is None:
             raise ModelRefError("the bicubic baseline needs a scale (--scale)")
         return Upscaler(name="bicubic", scale=scale)
-    path = Path(ref).expanduser()
-    if not path.is_file():
-        raise ModelRefError(f"model {ref!r} is neither 'bicubic' nor an existing checkpoint file")
-    try:
-        generator, meta = load_generator(path, map_location=device)
-    except WeightsError as exc:
-        raise ModelRefError(str(exc)) from exc
+    generator, meta = fetch_generator(ref, tracking_uri, map_location=device or default_device())
     if scale is not None and scale != generator.scale:
         raise ModelRefError(f"model {ref} upscales x{generator.scale}, but --scale {scale} was asked for; drop --scale or pick a x{scale} model")
     return Upscaler(name=str(ref), scale=generator.scale, generator=generator, meta=meta, tile=tile)

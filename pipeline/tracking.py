@@ -18,6 +18,7 @@ DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 RUN_TAG = "srgan.run_uri"  # the Ray Train run folder a MLflow run belongs to
 MODEL_NAME = "generator"  # artifact name of the logged model inside a run
+MODEL_TAG = "srgan.model_uri"  # on a training run: the URI of the generator it logged
 
 
 def resolve_tracking_uri(configured: str | None = None) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -34,11 +35,11 @@ from srgan.degrade import build_degradation
 from srgan.discriminator import Discriminator
 from srgan.generator import SRResNet
 from srgan.losses import ContentLoss, GeneratorLoss, LossWeights, PixelLoss, VGGFeatures
-from srgan.metrics import psnr, psnr_y, quantize, ssim, ssim_y
+from srgan.metrics import quantize
 from srgan.resize import imresize
 from srgan.tiling import upscale_tiled
 from srgan.train_step import EMA, Precision, gan_step, make_scaler, pretrain_step, unwrap
-from srgan.weights import WeightsError, load_generator, load_vgg19_features, save_generator
+from srgan.weights import WeightsError, load_vgg19_features, save_generator
 
 log = logging.getLogger("pipeline.train")  # on workers Ray Train routes this to the console once
 
@@ -87,16 +88,18 @@ def phase_at(cfg: TrainConfig, step: int) -> str:
     return "pretrain" if step < cfg.pretrain_steps else "gan"
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate for the step after `step` completed steps: constant in pretraining;
-    in the GAN phase multiplied by lr_drop_factor from lr_drop_step on (paper: 1e-4 -> 1e-5)."""
+def lr_at(cfg: TrainConfig, step: int, net: str = "g") -> float:
+    """Learning rate of `net` ('g' or 'd') for the step after `step` completed steps:
+    constant in pretraining; in the GAN phase multiplied by lr_drop_factor from
+    lr_drop_step on (paper: 1e-4 -> 1e-5)."""
     if phase_at(cfg, step) == "pretrain":
         return cfg.train.pretrain.lr
     gan = cfg.train.gan
+    base = gan.d_lr if net == "d" and gan.d_lr is not None else gan.lr
     into_gan = step - cfg.pretrain_steps
     if gan.lr_drop_step is not None and into_gan >= gan.lr_drop_step:
-        return gan.lr * gan.lr_drop_factor
-    return gan.lr
+        return base * gan.lr_drop_factor
+    return base
 
 
 def resolve_precision(requested: str, device: torch.device) -> Precision:
@@ -113,12 +116,18 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
 @torch.no_grad()
 def validate(model: torch.nn.Module, rows, cfg: TrainConfig, rank: int, world: int, device: torch.device) -> tuple[dict[str, float], list]:
     """Score `model` on this rank's share of the validation rows (idx % world == rank) and
-    reduce the sums over all ranks. Returns (metrics, grid rows for this rank)."""
+    reduce the sums over all ranks. Returns (metrics, grid rows for this rank).
+
+    val/psnr and val/ssim are on Y for 1- and 3-band data, all bands otherwise; val/hf_ratio
+    is the geometric mean of the high-frequency ratio, val/hf_error the mean |log2| of it
+    (0 = the HR's amount of fine detail)."""
+    from pipeline.evaluate import primary, sr_figures
     from pipeline.grids import GridRow
 
     scale = cfg.model.generator.scale
     degrade = build_degradation(cfg.data.degradation.name, scale, **cfg.data.degradation.params)
-    sums = torch.zeros(5, dtype=torch.float64)  # psnr, ssim, psnr_bicubic, ssim_bicubic, images
+    # psnr, ssim, log2 hf, |log2 hf|, bicubic psnr, bicubic ssim, bicubic log2 hf, images
+    sums = torch.zeros(8, dtype=torch.float64)
     grid: list[GridRow] = []
     was_training = model.training
     model.eval()
@@ -132,12 +141,11 @@ def validate(model: torch.nn.Module, rows, cfg: TrainConfig, rank: int, world: i
         bicubic = imresize(lr, float(scale)).clamp(0, 1)
         if levels:
             sr, bicubic = quantize(sr, levels), quantize(bicubic, levels)
-        has_y = hr.shape[1] in (1, 3)
-        p, s = (psnr_y, ssim_y) if has_y else (lambda a, b, c: psnr(a, b, 1.0, c), lambda a, b, c: ssim(a, b, 1.0, c))
-        figures = [p(sr, hr, scale).item(), s(sr, hr, scale).item(), p(bicubic, hr, scale).item(), s(bicubic, hr, scale).item()]
-        sums += torch.tensor([*figures, 1.0], dtype=torch.float64)
+        ours, base = sr_figures(sr, hr, scale), sr_figures(bicubic, hr, scale)
+        log_hf, log_hf_b = math.log2(max(ours["hf_ratio"], 1e-12)), math.log2(max(base["hf_ratio"], 1e-12))
+        sums += torch.tensor([*primary(ours), log_hf, abs(log_hf), *primary(base), log_hf_b, 1.0], dtype=torch.float64)
         if len(grid) < cfg.data.grid_images:
-            grid.append(GridRow(lr[0], bicubic[0], sr[0], hr[0], caption=f"{row['key']}  bicubic {figures[2]:.2f} dB  SR {figures[0]:.2f} dB"))
+            grid.append(GridRow(lr[0], bicubic[0], sr[0], hr[0], caption=f"{row['key']}  bicubic {primary(base)[0]:.2f} dB  SR {primary(ours)[0]:.2f} dB"))
     model.train(was_training)
     if world > 1:
         import torch.distributed as dist
@@ -145,13 +153,16 @@ def validate(model: torch.nn.Module, rows, cfg: TrainConfig, rank: int, world: i
         reduced = sums.to(device)
         dist.all_reduce(reduced)
         sums = reduced.cpu()
-    n = max(sums[4].item(), 1.0)
+    n = max(sums[7].item(), 1.0)
     metrics = {
         "val/psnr": sums[0].item() / n,
         "val/ssim": sums[1].item() / n,
-        "val/psnr_bicubic": sums[2].item() / n,
-        "val/ssim_bicubic": sums[3].item() / n,
-        "val/images": sums[4].item(),
+        "val/hf_ratio": 2 ** (sums[2].item() / n),
+        "val/hf_error": sums[3].item() / n,
+        "val/psnr_bicubic": sums[4].item() / n,
+        "val/ssim_bicubic": sums[5].item() / n,
+        "val/hf_ratio_bicubic": 2 ** (sums[6].item() / n),
+        "val/images": sums[7].item(),
     }
     return metrics, grid
 
@@ -255,7 +266,7 @@ def train_loop_per_worker(loop: dict) -> None:
 
     betas = tuple(cfg.train.adam_betas)
     opt_g = torch.optim.Adam(g.parameters(), lr=lr_at(cfg, step), betas=betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=lr_at(cfg, step), betas=betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=lr_at(cfg, step, "d"), betas=betas)
     scaler_g, scaler_d = make_scaler(device, precision), make_scaler(device, precision)
     if state is not None and state["phase"] == phase_at(cfg, step):
         opt_g.load_state_dict(state["opt_g"])
@@ -288,7 +299,7 @@ def train_loop_per_worker(loop: dict) -> None:
                 # Pretraining done: the GAN phase starts with fresh optimisers and averages.
                 phase = phase_at(cfg, step)
                 opt_g = torch.optim.Adam(g.parameters(), lr=lr_at(cfg, step), betas=betas)
-                opt_d = torch.optim.Adam(d.parameters(), lr=lr_at(cfg, step), betas=betas)
+                opt_d = torch.optim.Adam(d.parameters(), lr=lr_at(cfg, step, "d"), betas=betas)
                 scaler_g, scaler_d = make_scaler(device, precision), make_scaler(device, precision)
                 ema = EMA(g, cfg.train.ema_decay)
                 ema.model.to(device)
@@ -297,9 +308,9 @@ def train_loop_per_worker(loop: dict) -> None:
                 if rank == 0:
                     log.info(f"step {step}: pretraining done, GAN phase starts")
             lr = lr_at(cfg, step)
-            for opt in (opt_g, opt_d):
+            for opt, value in ((opt_g, lr), (opt_d, lr_at(cfg, step, "d"))):
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = value
             lr_batch, hr_batch = batch_data["lr"], batch_data["hr"]
             if phase == "pretrain":
                 stats = pretrain_step(g, opt_g, lr_batch, hr_batch, pixel, precision, scaler_g)
@@ -328,7 +339,10 @@ def train_loop_per_worker(loop: dict) -> None:
                     logger.metrics(last_val, step)
                     if grid:
                         logger.image(comparison_grid(grid, cfg.model.generator.scale), f"grids/step_{step:08d}.png")
-                    log.info(f"[step {step}/{total} validation] PSNR {last_val['val/psnr']:.2f} dB (bicubic {last_val['val/psnr_bicubic']:.2f})  SSIM {last_val['val/ssim']:.4f}")
+                    log.info(
+                        f"[step {step}/{total} validation] PSNR {last_val['val/psnr']:.2f} dB (bicubic {last_val['val/psnr_bicubic']:.2f})  "
+                        f"SSIM {last_val['val/ssim']:.4f}  HF ratio {last_val['val/hf_ratio']:.2f} (bicubic {last_val['val/hf_ratio_bicubic']:.2f})"
+                    )
             if do_ckpt or do_val:
                 metrics = {"step": step, "epoch": epoch, "phase": phase, **{f"train/{k}": v for k, v in stats.items()}, **last_val}
                 if do_ckpt:
@@ -383,27 +397,13 @@ def _run_storage(cfg: TrainConfig) -> tuple[str, object, str]:
 
 
 def resolve_init_generator(ref: str, tracking_uri: str) -> dict:
-    """State dict of the generator named by `ref`: an srgan generator file, a checkpoint
-    folder holding generator.pt (local or s3://), or runs:/<mlflow run id>."""
-    if ref.startswith("runs:/"):
-        import mlflow
+    """State dict of the generator `ref` names (see pipeline.models for the forms)."""
+    from pipeline.models import ModelRefError, fetch_generator
 
-        run_id = ref[len("runs:/"):].strip("/").split("/")[0]
-        mlflow.set_tracking_uri(tracking_uri)
-        try:
-            path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/generator.pt")
-        except Exception as exc:
-            raise WeightsError(f"train.gan.init_from {ref}: MLflow run has no generator.pt artifact ({exc})") from exc
-        return load_generator(path)[0].state_dict()
-    uri = storage.local_or_uri(ref)
-    if not uri.endswith(".pt"):
-        uri = storage.join(uri, "generator.pt")
-    if not storage.exists(uri):
-        raise WeightsError(f"train.gan.init_from: {uri} does not exist; give a generator .pt file, a checkpoint folder, or runs:/<run id>")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "generator.pt"
-        storage.download(uri, local)
-        return load_generator(local)[0].state_dict()
+    try:
+        return fetch_generator(ref, tracking_uri)[0].state_dict()
+    except ModelRefError as exc:
+        raise WeightsError(f"train.gan.init_from: {exc}") from exc
 
 
 def _list_images(uri: str, cfg: TrainConfig, what: str) -> list[storage.StoredFile]:
@@ -413,8 +413,9 @@ def _list_images(uri: str, cfg: TrainConfig, what: str) -> list[storage.StoredFi
     return files
 
 
-def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None = None) -> TrainOutcome:
-    """Everything `python -m pipeline.train` does, callable (pipeline.tune runs it per trial)."""
+def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None = None, mlflow_tags: dict[str, str] | None = None) -> TrainOutcome:
+    """Everything `python -m pipeline.train` does, callable (pipeline.tune runs it per trial,
+    with Tune's report callback and the parent-run tags)."""
     import ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -462,7 +463,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
     experiment_id = tracking.ensure_experiment(tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_location)
     params = flatten(cfg)
     params["run.name"] = name
-    run_id = tracking.start_run(tracking_uri, experiment_id, name, run_uri, params, tags={"srgan.phases": ",".join(cfg.train.phases)})
+    run_id = tracking.start_run(tracking_uri, experiment_id, name, run_uri, params, tags={"srgan.phases": ",".join(cfg.train.phases), **(mlflow_tags or {})})
     logger = tracking.RunLogger(tracking_uri, run_id)
     logger.metrics({"data/train_images": len(train_good), "data/val_images": len(val_good), "data/bad_inputs": len(bad_inputs)}, 0)
     if bad_inputs:
@@ -514,6 +515,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
             tracking.client(tracking_uri).log_artifact(run_id, str(generator_file))
             if cfg.mlflow.log_model:
                 model_uri = tracking.log_generator_model(tracking_uri, run_id, generator_file)
+                tracking.client(tracking_uri).set_tag(run_id, tracking.MODEL_TAG, model_uri)
     logger.finish("FINISHED")
     outcome = TrainOutcome(name, run_uri, run_id, tracking_uri, checkpoint_uri, model_uri, dict(result.metrics or {}), bad_inputs)
     _print_summary(outcome, cfg, time.perf_counter() - started)

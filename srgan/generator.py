@@ -5,8 +5,8 @@ conv-BN closing the trunk with a global skip from the head, one PixelShuffle(2) 
 factor of two (PixelShuffle(3) for x3), and a 9x9 tail conv. Images are (N, C, H, W) float
 in [0, 1] on both sides; the tail is linear (no tanh), as in current SRResNet practice.
 
-`bicubic_skip=True` (not in the paper; off by default) adds the bicubic upscale of the
-input to the output, so the network learns only the residual (VDSR-style global residual
+`bicubic_skip=True` (not in the paper; off by default) adds the MATLAB bicubic upscale of
+the input (the evaluation baseline) to the output, so the network learns only the residual (VDSR-style global residual
 learning) and starts from the bicubic baseline: small models trained briefly then beat
 bicubic instead of trailing it.
 """
@@ -17,8 +17,9 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from srgan.resize import imresize
 
 SCALES = (2, 3, 4, 8)
 
@@ -134,7 +135,7 @@ class SRResNet(nn.Module):
         trunk = self.body_tail(self.body(head)) + head
         out = self.tail(self.upsample(trunk))
         if self.spec.bicubic_skip:
-            out = out + F.interpolate(x, scale_factor=self.spec.scale, mode="bicubic", align_corners=False)
+            out = out + imresize(x, float(self.spec.scale))
         return out
 
 

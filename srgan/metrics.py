@@ -6,6 +6,12 @@ a border of `crop` pixels (= the scale) removed, SSIM with an 11x11 Gaussian win
 (sigma 1.5) over the valid region. `psnr` / `ssim` are the data-range-aware variants for
 16-bit and N-band images: computed per band against `data_range` and averaged.
 
+`high_frequency_ratio` is a perception-oriented measure that needs no learned weights: the
+energy SR puts into spatial frequencies the LR cannot carry (above its Nyquist limit),
+relative to the HR's. Bicubic is far below 1 (blurry); a GAN that hallucinates plausible
+texture comes close to 1; above 1 means noise or ringing. It complements PSNR, which
+rewards blur (the perception-distortion trade-off of Blau & Michaeli 2018).
+
 All functions take (N, C, H, W) float tensors and return one value per image, shape (N,).
 """
 
@@ -114,3 +120,32 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, data_range: float = 1.0, crop: int 
     _check_pair(sr, hr)
     a, b = _crop(sr.double(), crop), _crop(hr.double(), crop)
     return _ssim_per_band(a, b, float(data_range)).mean(dim=1).float()
+
+
+def _hann(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.hann_window(n, periodic=False, dtype=dtype, device=device) if n > 1 else torch.ones(1, dtype=dtype, device=device)
+
+
+def high_frequency_ratio(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Spectral energy above the LR Nyquist frequency (1 / (2 * scale) cycles per HR pixel),
+    SR over HR, on the luma (RGB) or the band mean (other band counts). Images are
+    Hann-windowed so their borders do not leak into the spectrum. Shape (N,); 1 = HR's detail."""
+    _check_pair(sr, hr)
+
+    def plane(x: torch.Tensor) -> torch.Tensor:
+        x = x.double()
+        x = rgb_to_y(x) if x.shape[1] == 3 else x.mean(dim=1, keepdim=True)
+        return x[:, 0]
+
+    a, b = plane(sr), plane(hr)
+    h, w = a.shape[-2:]
+    window = _hann(h, a.dtype, a.device)[:, None] * _hann(w, a.dtype, a.device)[None, :]
+    fy = torch.fft.fftfreq(h, dtype=a.dtype, device=a.device)[:, None]
+    fx = torch.fft.fftfreq(w, dtype=a.dtype, device=a.device)[None, :]
+    high = torch.sqrt(fy**2 + fx**2) > 0.5 / scale
+
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        x = (x - x.mean(dim=(-2, -1), keepdim=True)) * window
+        return (torch.fft.fft2(x).abs() ** 2 * high).flatten(1).sum(dim=1)
+
+    return (energy(a) / energy(b).clamp_min(1e-20)).float()

@@ -77,3 +77,15 @@ def test_flattened_params_leave_out_secret_looking_keys():
         s3: Store = Store()
 
     assert flatten(WithSecrets()) == {"s3.endpoint_url": "http://127.0.0.1:9000"}
+
+
+def test_lr_schedule_follows_the_paper_and_d_lr_is_separate():
+    from pipeline.train import lr_at
+
+    cfg = load_config(ROOT / "configs" / "srgan_x4.yaml")
+    assert lr_at(cfg, 0) == 1e-4 and lr_at(cfg, 999_999) == 1e-4  # SRResNet phase
+    assert lr_at(cfg, 1_000_000) == 1e-4 and lr_at(cfg, 1_099_999) == 1e-4  # first 10^5 GAN steps
+    assert lr_at(cfg, 1_100_000) == pytest.approx(1e-5) and lr_at(cfg, 1_199_999, "d") == pytest.approx(1e-5)
+    cfg = load_config(ROOT / "configs" / "srgan_x4.yaml", ["train.gan.d_lr=4e-4"])
+    assert lr_at(cfg, 1_000_000, "d") == 4e-4 and lr_at(cfg, 1_000_000, "g") == 1e-4
+    assert lr_at(cfg, 1_100_000, "d") == pytest.approx(4e-5)

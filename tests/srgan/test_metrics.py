@@ -60,3 +60,16 @@ def test_y_metrics_refuse_n_band_images():
 def test_quantize_rounds_to_8_bit_levels():
     x = torch.tensor([0.0, 0.5, 1.2, -0.1, 100.4 / 255])
     assert torch.allclose(quantize(x) * 255, torch.tensor([0.0, 128.0, 255.0, 0.0, 100.0]))
+
+
+def test_high_frequency_ratio_separates_blur_detail_and_noise():
+    from srgan.metrics import high_frequency_ratio
+    from srgan.resize import imresize
+
+    hr = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    assert torch.allclose(high_frequency_ratio(hr, hr, 4), torch.ones(2))
+    bicubic = imresize(imresize(hr, 0.25), 4.0)
+    assert (high_frequency_ratio(bicubic, hr, 4) < 0.3).all()  # the LR cannot carry those frequencies
+    noisy = (hr + 0.3 * torch.randn_like(hr)).clamp(0, 1)
+    assert (high_frequency_ratio(noisy, hr, 4) > 1.0).all()
+    assert high_frequency_ratio(torch.rand(1, 5, 32, 32), torch.rand(1, 5, 32, 32), 2).shape == (1,)

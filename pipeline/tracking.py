@@ -159,3 +159,15 @@ def log_generator_model(tracking_uri: str, run_id: str, checkpoint_file: Path) -
             pip_requirements=[f"torch>={torch.__version__.split('+')[0].rsplit('.', 1)[0]}", "numpy"],
         )
     return info.model_uri
+
+
+def log_generator(tracking_uri: str, run_id: str, checkpoint_file: Path, as_model: bool = True) -> str | None:
+    """What a finished training run leaves in MLflow: generator.pt as a run artifact
+    (runs:/<id> loads it) and, with `as_model`, the MLflow model whose URI the run's
+    srgan.model_uri tag records (promotion registers that). Returns the model URI."""
+    client(tracking_uri).log_artifact(run_id, str(checkpoint_file))
+    if not as_model:
+        return None
+    model_uri = log_generator_model(tracking_uri, run_id, checkpoint_file)
+    client(tracking_uri).set_tag(run_id, MODEL_TAG, model_uri)
+    return model_uri

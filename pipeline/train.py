@@ -511,11 +511,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
     model_uri = None
     if result.checkpoint is not None:
         with result.checkpoint.as_directory() as folder:
-            generator_file = Path(folder) / "generator.pt"
-            tracking.client(tracking_uri).log_artifact(run_id, str(generator_file))
-            if cfg.mlflow.log_model:
-                model_uri = tracking.log_generator_model(tracking_uri, run_id, generator_file)
-                tracking.client(tracking_uri).set_tag(run_id, tracking.MODEL_TAG, model_uri)
+            model_uri = tracking.log_generator(tracking_uri, run_id, Path(folder) / "generator.pt", cfg.mlflow.log_model)
     logger.finish("FINISHED")
     outcome = TrainOutcome(name, run_uri, run_id, tracking_uri, checkpoint_uri, model_uri, dict(result.metrics or {}), bad_inputs)
     _print_summary(outcome, cfg, time.perf_counter() - started)

@@ -237,10 +237,11 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
     children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
     child_runs = {c.data.tags.get(TRIAL_TAG): c.info.run_id for c in children}
     table = results_table(results, sweep, child_runs, total_steps)
-    # Trials ASHA stopped or that failed never finished their MLflow run: say what happened.
+    # Trials ASHA stopped or that failed did not finish their MLflow run: it is still RUNNING, or
+    # FAILED when the stop reached the trainer as an exception. Say what happened.
     for _, row in table.iterrows():
         run_id = row["mlflow_run_id"]
-        if run_id and row["status"] != "finished" and client.get_run(run_id).info.status == "RUNNING":
+        if run_id and row["status"] != "finished" and client.get_run(run_id).info.status != "FINISHED":
             client.set_tag(run_id, "srgan.stopped", "scheduler" if row["status"] == "stopped early" else "error")
             client.set_terminated(run_id, "KILLED" if row["status"] == "stopped early" else "FAILED")
     with tempfile.TemporaryDirectory() as tmp:

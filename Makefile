@@ -23,9 +23,12 @@ test: setup
 quickstart: setup
 	RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled $(PY) -m pipeline.quickstart --out $(QUICKSTART_DIR)
 
+# The references (Real-ESRGAN's inference helper) go into the venv for benchmarks only.
 bench: setup
+	$(PY) -m pip install --quiet --no-deps basicsr realesrgan opencv-python-headless tqdm
 	$(PY) benchmarks/degrade.py
 	$(PY) benchmarks/data_pipeline.py
+	$(PY) benchmarks/upscale.py
 
 clean:
 	rm -rf $(QUICKSTART_DIR) .pytest_cache ray_results

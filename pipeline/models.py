@@ -46,10 +46,20 @@ class Upscaler:
     meta: dict = field(default_factory=dict)
     tile: int = 256
     batch_size: int = 4
+    precision: str = "fp32"  # or bf16 / fp16: autocast for the generator (GPU)
 
     @property
     def in_channels(self) -> int | None:
         return None if self.generator is None else self.generator.spec.in_channels
+
+    @property
+    def pad(self) -> int:
+        """Input pixels of context an output pixel depends on (windows need this much overlap)."""
+        return 4 if self.generator is None else int(self.generator.receptive_radius)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu") if self.generator is None else next(self.generator.parameters()).device
 
     @torch.no_grad()
     def __call__(self, lr: torch.Tensor) -> torch.Tensor:
@@ -57,8 +67,13 @@ class Upscaler:
             return imresize(lr.float(), float(self.scale)).clamp(0, 1)
         if lr.shape[1] != self.in_channels:
             raise ModelRefError(f"model {self.name} takes {self.in_channels}-channel images, got {lr.shape[1]} channels")
-        out = upscale_tiled(self.generator, lr.float(), self.scale, tile=self.tile, batch_size=self.batch_size)
-        return out.clamp(0, 1)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = upscale_tiled(self.generator, lr.float(), self.scale, tile=self.tile, batch_size=self.batch_size)
+        return out.float().clamp(0, 1)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def default_device() -> torch.device:
@@ -117,14 +132,14 @@ def fetch_generator(ref: str, tracking_uri: str | None = None, map_location: str
             raise ModelRefError(f"model {ref!r}: {exc}") from exc
 
 
-def load_upscaler(ref: str, device: torch.device | None = None, scale: int | None = None, tile: int = 256, tracking_uri: str | None = None) -> Upscaler:
+def load_upscaler(ref: str, device: torch.device | None = None, scale: int | None = None, tile: int = 256, tracking_uri: str | None = None, **options) -> Upscaler:
     """Upscaler for `ref`. `scale` is required for bicubic and, for a model, must agree with
-    the model's own scale when given."""
+    the model's own scale when given. `options`: Upscaler's batch_size, precision."""
     if ref == "bicubic":
         if scale is None:
             raise ModelRefError("the bicubic baseline needs a scale (--scale)")
-        return Upscaler(name="bicubic", scale=scale)
+        return Upscaler(name="bicubic", scale=scale, tile=tile, **options)
     generator, meta = fetch_generator(ref, tracking_uri, map_location=device or default_device())
     if scale is not None and scale != generator.scale:
         raise ModelRefError(f"model {ref} upscales x{generator.scale}, but --scale {scale} was asked for; drop --scale or pick a x{scale} model")
-    return Upscaler(name=str(ref), scale=generator.scale, generator=generator, meta=meta, tile=tile)
+    return Upscaler(name=str(ref), scale=generator.scale, generator=generator, meta=meta, tile=tile, **options)

@@ -138,22 +138,31 @@ def read_bytes(uri: str) -> bytes:
         raise StorageError(f"cannot read {uri}: {exc}") from exc
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    """Write `data` whole: a local file appears under its name only when complete (temp +
-    rename); an S3 PUT is atomic by itself."""
+def _write_whole(uri: str, fill) -> None:
+    """Call `fill(binary file)` to write `uri` so that it appears only complete: a local file
+    by temp + rename, an S3 object when its PUT (or multipart upload) completes."""
     fs, path = filesystem(uri)
     try:
         if isinstance(fs, pafs.LocalFileSystem):
             target = Path(path)
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            try:
+                with open(tmp, "wb") as fh:
+                    fill(fh)
+                tmp.replace(target)
+            finally:
+                tmp.unlink(missing_ok=True)
         else:
             with fs.open_output_stream(path) as fh:
-                fh.write(data)
+                fill(fh)
     except Exception as exc:
         raise StorageError(f"cannot write {uri}: {exc}") from exc
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write `data` to `uri` whole (see `_write_whole`)."""
+    _write_whole(uri, lambda fh: fh.write(data))
 
 
 def exists(uri: str) -> bool:
@@ -164,6 +173,46 @@ def exists(uri: str) -> bool:
         raise StorageError(f"cannot check {uri}: {exc}") from exc
 
 
+CHUNK = 8 << 20
+
+
 def download(uri: str, dest: Path) -> None:
-    """Copy `uri` to local file `dest` (the fetcher for srgan.weights' cached downloads)."""
-    Path(dest).write_bytes(read_bytes(uri))
+    """Copy `uri` to local file `dest`, streaming (memory stays at one chunk)."""
+    fs, path = filesystem(uri)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with fs.open_input_stream(path) as src, open(tmp, "wb") as out:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+        tmp.replace(dest)
+    except FileNotFoundError as exc:
+        raise StorageError(f"{uri} does not exist") from exc
+    except Exception as exc:
+        raise StorageError(f"cannot read {uri}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def upload_file(src: Path, uri: str) -> None:
+    """Put local file `src` at `uri` whole, streaming one chunk at a time."""
+
+    def copy(fh) -> None:
+        with open(src, "rb") as fin:
+            while chunk := fin.read(CHUNK):
+                fh.write(chunk)
+
+    _write_whole(uri, copy)
+
+
+def remove_partials(root_uri: str) -> int:
+    """Delete the temporary `.name.<id>.partial` files an interrupted local write left under
+    `root_uri` (S3 writes leave none: an unfinished upload never becomes an object)."""
+    uri = local_or_uri(root_uri)
+    if "://" in uri or not Path(uri).is_dir():
+        return 0
+    stale = [p for p in Path(uri).rglob(".*.partial") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)

@@ -31,7 +31,9 @@ def spans(length: int, tile: int, pad: int) -> list[Span]:
     """Cover [0, length) with tiles of `tile` pixels, each inside a window of tile + 2*pad."""
     if tile <= 0:
         raise ValueError(f"tile size must be > 0, got {tile}")
-    window = min(length, tile + 2 * pad)
+    if length <= tile + 2 * pad:  # one window holds the whole axis: one tile, no repeated work
+        return [Span(0, length, 0, length)]
+    window = tile + 2 * pad
     out = []
     for start in range(0, length, tile):
         stop = min(start + tile, length)
@@ -95,7 +97,8 @@ def upscale_tiled(
             windows = torch.stack([x[i, :, t.rows.win_start : t.rows.win_stop, t.cols.win_start : t.cols.win_stop] for t in chunk])
             result = model(windows.to(device)).to(out_device)
             if out is None:
-                out = torch.empty((n, result.shape[1], h * scale, w * scale), dtype=result.dtype, device=out_device)
+                # float32 at least: a bf16/fp16 model's tiles are stored without further rounding.
+                out = torch.empty((n, result.shape[1], h * scale, w * scale), dtype=torch.promote_types(result.dtype, torch.float32), device=out_device)
             for t, r in zip(chunk, result):
                 top = (t.rows.keep_start - t.rows.win_start) * scale
                 left = (t.cols.keep_start - t.cols.win_start) * scale

@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import torch
 from torch import nn
@@ -161,9 +161,17 @@ def save_generator(path: str | Path, generator: nn.Module, meta: dict | None = N
     tmp.replace(path)
 
 
-def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[SRResNet, dict]:
-    """(generator in eval mode, meta) from a file written by `save_generator`."""
-    payload = _load_state_dict(Path(path), None)
+def load_generator(path: str | Path | BinaryIO, map_location: str | torch.device = "cpu") -> tuple[SRResNet, dict]:
+    """(generator in eval mode, meta) from a file (or an open binary stream of one) written
+    by `save_generator`."""
+    if isinstance(path, (str, Path)):
+        payload = _load_state_dict(Path(path), None)
+    else:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsError(f"could not read a generator from the stream: {type(exc).__name__}: {exc}") from exc
+        path = "<stream>"
     if payload.get("format") != GENERATOR_FORMAT:
         raise WeightsError(f"{path} is not an srgan generator checkpoint (format {payload.get('format')!r}, expected {GENERATOR_FORMAT!r})")
     model = build_generator(payload["spec"])

@@ -60,3 +60,53 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (64, 64), see
         path.write_bytes(png_bytes(smooth_image(rng, *size)))
         paths.append(path)
     return paths
+
+
+def geotiff_bytes(array: np.ndarray, nodata=None, pixel_size: float = 10.0, alpha: bool = False) -> bytes:
+    """An (H, W, C) array as a GeoTIFF in UTM 33N with `pixel_size` m pixels, band
+    descriptions and a tag, written by rasterio."""
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.transform import from_origin
+
+    h, w, c = array.shape
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": c, "dtype": str(array.dtype), "crs": "EPSG:32633", "transform": from_origin(500000.0, 4600000.0, pixel_size, pixel_size), "nodata": nodata}
+    with rasterio.MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(np.moveaxis(array, -1, 0))
+            dst.descriptions = tuple(f"band-{i + 1}" for i in range(c))
+            dst.update_tags(SENSOR="test-sat")
+            if alpha:
+                dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+        return mem.read()
+
+
+def dicom_bytes(array: np.ndarray, bits_stored: int = 12, signed: bool = False, spacing=(0.5, 0.5), compressed_garbage: bool = False) -> bytes:
+    """A single-frame MR slice holding the (H, W) `array` as stored values."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.PatientName, ds.Modality = "TEST-001", "Test^Patient", "MR"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
+    ds.Rows, ds.Columns = array.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.PixelSpacing = [str(s) for s in spacing]
+    ds.RescaleSlope, ds.RescaleIntercept = "1.5", "-100"
+    ds.SmallestImagePixelValue = int(array.min())
+    data = array.astype(np.int16 if signed else np.uint16).tobytes()
+    ds.PixelData = data[: len(data) // 3] if compressed_garbage else data
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()

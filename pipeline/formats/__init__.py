@@ -16,6 +16,7 @@ from pipeline.formats import png_tiff
 from pipeline.formats.errors import DecodeError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_EXTENSIONS = (".dcm", ".dicom")
 
 __all__ = ["DecodeError", "IMAGE_EXTENSIONS", "decode", "decode_with_alpha", "encode", "to_unit", "from_unit", "data_range", "conform_bands"]
 
@@ -87,18 +88,26 @@ def conform_bands(array: np.ndarray, channels: int, alpha: bool = False) -> np.n
     raise DecodeError(f"has {have} band(s), the model takes {channels}")
 
 
-def to_unit(array: np.ndarray, value_range: float | None = None) -> torch.Tensor:
-    """(H, W, C) array -> (C, H, W) float32 tensor in [0, 1] (values / `value_range`, default
-    the dtype's maximum, clipped)."""
-    scaled = array.astype(np.float32) / (value_range or data_range(array.dtype))
+def to_unit(array: np.ndarray, value_range: float | None = None, offset: float = 0.0) -> torch.Tensor:
+    """(H, W, C) array -> (C, H, W) float32 tensor in [0, 1]: (values + `offset`) /
+    `value_range` (default the dtype's maximum; clipped when a range is given)."""
+    scaled = array.astype(np.float32)
+    if offset:
+        scaled += np.float32(offset)
+    scaled /= np.float32(value_range or data_range(array.dtype))
     if value_range:
         scaled = np.clip(scaled, 0.0, 1.0)
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
 
 
-def from_unit(tensor: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """(C, H, W) tensor in [0, 1] -> (H, W, C) array of `dtype` (rounded and clipped if integer)."""
-    values = tensor.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0) * data_range(dtype)
-    if np.issubdtype(np.dtype(dtype), np.integer):
-        values = np.rint(values)
+def from_unit(tensor: torch.Tensor, dtype: np.dtype, value_range: float | None = None, offset: float = 0.0) -> np.ndarray:
+    """(C, H, W) tensor in [0, 1] -> (H, W, C) array of `dtype`: value * range - offset,
+    rounded and clipped to the dtype if integer (inverse of `to_unit`)."""
+    values = tensor.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0) * np.float32(value_range or data_range(dtype))
+    if offset:
+        values -= np.float32(offset)
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
     return values.astype(dtype)

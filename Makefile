@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QUICKSTART_DIR ?= quickstart
 
-.PHONY: setup test quickstart bench clean
+.PHONY: setup test quickstart e2e stack-up stack-down bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,16 @@ test: setup
 quickstart: setup
 	RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled $(PY) -m pipeline.quickstart --out $(QUICKSTART_DIR)
 
+# The local stack (S3 API + MLflow server on 127.0.0.1) and the flow through it on a local Ray head.
+stack-up: setup
+	$(PY) infra/local/stack.py up
+
+stack-down:
+	$(PY) infra/local/stack.py down
+
+e2e: setup
+	VENV=$(VENV) infra/local/e2e.sh $(E2E_ARGS)
+
 # The references (Real-ESRGAN's inference helper) go into the venv for benchmarks only.
 bench: setup
 	$(PY) -m pip install --quiet --no-deps basicsr realesrgan opencv-python-headless tqdm
@@ -31,4 +41,4 @@ bench: setup
 	$(PY) benchmarks/upscale.py
 
 clean:
-	rm -rf $(QUICKSTART_DIR) .pytest_cache ray_results
+	rm -rf $(QUICKSTART_DIR) .pytest_cache ray_results .stack

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make e2e`: the quickstart's flow the way a cluster runs it. Starts the local stack (S3 +
+# MLflow server, infra/local/stack.py) and a local Ray head, submits the flow with
+# `ray job submit --working-dir .`, with samples, checkpoints, sweep state, MLflow artifacts
+# and upscaled images in the stack's bucket, checks the results, and tears everything down.
+#   infra/local/e2e.sh [--quick]      (arguments go to python -m pipeline.quickstart)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+VENV=${VENV:-.venv}
+export PATH="$PWD/$VENV/bin:$PATH"   # the job's `python` is this venv's
+STATE=${SRGAN_STACK_DIR:-$PWD/.stack}
+export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
+# Keep Ray Data's task workers alive between tasks (see pipeline/cluster.py).
+export RAY_num_workers_soft_limit=12 RAY_idle_worker_killing_time_threshold_ms=600000
+
+port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+cleanup() {
+    ray stop --force >/dev/null 2>&1 || true
+    python infra/local/stack.py down --dir "$STATE" || true
+}
+trap cleanup EXIT
+
+python infra/local/stack.py up --dir "$STATE"
+# shellcheck disable=SC1091
+source "$STATE/env.sh"
+
+GCS=$(port); DASH=$(port)
+ray start --head --node-ip-address 127.0.0.1 --port "$GCS" --num-cpus 2 \
+    --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASH" \
+    --dashboard-agent-listen-port "$(port)" --dashboard-agent-grpc-port "$(port)" \
+    --metrics-export-port "$(port)" --ray-client-server-port "$(port)" --runtime-env-agent-port "$(port)" \
+    --min-worker-port 20000 --max-worker-port 29999 --disable-usage-stats >"$STATE/ray-start.log" 2>&1 \
+    || { cat "$STATE/ray-start.log"; exit 1; }
+echo "local Ray head: dashboard http://127.0.0.1:$DASH"
+
+ROOT="s3://$SRGAN_BUCKET/e2e"
+OUT="$STATE/e2e-out"
+ray job submit --address "http://127.0.0.1:$DASH" --working-dir . -- \
+    python -m pipeline.quickstart --root "$ROOT" --out "$OUT" "$@"
+
+python infra/local/check_e2e.py --root "$ROOT" --out "$OUT"

@@ -137,10 +137,12 @@ def main() -> None:
     parser.add_argument("--geotiff", type=int, default=4096, help="GeoTIFF side for the memory test (0 skips it)")
     parser.add_argument("--max-pixels", type=int, default=JobSettings(model="").max_pixels)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--skip-throughput", action="store_true", help="only the GeoTIFF memory test")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     figures = {"benchmark": "upscale", "machine": platform.machine(), "threads": args.threads, "torch": torch.__version__, "input": f"{args.size}x{args.size} RGB uint8, SRResNet-16 x4 fp32 CPU", "repeats": args.repeats}
-    figures.update(throughput(args.size, args.repeats))
+    if not args.skip_throughput:
+        figures.update(throughput(args.size, args.repeats))
     if args.geotiff:
         figures["geotiff"] = geotiff_memory(args.geotiff, args.max_pixels)
     print(json.dumps(figures))

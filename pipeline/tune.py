@@ -177,6 +177,9 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
         Path(storage_uri).mkdir(parents=True, exist_ok=True)
 
     tracking_uri = tracking.resolve_tracking_uri(sweep.mlflow.tracking_uri)
+    # Trials run in their own working directories: hand them the resolved URI, not a default
+    # (a relative sqlite path) they would resolve somewhere else.
+    sweep = sweep.model_copy(update={"mlflow": sweep.mlflow.model_copy(update={"tracking_uri": tracking_uri})})
     experiment_id = tracking.ensure_experiment(tracking_uri, sweep.mlflow.experiment, sweep.mlflow.artifact_location)
     params = {f"sweep.{k}": v for k, v in flatten(sweep).items()}
     parent_tags = {SWEEP_TAG: sweep.name, "srgan.objective": sweep.objective.metric, "srgan.objective_mode": sweep.objective.mode}

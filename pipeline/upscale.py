@@ -75,7 +75,7 @@ class JobSettings:
     model: str
     tile: int = 256
     batch_size: int = 4
-    max_pixels: int = 4_000_000
+    max_pixels: int = 1_000_000
     bands: tuple[int, ...] | None = None
     precision: str = "auto"
     threads: int = 1
@@ -129,14 +129,17 @@ def upscale_bands(upscaler: Upscaler, x: torch.Tensor, plan: BandPlan) -> torch.
     other bands bicubic; the band order of the input."""
     c, h, w = x.shape
     s = upscaler.scale
-    out = torch.empty((c, h * s, w * s), dtype=torch.float32)
     batch = torch.stack([x[list(g)] for g in plan.groups])
     result = upscaler(batch)
+    if len(plan.groups) == 1 and not plan.replicate and list(plan.groups[0]) == list(range(c)):
+        return result[0]  # every band through the model: no copy
+    out = torch.empty((c, h * s, w * s), dtype=torch.float32)
     if plan.replicate:
         out[0] = result[0].mean(0)
     else:
         for g, r in zip(plan.groups, result):
             out[list(g)] = r
+    del result
     if plan.rest:
         out[list(plan.rest)] = imresize(x[list(plan.rest)].float(), float(s)).clamp(0, 1)
     return out
@@ -571,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", type=_bands, help="for images with more bands than the model takes: the 1-based bands it takes (e.g. 3,2,1); the others are upscaled bicubic")
     p.add_argument("--tile", type=int, default=256, help="input tile size for inference, 0 = whole image/window at once (default 256)")
     p.add_argument("--batch-tiles", type=int, default=4, help="tiles per forward pass (default 4)")
-    p.add_argument("--max-pixels", type=int, default=4_000_000, help="GeoTIFF window budget in input pixels (default 4000000)")
+    p.add_argument("--max-pixels", type=int, default=1_000_000, help="GeoTIFF window budget in input pixels (default 1000000: about 1.5 GB per worker for a 4-band x4 model)")
     p.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
     p.add_argument("--workers", type=int, help="actors in the pool (default: one per GPU / per --threads CPUs)")
     p.add_argument("--threads", type=int, help="CPU threads per actor (default min(4, CPUs))")

@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=${VENV:-.venv}
-export PATH="$PWD/$VENV/bin:$PATH"   # the job's `python` is this venv's
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
+export PATH="$VENV/bin:$PATH"   # the job's `python` is this venv's
 STATE=${SRGAN_STACK_DIR:-$PWD/.stack}
 export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
 # Keep Ray Data's task workers alive between tasks (see pipeline/cluster.py).

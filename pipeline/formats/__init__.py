@@ -102,12 +102,15 @@ def to_unit(array: np.ndarray, value_range: float | None = None, offset: float =
 
 def from_unit(tensor: torch.Tensor, dtype: np.dtype, value_range: float | None = None, offset: float = 0.0) -> np.ndarray:
     """(C, H, W) tensor in [0, 1] -> (H, W, C) array of `dtype`: value * range - offset,
-    rounded and clipped to the dtype if integer (inverse of `to_unit`)."""
-    values = tensor.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0) * np.float32(value_range or data_range(dtype))
+    rounded and clipped to the dtype if integer (inverse of `to_unit`). Works in place on one
+    float copy, so a large image costs one float and one output array."""
+    values = tensor.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)  # clamp copies
+    np.multiply(values, np.float32(value_range or data_range(dtype)), out=values)
     if offset:
-        values -= np.float32(offset)
+        np.subtract(values, np.float32(offset), out=values)
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        values = np.clip(np.rint(values), info.min, info.max)
+        np.rint(values, out=values)
+        np.clip(values, info.min, info.max, out=values)
     return values.astype(dtype)

@@ -37,7 +37,7 @@ objective: {{metric: score, mode: max, score: {{val/psnr: 1.0, val/hf_error: -4.
 scheduler: {{type: asha, grace_period: 2, reduction_factor: 2}}
 num_samples: 4
 max_concurrent_trials: 2
-mlflow: {{tracking_uri: "sqlite:///{root}/mlflow.db", experiment: sweeps}}
+mlflow: {{experiment: sweeps}}   # the default store, sqlite:///mlflow.db in the working directory: trials must not resolve it in theirs
 """
 
 
@@ -78,11 +78,12 @@ def test_interrupted_sweep_resumes_and_reports_to_mlflow(tmp_path):
     (tmp_path / "train.yaml").write_text(TRAIN.format(root=tmp_path))
     (tmp_path / "sweep.yaml").write_text(SWEEP.format(root=tmp_path))
     db = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # (mlflow.set_tracking_uri exports it)
     cmd = [sys.executable, "-m", "pipeline.tune", "--config", str(tmp_path / "sweep.yaml")]
 
     # First run: interrupted (Ctrl-C) once a trial has finished.
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             # Watch the files, not MLflow: a second writer initialising the sqlite store races.
             deadline = time.time() + 400
@@ -100,7 +101,7 @@ def test_interrupted_sweep_resumes_and_reports_to_mlflow(tmp_path):
     assert first.returncode == 130 and "re-run the same command to continue it" in first_log, first_log[-3000:]
 
     # Second run: the same command continues the sweep.
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "restoring sweep tiny-sweep" in done.stdout
     summary = json.loads(done.stdout.strip().splitlines()[-1])

@@ -475,6 +475,10 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
     datasets = {"train": train_dataset(train_good, pairs, cfg.data.read_cpus, cfg.data.images_per_task, cfg.run.seed)}
     if val_good:
         datasets["val"] = val_dataset(val_good, val_spec, cfg.data.val_crop, g.scale, cfg.data.read_cpus)
+    for ds in datasets.values():
+        # Rank 0's step and validation lines report progress; Ray Data's bars for every pass
+        # over these datasets, re-printed by each worker, would bury them.
+        ds.context.enable_progress_bars = False
 
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:

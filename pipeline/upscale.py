@@ -52,7 +52,7 @@ import torch
 from pipeline import formats, storage
 from pipeline.formats import dicom, geotiff
 from pipeline.formats.errors import DecodeError
-from pipeline.models import PRECISIONS, ModelRefError, Upscaler, generator_file
+from pipeline.models import PRECISIONS, ModelRefError, Upscaler, crop, generator_file
 from srgan.resize import imresize
 from srgan.tiling import spans
 from srgan.weights import load_generator
@@ -124,13 +124,16 @@ def plan_bands(bands: int, alpha: bool, channels: int | None, band_map: tuple[in
     return BandPlan(tuple(groups), tuple(b for b in range(bands) if b not in used))
 
 
-def upscale_bands(upscaler: Upscaler, x: torch.Tensor, plan: BandPlan) -> torch.Tensor:
+def upscale_bands(upscaler: Upscaler, x: torch.Tensor, plan: BandPlan, region=None) -> torch.Tensor:
     """(C, h, w) in [0, 1] -> (C, h*s, w*s): model groups batched through the upscaler, the
-    other bands bicubic; the band order of the input."""
-    c, h, w = x.shape
+    other bands bicubic; the band order of the input. `region` (top, bottom, left, right):
+    only that part of x is upscaled, the rest is context."""
+    c = x.shape[0]
+    top, bottom, left, right = region or (0, x.shape[1], 0, x.shape[2])
+    h, w = bottom - top, right - left
     s = upscaler.scale
     batch = torch.stack([x[list(g)] for g in plan.groups])
-    result = upscaler(batch)
+    result = upscaler(batch, region)
     if len(plan.groups) == 1 and not plan.replicate and list(plan.groups[0]) == list(range(c)):
         return result[0]  # every band through the model: no copy
     out = torch.empty((c, h * s, w * s), dtype=torch.float32)
@@ -141,7 +144,7 @@ def upscale_bands(upscaler: Upscaler, x: torch.Tensor, plan: BandPlan) -> torch.
             out[list(g)] = r
     del result
     if plan.rest:
-        out[list(plan.rest)] = imresize(x[list(plan.rest)].float(), float(s)).clamp(0, 1)
+        out[list(plan.rest)] = crop(imresize(x[list(plan.rest)].float(), float(s)).clamp(0, 1), region, s)
     return out
 
 
@@ -189,11 +192,12 @@ def _value_mapping(dtype: np.dtype, meta: dict) -> tuple[float | None, float]:
     return (None if np.issubdtype(dtype, np.integer) else 1.0), 0.0
 
 
-def upscale_array(upscaler: Upscaler, array: np.ndarray, alpha: bool, band_map, value_range=None, offset: float = 0.0) -> np.ndarray:
-    """(H, W, C) array -> (H*s, W*s, C) array of the same dtype."""
+def upscale_array(upscaler: Upscaler, array: np.ndarray, alpha: bool, band_map, value_range=None, offset: float = 0.0, region=None) -> np.ndarray:
+    """(H, W, C) array -> (H*s, W*s, C) array of the same dtype (of the region's size when
+    `region` is given: see `upscale_bands`)."""
     plan = plan_bands(array.shape[2], alpha, upscaler.in_channels, band_map)
     x = formats.to_unit(array, value_range, offset)
-    y = upscale_bands(upscaler, x, plan)
+    y = upscale_bands(upscaler, x, plan, region)
     return formats.from_unit(y, array.dtype, value_range, offset)
 
 
@@ -228,7 +232,9 @@ def _process_geotiff(path: Path, item: dict, upscaler: Upscaler, settings: JobSe
     s = upscaler.scale
     with geotiff.Reader(path) as src:
         value_range, offset = _value_mapping(src.dtype, upscaler.meta)
-        block = max(16, int(math.sqrt(settings.max_pixels)))
+        side = max(16, int(math.sqrt(settings.max_pixels)))
+        # Whole tiles per window: the tiler then wastes nothing inside a window.
+        block = max(upscaler.tile, side // upscaler.tile * upscaler.tile) if upscaler.tile > 0 else side
         pad = upscaler.pad
         tags = {"SRGAN_MODEL": upscaler.name, "SRGAN_SCALE": str(s)}
         plan = plan_bands(src.count, src.alpha, upscaler.in_channels, settings.bands)
@@ -245,13 +251,14 @@ def _process_geotiff(path: Path, item: dict, upscaler: Upscaler, settings: JobSe
                         if src.nodata is not None:
                             mask = (window == src.nodata).any(axis=2) if not np.isnan(src.nodata) else np.isnan(window).any(axis=2)
                             window = np.where(mask[..., None], np.zeros((), window.dtype), window)
-                        up = upscale_array(upscaler, window, src.alpha, settings.bands, value_range, offset)
-                        if mask is not None and mask.any():
-                            big = np.repeat(np.repeat(mask, s, axis=0), s, axis=1)
-                            up[big] = src.nodata
-                        top, left = (rows.keep_start - rows.win_start) * s, (cols.keep_start - cols.win_start) * s
-                        hh, ww = (rows.keep_stop - rows.keep_start) * s, (cols.keep_stop - cols.keep_start) * s
-                        dst.write((rows.keep_start * s, rows.keep_stop * s), (cols.keep_start * s, cols.keep_stop * s), up[top : top + hh, left : left + ww])
+                        # Only the window's own part is upscaled; its margins are context.
+                        region = (rows.keep_start - rows.win_start, rows.keep_stop - rows.win_start, cols.keep_start - cols.win_start, cols.keep_stop - cols.win_start)
+                        up = upscale_array(upscaler, window, src.alpha, settings.bands, value_range, offset, region)
+                        if mask is not None:
+                            kept = mask[region[0] : region[1], region[2] : region[3]]
+                            if kept.any():
+                                up[np.repeat(np.repeat(kept, s, axis=0), s, axis=1)] = src.nodata
+                        dst.write((rows.keep_start * s, rows.keep_stop * s), (cols.keep_start * s, cols.keep_stop * s), up)
                         windows += 1
             size = out_path.stat().st_size
             storage.upload_file(out_path, item["output"])

@@ -27,18 +27,20 @@ class Span:
     keep_stop: int
 
 
-def spans(length: int, tile: int, pad: int) -> list[Span]:
-    """Cover [0, length) with tiles of `tile` pixels, each inside a window of tile + 2*pad."""
+def spans(length: int, tile: int, pad: int, start: int = 0, stop: int | None = None) -> list[Span]:
+    """Cover [start, stop) (default the whole axis) with tiles of `tile` pixels, each inside
+    a window of tile + 2*pad within [0, length)."""
     if tile <= 0:
         raise ValueError(f"tile size must be > 0, got {tile}")
+    stop = length if stop is None else stop
     if length <= tile + 2 * pad:  # one window holds the whole axis: one tile, no repeated work
-        return [Span(0, length, 0, length)]
+        return [Span(0, length, start, stop)]
     window = tile + 2 * pad
     out = []
-    for start in range(0, length, tile):
-        stop = min(start + tile, length)
-        win_start = min(max(start - pad, 0), length - window)
-        out.append(Span(win_start, win_start + window, start, stop))
+    for first in range(start, stop, tile):
+        last = min(first + tile, stop)
+        win_start = min(max(first - pad, 0), length - window)
+        out.append(Span(win_start, win_start + window, first, last))
     return out
 
 
@@ -48,9 +50,10 @@ class Tile:
     cols: Span
 
 
-def tiles(height: int, width: int, tile: int, pad: int) -> Iterator[Tile]:
-    for r in spans(height, tile, pad):
-        for c in spans(width, tile, pad):
+def tiles(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> Iterator[Tile]:
+    top, bottom, left, right = region or (0, height, 0, width)
+    for r in spans(height, tile, pad, top, bottom):
+        for c in spans(width, tile, pad, left, right):
             yield Tile(r, c)
 
 
@@ -71,9 +74,14 @@ def upscale_tiled(
     pad: int | None = None,
     batch_size: int = 4,
     out_device: torch.device | str = "cpu",
+    region: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """Run `model` over (C, H, W) or (N, C, H, W) `image` tile by tile; return the upscaled
     image on `out_device` with the input's leading shape and the model's output channels.
+
+    `region` (top, bottom, left, right in input pixels) upscales only that part, using the
+    rest of `image` as context: a caller that reads an image window by window passes each
+    window with its margins and gets exactly the window's share of the whole-image result.
 
     The input may live on the CPU while the model runs on a GPU: each batch of windows is
     moved to the model's device, and only one batch is there at a time.
@@ -85,12 +93,15 @@ def upscale_tiled(
         pad = model_pad(model)  # type: ignore[arg-type]
     device = next(model.parameters()).device if isinstance(model, nn.Module) else x.device
     n, _, h, w = x.shape
+    top, bottom, left, right = region or (0, h, 0, w)
     if tile <= 0:
         out = model(x.to(device)).to(out_device)
+        if region is not None:
+            out = out[..., top * scale : bottom * scale, left * scale : right * scale]
         return out[0] if squeeze else out
 
     out: torch.Tensor | None = None
-    plan = list(tiles(h, w, tile, pad))
+    plan = list(tiles(h, w, tile, pad, region))
     for i in range(n):
         for start in range(0, len(plan), batch_size):
             chunk = plan[start : start + batch_size]
@@ -98,12 +109,13 @@ def upscale_tiled(
             result = model(windows.to(device)).to(out_device)
             if out is None:
                 # float32 at least: a bf16/fp16 model's tiles are stored without further rounding.
-                out = torch.empty((n, result.shape[1], h * scale, w * scale), dtype=torch.promote_types(result.dtype, torch.float32), device=out_device)
+                out = torch.empty((n, result.shape[1], (bottom - top) * scale, (right - left) * scale), dtype=torch.promote_types(result.dtype, torch.float32), device=out_device)
             for t, r in zip(chunk, result):
-                top = (t.rows.keep_start - t.rows.win_start) * scale
-                left = (t.cols.keep_start - t.cols.win_start) * scale
+                y = (t.rows.keep_start - t.rows.win_start) * scale
+                x0 = (t.cols.keep_start - t.cols.win_start) * scale
                 hh = (t.rows.keep_stop - t.rows.keep_start) * scale
                 ww = (t.cols.keep_stop - t.cols.keep_start) * scale
-                out[i, :, t.rows.keep_start * scale : t.rows.keep_stop * scale, t.cols.keep_start * scale : t.cols.keep_stop * scale] = r[:, top : top + hh, left : left + ww]
+                r0, c0 = (t.rows.keep_start - top) * scale, (t.cols.keep_start - left) * scale
+                out[i, :, r0 : r0 + hh, c0 : c0 + ww] = r[:, y : y + hh, x0 : x0 + ww]
     assert out is not None
     return out[0] if squeeze else out

@@ -55,3 +55,15 @@ def test_single_image_and_whole_image_mode():
     x = torch.rand(1, 12, 14)
     assert upscale_tiled(g, x, 2, tile=0).shape == (1, 24, 28)
     assert torch.allclose(upscale_tiled(g, x, 2, tile=4), upscale_tiled(g, x, 2, tile=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [0, 7])
+def test_a_region_is_its_share_of_the_whole_result(tile):
+    g = SRResNet(scale=2, num_blocks=2, num_features=8).eval()
+    x = torch.rand(3, 41, 37)
+    with torch.no_grad():
+        full = g(x[None])[0]
+    top, bottom, left, right = 9, 30, 4, 33
+    part = upscale_tiled(g, x, 2, tile=tile, region=(top, bottom, left, right))
+    assert part.shape == (3, 42, 58)
+    assert (part - full[:, 2 * top : 2 * bottom, 2 * left : 2 * right]).abs().max().item() <= 1e-4

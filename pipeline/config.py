@@ -367,7 +367,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, train_overr
     if not train_path.is_absolute():
         train_path = Path(path).parent / train_path
     base = apply_overrides(load_yaml(train_path), [*sweep.train_overrides, *(train_overrides or [])])
-    parse_config(base)
+    steps = parse_config(base).total_steps
+    if sweep.scheduler.type == "asha" and sweep.scheduler.grace_period > steps:
+        raise ConfigError(f"scheduler.grace_period {sweep.scheduler.grace_period} is more than the {steps} training steps of a trial; lower it or train longer")
     for key, dist in sweep.search.items():
         try:
             parse_config(apply_overrides(copy.deepcopy(base), [f"{key}={yaml.safe_dump(dist.example()).strip()}"]))

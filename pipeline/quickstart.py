@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     banner("3/6 tune: 2 trials over the loss weights, GAN phase from the trained generator")
     sweep, base = load_sweep(
         args.sweep,
-        [f"name=quickstart-sweep-{stamp}", f"storage_path={storage.join(root, 'sweeps')}"],
+        [f"name=quickstart-sweep-{stamp}", f"storage_path={storage.join(root, 'sweeps')}", *(["scheduler.grace_period=5"] if args.quick else [])],
         [f"data.train={storage.join(data, 'photos')}", f"data.val={storage.join(data, 'holdout')}", f"train.gan.init_from=runs:/{trained.mlflow_run_id}", *(QUICK_SWEEP if args.quick else [])],
     )
     swept = run_sweep(sweep, base)

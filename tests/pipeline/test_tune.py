@@ -58,6 +58,8 @@ def test_sweep_config_checks_search_keys_against_the_training_config(tmp_path):
     (tmp_path / "bad.yaml").write_text(bad)
     with pytest.raises(ConfigError, match="search.loss.weights.pixle: not a usable training-config key"):
         load_sweep(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="scheduler.grace_period 50 is more than the 6 training steps"):
+        load_sweep(tmp_path / "sweep.yaml", ["scheduler.grace_period=50"])
     (tmp_path / "bad2.yaml").write_text(SWEEP.format(root=tmp_path).replace("{loguniform: [0.1, 10.0]}", "{loguniform: [10.0, 0.1]}"))
     with pytest.raises(ConfigError, match="loguniform needs 0 < low < high"):
         load_sweep(tmp_path / "bad2.yaml")

@@ -184,12 +184,13 @@ def _row(item: dict, settings: JobSettings, **values) -> dict:
     return row
 
 
-def _value_mapping(dtype: np.dtype, meta: dict) -> tuple[float | None, float]:
-    """(value range, offset) that maps stored values to the model's [0, 1]."""
+def _value_range(dtype: np.dtype, meta: dict) -> float | None:
+    """The stored value that maps to the model's 1.0: the model's training data_range when it
+    has one, else the dtype's maximum (None) for integers and 1.0 for floats."""
     declared = meta.get("data_range")
     if declared:
-        return float(declared), 0.0
-    return (None if np.issubdtype(dtype, np.integer) else 1.0), 0.0
+        return float(declared)
+    return None if np.issubdtype(dtype, np.integer) else 1.0
 
 
 def upscale_array(upscaler: Upscaler, array: np.ndarray, alpha: bool, band_map, value_range=None, offset: float = 0.0, region=None) -> np.ndarray:
@@ -203,8 +204,7 @@ def upscale_array(upscaler: Upscaler, array: np.ndarray, alpha: bool, band_map, 
 
 def _process_plain(data: bytes, item: dict, upscaler: Upscaler, settings: JobSettings) -> dict:
     array, alpha = formats.decode_with_alpha(data, item["key"])
-    value_range, offset = _value_mapping(array.dtype, upscaler.meta)
-    out = upscale_array(upscaler, array, alpha, settings.bands, value_range, offset)
+    out = upscale_array(upscaler, array, alpha, settings.bands, _value_range(array.dtype, upscaler.meta))
     encoded = formats.encode(out, item["key"], alpha=alpha)
     storage.write_bytes(item["output"], encoded)
     h, w, c = array.shape
@@ -231,7 +231,7 @@ def _process_geotiff(path: Path, item: dict, upscaler: Upscaler, settings: JobSe
     context) is read, upscaled and written, so memory is bounded by the window."""
     s = upscaler.scale
     with geotiff.Reader(path) as src:
-        value_range, offset = _value_mapping(src.dtype, upscaler.meta)
+        value_range = _value_range(src.dtype, upscaler.meta)
         side = max(16, int(math.sqrt(settings.max_pixels)))
         # Whole tiles per window: the tiler then wastes nothing inside a window.
         block = max(upscaler.tile, side // upscaler.tile * upscaler.tile) if upscaler.tile > 0 else side
@@ -253,7 +253,7 @@ def _process_geotiff(path: Path, item: dict, upscaler: Upscaler, settings: JobSe
                             window = np.where(mask[..., None], np.zeros((), window.dtype), window)
                         # Only the window's own part is upscaled; its margins are context.
                         region = (rows.keep_start - rows.win_start, rows.keep_stop - rows.win_start, cols.keep_start - cols.win_start, cols.keep_stop - cols.win_start)
-                        up = upscale_array(upscaler, window, src.alpha, settings.bands, value_range, offset, region)
+                        up = upscale_array(upscaler, window, src.alpha, settings.bands, value_range, region=region)
                         if mask is not None:
                             kept = mask[region[0] : region[1], region[2] : region[3]]
                             if kept.any():
@@ -269,7 +269,6 @@ def process_file(item: dict, upscaler: Upscaler, settings: JobSettings) -> dict:
     """Upscale one input file to its output; a manifest row whatever happens."""
     started = time.perf_counter()
     try:
-        output_key(item["key"])
         ext = PurePosixPath(item["key"]).suffix.lower()
         if ext in (".tif", ".tiff") and geotiff.available():
             with tempfile.TemporaryDirectory(prefix="srgan-in-") as tmp:

@@ -16,8 +16,14 @@ export RAY_num_workers_soft_limit=12 RAY_idle_worker_killing_time_threshold_ms=6
 
 port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+RAY_PID=
 cleanup() {
-    ray stop --force >/dev/null 2>&1 || true
+    # Stop only the head started here (`ray stop` would stop every Ray on the machine).
+    if [ -n "$RAY_PID" ]; then
+        kill -TERM "$RAY_PID" 2>/dev/null || true
+        for _ in $(seq 60); do kill -0 "$RAY_PID" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL -- "-$RAY_PID" 2>/dev/null || true
+    fi
     python infra/local/stack.py down --dir "$STATE" || true
 }
 trap cleanup EXIT
@@ -27,12 +33,30 @@ python infra/local/stack.py up --dir "$STATE"
 source "$STATE/env.sh"
 
 GCS=$(port); DASH=$(port)
-ray start --head --node-ip-address 127.0.0.1 --port "$GCS" --num-cpus 2 \
+# --block keeps the head's processes tied to this one process (a group leader), so cleanup
+# can stop exactly this head.
+ray start --head --block --node-ip-address 127.0.0.1 --port "$GCS" --num-cpus 2 \
     --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASH" \
     --dashboard-agent-listen-port "$(port)" --dashboard-agent-grpc-port "$(port)" \
     --metrics-export-port "$(port)" --ray-client-server-port "$(port)" --runtime-env-agent-port "$(port)" \
-    --min-worker-port 20000 --max-worker-port 29999 --disable-usage-stats >"$STATE/ray-start.log" 2>&1 \
-    || { cat "$STATE/ray-start.log"; exit 1; }
+    --min-worker-port 20000 --max-worker-port 29999 --disable-usage-stats >"$STATE/ray-head.log" 2>&1 &
+RAY_PID=$!
+python - "$DASH" "$RAY_PID" "$STATE/ray-head.log" <<'PY'
+import os, sys, time, urllib.request
+port, pid, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+deadline = time.time() + 180
+while time.time() < deadline:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit("ray start exited:\n" + open(log).read()[-3000:])
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=2):
+            sys.exit(0)
+    except Exception:
+        time.sleep(1)
+sys.exit(f"the Ray head's dashboard on port {port} did not answer within 180 s; see {log}")
+PY
 echo "local Ray head: dashboard http://127.0.0.1:$DASH"
 
 ROOT="s3://$SRGAN_BUCKET/e2e"

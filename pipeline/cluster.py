@@ -33,4 +33,6 @@ def ensure_ray(num_cpus: int | None = None, **init_kwargs) -> None:
         ray.init(**init_kwargs)
         return
     cpus = num_cpus or os.cpu_count() or 1
-    ray.init(num_cpus=cpus, _system_config=worker_reuse_config(cpus), **init_kwargs)
+    # address="local": always a new local Ray, never one that `ray start` left recorded in
+    # /tmp/ray/ray_current_cluster (possibly long gone).
+    ray.init(address="local", num_cpus=cpus, _system_config=worker_reuse_config(cpus), **init_kwargs)

@@ -93,7 +93,9 @@ def scan(files: list[storage.StoredFile], spec: ImageSpec, read_cpus: float = 0.
     fs, _ = storage.filesystem(files[0].uri)
     by_path = {f.path: f for f in files}
     ds = ray.data.read_binary_files([f.path for f in files], filesystem=fs, include_paths=True, num_cpus=read_cpus)
-    rows = ds.map_batches(_scan_batch, fn_kwargs={"spec": spec}, batch_size=8, num_cpus=read_cpus, batch_format="numpy").take_all()
+    ds = ds.map_batches(_scan_batch, fn_kwargs={"spec": spec}, batch_size=8, num_cpus=read_cpus, batch_format="numpy")
+    ds.context.enable_progress_bars = False  # the caller prints what it scans and what it skipped
+    rows = ds.take_all()
     good, bad = [], []
     verdict = {r["path"]: (bool(r["ok"]), r["reason"]) for r in rows}
     for f in files:

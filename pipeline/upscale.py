@@ -32,6 +32,7 @@ than ``--max-failures`` allows.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import io
 import json
 import logging
@@ -424,10 +425,15 @@ class Summary:
         return self.mpx_out / self.seconds if self.seconds > 0 else 0.0
 
 
-def _plan(input_uri: str, output_uri: str, extensions, overwrite: bool, settings: JobSettings) -> tuple[list[dict], list[dict]]:
-    """(items to process, rows decided without processing: skipped or refused)."""
+def _plan(input_uri: str, output_uri: str, extensions, overwrite: bool, settings: JobSettings, include: tuple[str, ...] = ()) -> tuple[list[dict], list[dict]]:
+    """(items to process, rows decided without processing: skipped or refused). `include`:
+    shell-style patterns on the key relative to the input; a file must match one of them."""
     in_root, out_root = storage.local_or_uri(input_uri).rstrip("/"), storage.local_or_uri(output_uri).rstrip("/")
     files = storage.list_files(in_root, extensions)
+    if include:
+        files = [f for f in files if any(fnmatch.fnmatchcase(f.key, pattern) for pattern in include)]
+        if not files:
+            raise JobError(f"no input under {in_root} matches --include {' '.join(include)} (patterns match the key relative to --input, e.g. 'satellite/*' or '*.tif')")
     inside = out_root.startswith(in_root + "/")
     prefix = out_root[len(in_root) + 1 :] + "/" if inside else None
     existing = set()
@@ -498,7 +504,7 @@ def run_upscale(args) -> Summary:
     if previous - {args.model} and not args.overwrite:
         print(f"warning: outputs under {out_root} were made by {', '.join(sorted(previous - {args.model}))}; existing ones are kept (--overwrite to redo them with {args.model})", file=sys.stderr)
 
-    todo, decided = _plan(args.input, out_root, tuple(args.ext) if args.ext else EXTENSIONS, args.overwrite, settings)
+    todo, decided = _plan(args.input, out_root, tuple(args.ext) if args.ext else EXTENSIONS, args.overwrite, settings, tuple(args.include or ()))
     manifest = Manifest(out_root, run_id)
     summary = Summary(run_id)
     for row in decided:
@@ -575,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="s3://bucket/prefix/ or a local folder (recursive)")
     p.add_argument("--output", required=True, help="s3://bucket/prefix/ or a local folder; each output keeps its input's relative key")
     p.add_argument("--ext", action="append", help=f"only these extensions (repeatable; default {' '.join(EXTENSIONS)})")
+    p.add_argument("--include", action="append", metavar="PATTERN", help="only keys (relative to --input) matching this shell-style pattern, e.g. 'satellite/*' or '*.tif' (repeatable; default all)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--max-failures", type=_positive, default=0, help="exit 0 despite up to N failed inputs (default 0)")
     p.add_argument("--bands", type=_bands, help="for images with more bands than the model takes: the 1-based bands it takes (e.g. 3,2,1); the others are upscaled bicubic")

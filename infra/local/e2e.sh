@@ -38,29 +38,15 @@ source "$STATE/env.sh"
 
 GCS=$(port); DASH=$(port)
 # --block keeps the head's processes tied to this one process (a group leader), so cleanup
-# can stop exactly this head.
-ray start --head --block --node-ip-address 127.0.0.1 --port "$GCS" --num-cpus 2 \
+# can stop exactly this head. No drain on SIGTERM: by then the job has ended (the default
+# would wait up to 30 s for idle workers).
+RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 ray start --head --block --node-ip-address 127.0.0.1 --port "$GCS" --num-cpus 2 \
     --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASH" \
     --dashboard-agent-listen-port "$(port)" --dashboard-agent-grpc-port "$(port)" \
     --metrics-export-port "$(port)" --ray-client-server-port "$(port)" --runtime-env-agent-port "$(port)" \
     --min-worker-port 20000 --max-worker-port 29999 --disable-usage-stats >"$STATE/ray-head.log" 2>&1 &
 RAY_PID=$!
-python - "$DASH" "$RAY_PID" "$STATE/ray-head.log" <<'PY'
-import os, sys, time, urllib.request
-port, pid, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-deadline = time.time() + 180
-while time.time() < deadline:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        sys.exit("ray start exited:\n" + open(log).read()[-3000:])
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=2):
-            sys.exit(0)
-    except Exception:
-        time.sleep(1)
-sys.exit(f"the Ray head's dashboard on port {port} did not answer within 180 s; see {log}")
-PY
+python infra/local/stack.py wait-http "http://127.0.0.1:$DASH/api/version" --pid "$RAY_PID" --log "$STATE/ray-head.log"
 echo "local Ray head: dashboard http://127.0.0.1:$DASH"
 
 ROOT="s3://$SRGAN_BUCKET/e2e"

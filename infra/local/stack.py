@@ -3,11 +3,13 @@ live in that S3, both on 127.0.0.1, for running the pipeline the way a cluster d
 
     .venv/bin/python infra/local/stack.py up   [--dir .stack]   # prints the env to use them
     .venv/bin/python infra/local/stack.py down [--dir .stack]
+    .venv/bin/python infra/local/stack.py wait-http URL --pid PID --log FILE [--timeout S]
 
 `up` starts both servers in the background (pid files, logs and the MLflow sqlite database
 under --dir), creates the buckets, and writes <dir>/env.sh with the settings the pipeline
 reads: AWS_ENDPOINT_URL, test credentials, AWS_REGION, MLFLOW_TRACKING_URI, SRGAN_BUCKET.
-`down` stops them and removes --dir. Nothing listens beyond 127.0.0.1.
+`down` stops them and removes --dir. Nothing listens beyond 127.0.0.1. `wait-http` waits
+until URL answers, or fails as soon as process PID (the server behind it) has exited.
 """
 
 from __future__ import annotations
@@ -34,11 +36,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+def pid_exited(pid: int) -> bool:
+    """True once `pid` is gone or a zombie (exited, not yet reaped by its parent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def wait_http(url: str, timeout: float, pid: int, log: Path) -> None:
+    """Wait until `url` answers; fail naming `log` when the server process `pid` exits first."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"stack: {url} server exited with code {proc.returncode}; see {log}:\n{log.read_text()[-2000:]}")
+        if pid_exited(pid):
+            sys.exit(f"stack: the server for {url} exited; see {log}:\n{log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -72,7 +87,7 @@ def up(state: Path) -> None:
     }
     env = {**os.environ, **settings, "MLFLOW_S3_ENDPOINT_URL": endpoint}
     moto = start("s3", [str(bindir / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], env, state)
-    wait_http(f"{endpoint}/moto-api/", 60, moto, state / "s3.log")
+    wait_http(f"{endpoint}/moto-api/", 60, moto.pid, state / "s3.log")
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="stack-test", aws_secret_access_key="stack-test")
@@ -89,7 +104,7 @@ def up(state: Path) -> None:
         env,
         state,
     )
-    wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow, state / "mlflow.log")
+    wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow.pid, state / "mlflow.log")
     (state / "env.json").write_text(json.dumps(settings, indent=1))
     (state / "env.sh").write_text("".join(f"export {k}={v}\n" for k, v in settings.items()))
     print(f"local stack up: S3 {endpoint} (buckets {DATA_BUCKET}, {ARTIFACT_BUCKET}), MLflow {settings['MLFLOW_TRACKING_URI']}")
@@ -118,10 +133,19 @@ def down(state: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("action", choices=["up", "down", "wait-http"])
+    parser.add_argument("url", nargs="?", help="wait-http: the URL to wait for")
     parser.add_argument("--dir", default=os.environ.get("SRGAN_STACK_DIR", ".stack"), help="state folder (default .stack or $SRGAN_STACK_DIR)")
+    parser.add_argument("--pid", type=int, help="wait-http: the server's process id")
+    parser.add_argument("--log", type=Path, help="wait-http: the server's log, shown when it exits")
+    parser.add_argument("--timeout", type=float, default=180, help="wait-http: seconds (default 180)")
     args = parser.parse_args()
-    (up if args.action == "up" else down)(Path(args.dir))
+    if args.action == "wait-http":
+        if not (args.url and args.pid and args.log):
+            parser.error("wait-http needs URL, --pid and --log")
+        wait_http(args.url, args.timeout, args.pid, args.log)
+    else:
+        (up if args.action == "up" else down)(Path(args.dir))
 
 
 if __name__ == "__main__":

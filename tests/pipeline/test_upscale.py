@@ -18,7 +18,7 @@ import torch
 from pipeline import formats
 from pipeline.formats.errors import DecodeError
 from pipeline.models import Upscaler
-from pipeline.upscale import JobSettings, main, output_key, plan_bands, process_file, read_manifest
+from pipeline.upscale import JobError, JobSettings, _plan, main, output_key, plan_bands, process_file, read_manifest
 from srgan.generator import GeneratorSpec, build_generator
 from srgan.resize import imresize
 from srgan.weights import save_generator
@@ -195,6 +195,24 @@ def test_keys_that_escape_the_output_prefix_are_refused():
     for key in ("../x.png", "a/../../x.png", "/etc/x.png", "a//b.png"):
         with pytest.raises(DecodeError, match="escape"):
             output_key(key)
+
+
+def test_include_patterns_pick_keys_relative_to_the_input(tmp_path):
+    for key in ("photos/a.png", "photos/b.jpg", "satellite/s.tif", "medical/m.png", "top.png"):
+        (tmp_path / "in" / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / key).write_bytes(b"x")
+    settings = JobSettings(model="bicubic")
+
+    def keys(*include):
+        todo, decided = _plan(str(tmp_path / "in"), str(tmp_path / "out"), (".png", ".jpg", ".tif"), False, settings, include)
+        assert not decided
+        return [item["key"] for item in todo]
+
+    assert keys() == ["medical/m.png", "photos/a.png", "photos/b.jpg", "satellite/s.tif", "top.png"]
+    assert keys("satellite/*", "medical/*") == ["medical/m.png", "satellite/s.tif"]
+    assert keys("*.png") == ["medical/m.png", "photos/a.png", "top.png"]
+    with pytest.raises(JobError, match=r"no input under .* matches --include Satellite/\*"):
+        keys("Satellite/*")  # keys are case-sensitive, as in S3
 
 
 def test_band_plans():

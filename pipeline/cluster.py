@@ -11,15 +11,52 @@ RAY_num_workers_soft_limit and RAY_idle_worker_killing_time_threshold_ms.
 The dashboard starts too (ray[default]): Ray Train's placement-group cleaner asks its State
 API whether a run's controller is still alive, and frees the run's reserved CPUs/GPUs when it
 is not, e.g. after Tune stops a trial early. Without it those reservations would leak.
+That State API finds the cluster through the file `ray start` leaves in Ray's temp folder;
+a head killed without `ray stop` leaves a stale one, which ensure_ray removes (see
+forget_dead_cluster).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
+from pathlib import Path
 
 
 def worker_reuse_config(num_cpus: int) -> dict:
     return {"num_workers_soft_limit": 4 * num_cpus + 4, "idle_worker_killing_time_threshold_ms": 600_000}
+
+
+def current_cluster_file() -> Path:
+    """Where `ray start` records its head's address (Ray's own temp-dir rules)."""
+    if "RAY_TMPDIR" in os.environ:
+        tmp = os.environ["RAY_TMPDIR"]
+    elif sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        tmp = os.environ["TMPDIR"]
+    else:
+        tmp = "/tmp"
+    return Path(tmp) / "ray" / "ray_current_cluster"
+
+
+def forget_dead_cluster() -> str | None:
+    """Remove the record of a `ray start` head that nothing answers at any more (a head killed
+    without `ray stop`); return its address, or None when there is nothing to forget.
+
+    Ray's State API, which Ray Train's placement-group cleaner calls, prefers that record to
+    the running local Ray: with a stale one every training run waits 12 s at its end for a
+    dead address, and the cleaner cannot work."""
+    path = current_cluster_file()
+    try:
+        address = path.read_text().strip()
+        host, _, port = address.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=1):
+            return None  # a live head: keep it
+    except (FileNotFoundError, ValueError):
+        return None
+    except OSError:
+        path.unlink(missing_ok=True)
+        return address
 
 
 def ensure_ray(num_cpus: int | None = None, **init_kwargs) -> None:
@@ -33,6 +70,9 @@ def ensure_ray(num_cpus: int | None = None, **init_kwargs) -> None:
         ray.init(**init_kwargs)
         return
     cpus = num_cpus or os.cpu_count() or 1
+    dead = forget_dead_cluster()
+    if dead:
+        print(f"note: removed {current_cluster_file()}: it named a Ray head at {dead} that no longer answers", file=sys.stderr)
     # address="local": always a new local Ray, never one that `ray start` left recorded in
     # /tmp/ray/ray_current_cluster (possibly long gone).
     ray.init(address="local", num_cpus=cpus, _system_config=worker_reuse_config(cpus), **init_kwargs)

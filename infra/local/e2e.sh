@@ -17,16 +17,14 @@ export RAY_num_workers_soft_limit=12 RAY_idle_worker_killing_time_threshold_ms=6
 port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 RAY_PID=
-GCS=
 cleanup() {
     # Stop only the head started here (`ray stop` would stop every Ray on the machine).
     if [ -n "$RAY_PID" ]; then
         kill -TERM "$RAY_PID" 2>/dev/null || true
         for _ in $(seq 60); do kill -0 "$RAY_PID" 2>/dev/null || break; sleep 0.5; done
         kill -KILL -- "-$RAY_PID" 2>/dev/null || true
-        # What `ray stop` would also do: forget this head as the machine's current cluster.
-        current="${RAY_TMPDIR:-/tmp}/ray/ray_current_cluster"
-        if grep -qs ":$GCS\$" "$current"; then rm -f "$current"; fi
+        # What `ray stop` would also do: forget this head, now dead, as the machine's current cluster.
+        python -c 'from pipeline.cluster import forget_dead_cluster; forget_dead_cluster()' || true
     fi
     python infra/local/stack.py down --dir "$STATE" || true
 }

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, parse_config
+from pipeline.config import parse_config
 from pipeline.train import main, run_training
 from srgan.generator import build_generator
 from srgan.weights import load_generator

@@ -24,7 +24,7 @@ from torch import nn
 from pipeline import storage
 from srgan.generator import SRResNet
 from srgan.resize import imresize
-from srgan.tiling import upscale_tiled
+from srgan.tiling import crop_region, upscale_tiled
 from srgan.weights import WeightsError, load_generator
 
 
@@ -66,21 +66,13 @@ class Upscaler:
         """`region` (top, bottom, left, right): upscale only that part of `lr`, the rest
         being context (see srgan.tiling.upscale_tiled)."""
         if self.generator is None:
-            return crop(imresize(lr.float(), float(self.scale)).clamp(0, 1), region, self.scale)
+            return crop_region(imresize(lr.float(), float(self.scale)).clamp(0, 1), region, self.scale)
         if lr.shape[1] != self.in_channels:
             raise ModelRefError(f"model {self.name} takes {self.in_channels}-channel images, got {lr.shape[1]} channels")
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = upscale_tiled(self.generator, lr.float(), self.scale, tile=self.tile, batch_size=self.batch_size, region=region)
         return out.float().clamp(0, 1)
-
-
-def crop(x: torch.Tensor, region: tuple[int, int, int, int] | None, scale: int = 1) -> torch.Tensor:
-    """The (top, bottom, left, right) part of (..., H, W) `x`, in units of 1/scale pixels."""
-    if region is None:
-        return x
-    top, bottom, left, right = (v * scale for v in region)
-    return x[..., top:bottom, left:right]
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -53,9 +53,9 @@ import torch
 from pipeline import formats, storage
 from pipeline.formats import dicom, geotiff
 from pipeline.formats.errors import DecodeError
-from pipeline.models import PRECISIONS, ModelRefError, Upscaler, crop, generator_file
+from pipeline.models import PRECISIONS, ModelRefError, Upscaler, generator_file
 from srgan.resize import imresize
-from srgan.tiling import spans
+from srgan.tiling import crop_region, spans
 from srgan.weights import load_generator
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def upscale_bands(upscaler: Upscaler, x: torch.Tensor, plan: BandPlan, region=No
             out[list(g)] = r
     del result
     if plan.rest:
-        out[list(plan.rest)] = crop(imresize(x[list(plan.rest)].float(), float(s)).clamp(0, 1), region, s)
+        out[list(plan.rest)] = crop_region(imresize(x[list(plan.rest)].float(), float(s)).clamp(0, 1), region, s)
     return out
 
 

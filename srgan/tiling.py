@@ -50,6 +50,15 @@ class Tile:
     cols: Span
 
 
+def crop_region(x: torch.Tensor, region: tuple[int, int, int, int] | None, scale: int = 1) -> torch.Tensor:
+    """The (top, bottom, left, right) part of (..., H, W) `x`, `region` given in input pixels
+    of a x`scale` result (None: all of it)."""
+    if region is None:
+        return x
+    top, bottom, left, right = (v * scale for v in region)
+    return x[..., top:bottom, left:right]
+
+
 def tiles(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> Iterator[Tile]:
     top, bottom, left, right = region or (0, height, 0, width)
     for r in spans(height, tile, pad, top, bottom):
@@ -95,9 +104,7 @@ def upscale_tiled(
     n, _, h, w = x.shape
     top, bottom, left, right = region or (0, h, 0, w)
     if tile <= 0:
-        out = model(x.to(device)).to(out_device)
-        if region is not None:
-            out = out[..., top * scale : bottom * scale, left * scale : right * scale]
+        out = crop_region(model(x.to(device)).to(out_device), region, scale)
         return out[0] if squeeze else out
 
     out: torch.Tensor | None = None

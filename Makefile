@@ -35,6 +35,7 @@ e2e: setup
 
 # The references (Real-ESRGAN's inference helper) go into the venv for benchmarks only.
 bench: setup
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m pip install --quiet --no-deps basicsr realesrgan opencv-python-headless tqdm
 	$(PY) benchmarks/degrade.py
 	$(PY) benchmarks/data_pipeline.py

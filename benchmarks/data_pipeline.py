@@ -52,6 +52,7 @@ def main() -> None:
 
     from pipeline import storage
     from pipeline.data import ImageSpec, PatchPairs, scan, train_dataset
+    from srgan.degrade import build_degradation
 
     files = storage.list_files(args.images, [".png", ".jpg", ".jpeg", ".bmp"])[: args.max_images]
     s3 = boto3.client("s3")
@@ -65,7 +66,7 @@ def main() -> None:
     ensure_ray(num_cpus=args.cpus, logging_level="ERROR", log_to_driver=False)
     spec = ImageSpec(channels=3, min_size=args.patch)
     good, _ = scan(remote, spec)
-    pairs = PatchPairs(spec, args.patch, args.patches_per_image, 4, args.degradation, {}, seed=0)
+    pairs = PatchPairs(spec, args.patch, args.patches_per_image, build_degradation(args.degradation, 4), seed=0)
     ds = train_dataset(good, pairs, read_cpus=0.25, images_per_task=4, seed=0)
     rates = []
     for _ in range(args.epochs):

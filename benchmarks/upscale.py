@@ -6,7 +6,7 @@ generator, same image, same process. Prints one JSON line.
 
 Throughput: an (size x size) 8-bit RGB array through the paper's SRResNet (16 blocks, 64
 features, x4, random weights), array in -> array out, fp32 on the CPU, tile 0 (whole image)
-and tile 256: ours is `pipeline.upscale.upscale_array` (the job's per-image path minus file
+and tile 256: ours is `pipeline.inference.upscale_array` (the job's per-image path minus file
 I/O); the reference is `RealESRGANer.enhance` with its defaults (tile_pad 10, pre_pad 10).
 Each is also compared with its own untiled output: our tiles carry the model's full
 receptive radius as context, so tiled == untiled; Real-ESRGAN's 10 px do not.
@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.models import Upscaler  # noqa: E402
-from pipeline.upscale import JobSettings, process_file, upscale_array  # noqa: E402
+from pipeline.inference import WorkerSettings, plan_bands, process_file, upscale_array  # noqa: E402
 from srgan.generator import GeneratorSpec, build_generator  # noqa: E402
 
 
@@ -84,7 +84,7 @@ def throughput(size: int, repeats: int) -> dict:
     outputs = {}
     for tile in (0, 256):
         ours = Upscaler(name="srresnet", scale=4, generator=generator, tile=tile)
-        t_ours, outputs[("ours", tile)] = timed(lambda: upscale_array(ours, image, False, None), repeats)
+        t_ours, outputs[("ours", tile)] = timed(lambda: upscale_array(ours, image, plan_bands(3, False, 3)), repeats)
         # RealESRGANer takes BGR (cv2); hand it the reversed channels so outputs compare.
         with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per tile
             t_ref, out = timed(lambda: ref[tile].enhance(image[..., ::-1].copy(), outscale=4)[0], repeats)
@@ -102,7 +102,7 @@ def _peak_rss_child(path: str, out: str, max_pixels: int) -> None:
     g = build_generator(GeneratorSpec(scale=4, in_channels=4, out_channels=4, num_blocks=1, num_features=16)).eval()
     up = Upscaler(name="tiny", scale=4, generator=g, tile=256, batch_size=4)
     start = time.perf_counter()
-    row = process_file({"key": "scene.tif", "input": path, "output": out, "size": 0}, up, JobSettings(model="tiny", max_pixels=max_pixels))
+    row = process_file({"key": "scene.tif", "input": path, "output": out, "size": 0}, up, WorkerSettings(model="tiny", max_pixels=max_pixels))
     assert row["status"] == "done", row
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": time.perf_counter() - start, "windows": row["windows"]}))
 
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="input side for the throughput test")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--geotiff", type=int, default=4096, help="GeoTIFF side for the memory test (0 skips it)")
-    parser.add_argument("--max-pixels", type=int, default=JobSettings(model="").max_pixels)
+    parser.add_argument("--max-pixels", type=int, default=WorkerSettings(model="").max_pixels)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip-throughput", action="store_true", help="only the GeoTIFF memory test")
     args = parser.parse_args()

@@ -12,18 +12,18 @@ Unknown keys and bad values fail at load time with the dotted key in the message
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.errors import ConfigError
+from pipeline.formats import IMAGE_EXTENSIONS
+from srgan.degrade import build_degradation
+from srgan.generator import SCALES, check_scale
 from srgan.losses import PAPER_FEATURE_SCALE, VGG19_LAYERS
-
-
-class ConfigError(ValueError):
-    """A configuration file or override that cannot be used; the message names the key."""
+from srgan.precision import PRECISIONS
 
 
 class Section(BaseModel):
@@ -44,7 +44,7 @@ class DegradationSection(Section):
 class DataSection(Section):
     train: str = Field(..., description="HR training images: s3://bucket/prefix/, a local folder, or samples://photos")
     val: str | None = Field(None, description="HR validation images (same forms); none: no validation")
-    extensions: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"])
+    extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
     patch_size: int = Field(96, description="HR patch size (the paper's 96 for x4)")
     patches_per_image: int = Field(16, ge=1, description="random HR crops taken from each image per epoch")
     degradation: DegradationSection = Field(default_factory=DegradationSection)
@@ -63,13 +63,18 @@ class DataSection(Section):
 
 
 class GeneratorSection(Section):
-    scale: Literal[2, 3, 4, 8] = 4
+    scale: int = Field(4, description=f"one of {', '.join(map(str, SCALES))}")
     in_channels: int = Field(3, ge=1)
     out_channels: int = Field(3, ge=1)
     num_blocks: int = Field(16, ge=1)
     num_features: int = Field(64, ge=1)
     batch_norm: bool = True
     bicubic_skip: bool = Field(False, description="learn a residual over bicubic (not in the paper); helps small, short runs")
+
+    @field_validator("scale")
+    @classmethod
+    def _known_scale(cls, v: int) -> int:
+        return check_scale(v)
 
 
 class DiscriminatorSection(Section):
@@ -137,13 +142,21 @@ class TrainSection(Section):
     pretrain: PretrainSection = Field(default_factory=PretrainSection)
     gan: GanSection = Field(default_factory=GanSection)
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    precision: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPUs that have it, fp32 on CPU")
+    precision: str = Field("auto", description=f"one of {', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it, fp32 otherwise")
     ema_decay: float = Field(0.999, ge=0, lt=1)
     log_every: int = Field(100, ge=1)
     val_every: int = Field(5000, ge=1)
     checkpoint_every: int = Field(5000, ge=1)
     num_to_keep: int = Field(3, ge=1, description="checkpoints kept in storage")
     max_failures: int = Field(3, ge=-1, description="worker-failure restarts before the run fails (-1: unlimited)")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, v) -> str:
+        if v not in PRECISIONS:  # (YAML reads a bare off/on as a boolean)
+            shown = {False: "off", True: "on"}.get(v, v) if isinstance(v, bool) else v
+            raise ValueError(f"{shown!r} is not one of {', '.join(PRECISIONS)}")
+        return v
 
     @field_validator("phases")
     @classmethod
@@ -201,6 +214,10 @@ class TrainConfig(Section):
             raise ValueError(f"data.val_crop {self.data.val_crop} must be a multiple of model.generator.scale {g.scale}")
         if self.loss.rgb_bands is not None and (len(self.loss.rgb_bands) != 3 or max(self.loss.rgb_bands) >= g.in_channels):
             raise ValueError(f"loss.rgb_bands must name 3 of the {g.in_channels} bands, got {self.loss.rgb_bands}")
+        try:
+            build_degradation(self.data.degradation.name, g.scale, **self.data.degradation.params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"data.degradation.params: {exc}") from None
         return self
 
     @property
@@ -233,7 +250,12 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. train.batch_size=32")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({reason}); close brackets and quote text, e.g. --set 'run.name=\"a: b\"'") from None
+        _set_dotted(tree, key.strip(), value)
     return tree
 
 
@@ -293,86 +315,3 @@ def flatten(cfg: BaseModel) -> dict[str, str]:
 
     walk("", cfg.model_dump(mode="json"))
     return out
-
-
-# ------------------------------------------------------------------------------ sweeps
-
-
-class Distribution(Section):
-    """Exactly one of: loguniform [low, high], uniform [low, high], choice [values...]."""
-
-    loguniform: tuple[float, float] | None = None
-    uniform: tuple[float, float] | None = None
-    choice: list[Any] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> "Distribution":
-        given = [k for k in ("loguniform", "uniform", "choice") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of loguniform: [low, high], uniform: [low, high], choice: [values]")
-        if self.loguniform is not None and not 0 < self.loguniform[0] < self.loguniform[1]:
-            raise ValueError(f"loguniform needs 0 < low < high, got {list(self.loguniform)}")
-        if self.uniform is not None and not self.uniform[0] < self.uniform[1]:
-            raise ValueError(f"uniform needs low < high, got {list(self.uniform)}")
-        if self.choice is not None and not self.choice:
-            raise ValueError("choice needs at least one value")
-        return self
-
-    def example(self) -> Any:
-        """A value from the distribution (its lower end), for validating the search space."""
-        if self.choice is not None:
-            return self.choice[0]
-        return (self.loguniform or self.uniform)[0]
-
-
-class ObjectiveSection(Section):
-    metric: str = Field("val/psnr", description="a reported metric, or 'score' for the weighted sum below")
-    mode: Literal["max", "min"] = "max"
-    score: dict[str, float] | None = Field(None, description="score = sum(weight * metric), e.g. {val/psnr: 1, val/hf_error: -4}")
-
-    @model_validator(mode="after")
-    def _score_named(self) -> "ObjectiveSection":
-        if (self.metric == "score") != (self.score is not None):
-            raise ValueError("objective.metric 'score' and objective.score go together: set both or neither")
-        return self
-
-
-class SchedulerSection(Section):
-    type: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(1, ge=1, description="training steps before a trial can be stopped")
-    reduction_factor: float = Field(2.0, gt=1)
-
-
-class SweepConfig(Section):
-    name: str = Field("srgan-loss-weights", description="the Tune experiment (re-run the same name to resume) and the MLflow parent run")
-    storage_path: str = Field("./ray_results/sweeps", description="local path or s3://bucket/prefix")
-    train_config: str = Field(..., description="training config every trial starts from (relative to this file)")
-    train_overrides: list[str] = Field(default_factory=list, description="key=value applied to train_config for every trial")
-    search: dict[str, Distribution] = Field(..., description="dotted training-config key -> distribution")
-    objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
-    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
-    num_samples: int = Field(8, ge=1)
-    max_concurrent_trials: int = Field(2, ge=1)
-    trial_cpus: float = Field(0.1, ge=0, description="CPUs for each trial's driver; its workers follow the training config's scaling")
-    seed: int = 0
-    mlflow: MlflowSection = Field(default_factory=lambda: MlflowSection(experiment="srgan-sweeps"))
-
-
-def load_sweep(path: str | Path, overrides: list[str] | None = None, train_overrides: list[str] | None = None) -> tuple[SweepConfig, dict]:
-    """(sweep config, the trials' base training-config tree). Every search key is checked
-    against the training config now, with its distribution's lower end."""
-    tree = apply_overrides(load_yaml(path), overrides or [])
-    sweep = parse_config(tree, SweepConfig)
-    train_path = Path(sweep.train_config)
-    if not train_path.is_absolute():
-        train_path = Path(path).parent / train_path
-    base = apply_overrides(load_yaml(train_path), [*sweep.train_overrides, *(train_overrides or [])])
-    steps = parse_config(base).total_steps
-    if sweep.scheduler.type == "asha" and sweep.scheduler.grace_period > steps:
-        raise ConfigError(f"scheduler.grace_period {sweep.scheduler.grace_period} is more than the {steps} training steps of a trial; lower it or train longer")
-    for key, dist in sweep.search.items():
-        try:
-            parse_config(apply_overrides(copy.deepcopy(base), [f"{key}={yaml.safe_dump(dist.example()).strip()}"]))
-        except ConfigError as exc:
-            raise ConfigError(f"search.{key}: not a usable training-config key or value ({exc})") from None
-    return sweep, base

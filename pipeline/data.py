@@ -10,10 +10,12 @@ One HR image's way to a loss value:
   -> block order shuffled -> equal shards to the Ray Train workers, where each worker's
   local shuffle buffer mixes patches of different images.
 
-Randomness is seeded by (run seed, epoch, file): the epoch is Ray Data's execution index of
-the pipeline, which counts the passes over the dataset (it restarts at 0 when a run is
-restarted). Validation images are decoded once, kept in the object store, and scored by
-every worker on its share (see pipeline.train).
+Randomness: each file row carries a draw from Ray Data's seeded `random()` expression, which
+Ray reseeds at every pass over the dataset (every epoch); crops, augmentations and
+degradations are seeded by (run seed, file, draw), so every epoch sees new patches and the
+same run on the same cluster layout sees the same ones. Validation images are decoded,
+cropped and degraded once, kept in the object store, and scored by every worker on its
+share (see pipeline.train_loop).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import numpy as np
 import torch
 
 from pipeline import formats, storage
-from srgan.degrade import build_degradation
+from pipeline.errors import DecodeError
+from srgan.degrade import Degradation
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +38,6 @@ def stable_seed(*parts) -> int:
     """A 63-bit seed from any printable parts, the same in every process (unlike hash())."""
     digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def execution_index() -> int:
-    """How many times this dataset has been fully iterated: the epoch, inside a Ray Data task."""
-    from ray.data.context import DataContext
-
-    return int(getattr(DataContext.get_current(), "_execution_idx", 0))
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ class ImageSpec:
         array, alpha = formats.decode_with_alpha(data, name)
         h, w = array.shape[:2]
         if min(h, w) < self.min_size:
-            raise formats.DecodeError(f"is {w}x{h}, smaller than the {self.min_size}x{self.min_size} patch")
+            raise DecodeError(f"is {w}x{h}, smaller than the {self.min_size}x{self.min_size} patch")
         array = formats.conform_bands(array, self.channels, alpha)
         levels = int(formats.data_range(array.dtype)) if np.issubdtype(array.dtype, np.integer) else 0
         if self.data_range:
@@ -78,7 +74,7 @@ def _scan_batch(batch: dict, spec: ImageSpec) -> dict:
             spec.decode(data, str(path))
             ok.append(True)
             reasons.append("")
-        except formats.DecodeError as exc:
+        except DecodeError as exc:
             ok.append(False)
             reasons.append(str(exc))
     return {"path": batch["path"], "ok": np.array(ok), "reason": np.array(reasons, dtype=object)}
@@ -91,7 +87,6 @@ def scan(files: list[storage.StoredFile], spec: ImageSpec, read_cpus: float = 0.
     if not files:
         return [], []
     fs, _ = storage.filesystem(files[0].uri)
-    by_path = {f.path: f for f in files}
     ds = ray.data.read_binary_files([f.path for f in files], filesystem=fs, include_paths=True, num_cpus=read_cpus)
     ds = ds.map_batches(_scan_batch, fn_kwargs={"spec": spec}, batch_size=8, num_cpus=read_cpus, batch_format="numpy")
     ds.context.enable_progress_bars = False  # the caller prints what it scans and what it skipped
@@ -110,11 +105,11 @@ def scan(files: list[storage.StoredFile], spec: ImageSpec, read_cpus: float = 0.
 class PatchPairs:
     """map_batches callable: file bytes -> LR/HR patch pairs (see module docstring)."""
 
-    def __init__(self, spec: ImageSpec, patch_size: int, patches_per_image: int, scale: int, degradation: str, degradation_params: dict, seed: int) -> None:
+    def __init__(self, spec: ImageSpec, patch_size: int, patches_per_image: int, degrade: Degradation, seed: int) -> None:
         self.spec = spec
         self.patch = patch_size
         self.per_image = patches_per_image
-        self.degrade = build_degradation(degradation, scale, **degradation_params)
+        self.degrade = degrade
         self.seed = seed
 
     @staticmethod
@@ -125,15 +120,15 @@ class PatchPairs:
         return torch.rot90(x, code & 3, dims=(-2, -1))
 
     def __call__(self, batch: dict) -> dict:
-        epoch = execution_index()
+        """{bytes, path, draw} rows -> {lr, hr} patch pairs ((N, C, h, w) float32 in [0, 1])."""
         patches = []
-        for data, path in zip(batch["bytes"], batch["path"]):
+        for data, path, draw in zip(batch["bytes"], batch["path"], batch["draw"]):
             try:
                 image, _ = self.spec.decode(data, str(path))
-            except formats.DecodeError as exc:  # the scan passed it: a transient read problem
+            except DecodeError as exc:  # the scan passed it: a transient read problem
                 log.warning("skipping %s this epoch: %s", path, exc)
                 continue
-            rng = np.random.default_rng(stable_seed(self.seed, epoch, path))
+            rng = np.random.default_rng(stable_seed(self.seed, path, float(draw)))
             _, h, w = image.shape
             for _ in range(self.per_image):
                 top = int(rng.integers(0, h - self.patch + 1))
@@ -145,13 +140,14 @@ class PatchPairs:
             s = self.patch // self.degrade.scale
             return {"lr": np.zeros((0, c, s, s), np.float32), "hr": np.zeros((0, c, self.patch, self.patch), np.float32)}
         hr = torch.stack(patches)
-        lr = self.degrade(hr, stable_seed(self.seed, epoch, *batch["path"]))
+        lr = self.degrade(hr, stable_seed(self.seed, *batch["path"], *np.asarray(batch["draw"], float).tolist()))
         return {"lr": lr.numpy().astype(np.float32), "hr": hr.numpy().astype(np.float32)}
 
 
 def train_dataset(files: list[storage.StoredFile], pairs: PatchPairs, read_cpus: float, images_per_task: int, seed: int):
     """The per-epoch LR/HR pair pipeline over already-scanned files."""
     import ray
+    from ray.data.expressions import random
 
     fs, _ = storage.filesystem(files[0].uri)
     ds = ray.data.read_binary_files(
@@ -161,6 +157,9 @@ def train_dataset(files: list[storage.StoredFile], pairs: PatchPairs, read_cpus:
         shuffle=ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True),
         num_cpus=read_cpus,
     )
+    # A new draw per file at every pass over the data (public API: Ray reseeds it per execution).
+    # (As every stage here, on a fraction of a CPU: a whole one may be more than Ray Train leaves free.)
+    ds = ds.with_column("draw", random(seed=stable_seed(seed, "draws") % 2**32, reseed_after_execution=True), num_cpus=read_cpus)
     ds = ds.map_batches(pairs, batch_size=images_per_task, num_cpus=read_cpus, batch_format="numpy")
     return ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
 
@@ -174,9 +173,11 @@ def _centre_crop(x: torch.Tensor, size: int | None, scale: int) -> torch.Tensor:
     return x[:, top : top + ch, left : left + cw]
 
 
-def val_dataset(files: list[storage.StoredFile], spec: ImageSpec, crop: int | None, scale: int, read_cpus: float):
-    """Decoded validation HR images, rows {idx, key, levels, hr (C, H, W) float32},
-    materialised once so every evaluation reads them from the object store."""
+def val_dataset(files: list[storage.StoredFile], spec: ImageSpec, crop: int | None, degrade: Degradation, read_cpus: float, seed: int):
+    """Validation pairs, made once: rows {idx, key, levels, hr (C, H, W), lr (C, H/s, W/s)},
+    float32 in [0, 1], HR centre-cropped (`crop`, or whole images cropped to a multiple of
+    the scale), LR degraded with a seed of its own per image; materialised so that every
+    validation reads them from the object store."""
     import ray
 
     fs, _ = storage.filesystem(files[0].uri)
@@ -186,7 +187,9 @@ def val_dataset(files: list[storage.StoredFile], spec: ImageSpec, crop: int | No
         path = str(row["path"])
         hr, levels = spec.decode(row["bytes"], path)
         idx, key = index[path]
-        return {"idx": idx, "key": key, "levels": levels, "hr": _centre_crop(hr, crop, scale).numpy()}
+        hr = _centre_crop(hr, crop, degrade.scale)
+        lr = degrade(hr[None].contiguous(), stable_seed(seed, "val", key))[0]
+        return {"idx": idx, "key": key, "levels": levels, "hr": hr.numpy(), "lr": lr.numpy()}
 
     ds = ray.data.read_binary_files([f.path for f in files], filesystem=fs, include_paths=True, num_cpus=read_cpus)
     return ds.map(decode, num_cpus=read_cpus).materialize()

@@ -1,5 +1,5 @@
-"""Turn a model reference into something that upscales tensors. One resolver for the
-whole project: evaluate, promote, upscale and the GAN phase's init_from all take these.
+"""Turn a model reference into something that upscales tensors. One resolver for the whole
+project: evaluate, promote, upscale and the GAN phase's init_from all take these.
 
 References:
   ``bicubic``                          the MATLAB bicubic baseline (no weights)
@@ -14,6 +14,7 @@ with ``torch.load(weights_only=True)``, not by unpickling the logged module.
 
 from __future__ import annotations
 
+import io
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +22,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline import storage
-from srgan.generator import SRResNet
+from pipeline import storage, tracking
+from pipeline.errors import ModelRefError
+from srgan.generator import SRResNet, check_scale
+from srgan.precision import AMP_DTYPES
 from srgan.resize import imresize
 from srgan.tiling import crop_region, upscale_tiled
 from srgan.weights import WeightsError, load_generator
 
-
-class ModelRefError(ValueError):
-    """A model reference that names nothing loadable."""
+BICUBIC = "bicubic"
+REFERENCE_HELP = "give 'bicubic', a generator .pt file, a checkpoint folder, runs:/<run id> or models:/<name>@<alias>"
 
 
 @dataclass
@@ -46,7 +48,7 @@ class Upscaler:
     meta: dict = field(default_factory=dict)
     tile: int = 256
     batch_size: int = 4
-    precision: str = "fp32"  # or bf16 / fp16: autocast for the generator (GPU)
+    precision: str = "fp32"  # or bf16 / fp16: autocast for the generator (srgan.precision)
 
     @property
     def in_channels(self) -> int | None:
@@ -69,13 +71,10 @@ class Upscaler:
             return crop_region(imresize(lr.float(), float(self.scale)).clamp(0, 1), region, self.scale)
         if lr.shape[1] != self.in_channels:
             raise ModelRefError(f"model {self.name} takes {self.in_channels}-channel images, got {lr.shape[1]} channels")
-        dtype = PRECISIONS[self.precision]
+        dtype = AMP_DTYPES.get(self.precision)
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = upscale_tiled(self.generator, lr.float(), self.scale, tile=self.tile, batch_size=self.batch_size, region=region)
         return out.float().clamp(0, 1)
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def default_device() -> torch.device:
@@ -83,18 +82,13 @@ def default_device() -> torch.device:
 
 
 def _mlflow_download(uri: str, tracking_uri: str | None) -> Path:
-    import mlflow
-
-    from pipeline.tracking import resolve_tracking_uri
-
-    tracking_uri = resolve_tracking_uri(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    tracking_uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_reachable(tracking_uri, must_exist=True)
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        return tracking.download(uri, tracking_uri)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelRefError(f"cannot load {uri} from MLflow at {tracking_uri}: {first}") from exc
+        raise ModelRefError(f"cannot load {uri} from MLflow at {tracking.display_uri(tracking_uri)}: {first}") from exc
 
 
 def generator_file(ref: str, workdir: Path, tracking_uri: str | None = None) -> Path:
@@ -113,7 +107,7 @@ def generator_file(ref: str, workdir: Path, tracking_uri: str | None = None) -> 
         if not uri.endswith(".pt"):
             uri = storage.join(uri, "generator.pt")
         if not storage.exists(uri):
-            raise ModelRefError(f"model {ref!r}: {uri} does not exist; give 'bicubic', a generator .pt file, a checkpoint folder, runs:/<run id> or models:/<name>@<alias>")
+            raise ModelRefError(f"model {ref!r}: {uri} does not exist; {REFERENCE_HELP}")
         if storage.is_s3(uri):
             path = workdir / "generator.pt"
             storage.download(uri, path)
@@ -124,23 +118,33 @@ def generator_file(ref: str, workdir: Path, tracking_uri: str | None = None) -> 
     return path
 
 
+def fetch_generator_bytes(ref: str, tracking_uri: str | None = None) -> tuple[bytes, SRResNet, dict]:
+    """(the generator file's bytes, the generator in eval mode on the CPU, its meta) for any
+    reference but 'bicubic'; the bytes are what a pool of workers is handed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = generator_file(ref, Path(tmp), tracking_uri).read_bytes()
+    try:
+        generator, meta = load_generator(io.BytesIO(data))
+    except WeightsError as exc:
+        raise ModelRefError(f"model {ref!r}: {exc}") from exc
+    return data, generator, meta
+
+
 def fetch_generator(ref: str, tracking_uri: str | None = None, map_location: str | torch.device = "cpu") -> tuple[SRResNet, dict]:
     """(generator in eval mode, meta) for any reference but 'bicubic' (see module docstring)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = generator_file(ref, Path(tmp), tracking_uri)
-        try:
-            return load_generator(path, map_location=map_location)
-        except WeightsError as exc:
-            raise ModelRefError(f"model {ref!r}: {exc}") from exc
+    _, generator, meta = fetch_generator_bytes(ref, tracking_uri)
+    return generator.to(map_location), meta
 
 
 def load_upscaler(ref: str, device: torch.device | None = None, scale: int | None = None, tile: int = 256, tracking_uri: str | None = None, **options) -> Upscaler:
     """Upscaler for `ref`. `scale` is required for bicubic and, for a model, must agree with
     the model's own scale when given. `options`: Upscaler's batch_size, precision."""
-    if ref == "bicubic":
+    if scale is not None:
+        check_scale(scale)
+    if ref == BICUBIC:
         if scale is None:
             raise ModelRefError("the bicubic baseline needs a scale (--scale)")
-        return Upscaler(name="bicubic", scale=scale, tile=tile, **options)
+        return Upscaler(name=BICUBIC, scale=scale, tile=tile, **options)
     generator, meta = fetch_generator(ref, tracking_uri, map_location=device or default_device())
     if scale is not None and scale != generator.scale:
         raise ModelRefError(f"model {ref} upscales x{generator.scale}, but --scale {scale} was asked for; drop --scale or pick a x{scale} model")

@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from pipeline import formats
+from pipeline import cli, formats
 
 PHOTOS = ("astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 HOLDOUT = ("chelsea", "camera", "coins")
@@ -73,9 +72,10 @@ def write_samples(out: str | Path) -> list[Path]:
     return written
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.samples", description="Write the bundled sample HR images.")
-    parser.add_argument("--out", required=True, help="folder to write photos/, medical/ and satellite/ into")
+    parser = cli.Parser("python -m pipeline.samples", "Write the bundled sample HR images.", ["python -m pipeline.samples --out quickstart/samples"])
+    parser.add_argument("--out", required=True, help="folder to write photos/, holdout/, medical/ and satellite/ into")
     args = parser.parse_args(argv)
     for path in write_samples(args.out):
         print(path)

@@ -18,11 +18,9 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow.fs as pafs
 
+from pipeline.errors import StorageError
+
 SAMPLES_SCHEME = "samples://"
-
-
-class StorageError(RuntimeError):
-    """A path that cannot be listed, read or written; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -173,37 +171,82 @@ def exists(uri: str) -> bool:
         raise StorageError(f"cannot check {uri}: {exc}") from exc
 
 
-CHUNK = 8 << 20
+def check_destination(uri: str, what: str = "output") -> None:
+    """Refuse, before anything is written, a destination that cannot take files: an s3://
+    bucket that does not exist (or these credentials cannot see), a local path that is a file."""
+    uri = local_or_uri(uri)
+    if is_s3(uri):
+        bucket = uri[len("s3://"):].split("/", 1)[0]
+        if not bucket:
+            raise StorageError(f"{what} {uri} names no bucket; use s3://bucket/prefix")
+        fs, _ = filesystem(uri)
+        try:
+            found = fs.get_file_info(bucket).type == pafs.FileType.Directory
+        except Exception as exc:
+            raise StorageError(f"cannot check bucket {bucket!r} of {what} {uri}: {exc}") from exc
+        if not found:
+            raise StorageError(f"{what} {uri}: bucket {bucket!r} does not exist (or these credentials cannot see it); create it or use another bucket")
+        return
+    path = Path(uri)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise StorageError(f"{what} {uri}: {parent} is a file, not a folder; choose a folder")
+            if not os.access(parent, os.W_OK):
+                raise StorageError(f"{what} {uri}: cannot write under {parent}; choose a folder you can write to")
+            return
 
 
 def download(uri: str, dest: Path) -> None:
-    """Copy `uri` to local file `dest`, streaming (memory stays at one chunk)."""
+    """Copy `uri` to local file `dest` (pyarrow streams it), appearing only complete."""
     fs, path = filesystem(uri)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.partial")
     try:
-        with fs.open_input_stream(path) as src, open(tmp, "wb") as out:
-            while chunk := src.read(CHUNK):
-                out.write(chunk)
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            raise StorageError(f"{uri} does not exist")
+        pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
         tmp.replace(dest)
-    except FileNotFoundError as exc:
-        raise StorageError(f"{uri} does not exist") from exc
+    except StorageError:
+        raise
     except Exception as exc:
         raise StorageError(f"cannot read {uri}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def local_copy(uri: str, dest: Path) -> Path:
+    """A local path holding `uri`'s bytes: the file itself when it is local, else a download
+    to `dest`."""
+    uri = local_or_uri(uri)
+    if "://" not in uri:
+        if not Path(uri).is_file():
+            raise StorageError(f"{uri} does not exist")
+        return Path(uri)
+    download(uri, dest)
+    return Path(dest)
+
+
 def upload_file(src: Path, uri: str) -> None:
-    """Put local file `src` at `uri` whole, streaming one chunk at a time."""
-
-    def copy(fh) -> None:
-        with open(src, "rb") as fin:
-            while chunk := fin.read(CHUNK):
-                fh.write(chunk)
-
-    _write_whole(uri, copy)
+    """Put local file `src` at `uri` whole: an S3 object appears when its upload completes, a
+    local file by rename of a temporary copy."""
+    fs, path = filesystem(uri)
+    local = pafs.LocalFileSystem()
+    try:
+        if not isinstance(fs, pafs.LocalFileSystem):
+            pafs.copy_files(str(src), path, source_filesystem=local, destination_filesystem=fs)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        try:
+            pafs.copy_files(str(src), str(tmp), source_filesystem=local, destination_filesystem=local)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except Exception as exc:
+        raise StorageError(f"cannot write {uri}: {exc}") from exc
 
 
 def remove_partials(root_uri: str) -> int:

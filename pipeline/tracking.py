@@ -1,24 +1,44 @@
-"""MLflow: where runs go, one run per training, and the generator as a registered-ready model.
+"""MLflow: where runs go, one run per training, the generator as a model, and the tags that tie
+runs, sweeps and registry versions together.
 
 Tracking URI: the config's, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
-working directory with artifacts in ``./mlartifacts``. The driver creates (or, on resume,
-finds again) the run and logs the parameters; rank 0 of the workers logs metrics and
-grids to it; the driver logs the final generator as an MLflow model (pytorch flavor) with
-what is needed to use it: scale, channels, value range, and the srgan checkpoint itself.
+working directory with artifacts in ``./mlartifacts``. Every call goes through a client bound
+to a URI (no process-wide setting), so one process can use two stores; an http(s) server is
+probed first, so one that does not answer is an error naming it within seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from pipeline.errors import TrackingError
+
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
-RUN_TAG = "srgan.run_uri"  # the Ray Train run folder a MLflow run belongs to
 MODEL_NAME = "generator"  # artifact name of the logged model inside a run
-MODEL_TAG = "srgan.model_uri"  # on a training run: the URI of the generator it logged
+
+# Tags. On training runs:
+RUN_TAG = "srgan.run_uri"  # the Ray Train run folder the MLflow run belongs to
+MODEL_TAG = "srgan.model_uri"  # the URI of the generator model the run logged
+PHASES_TAG = "srgan.phases"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under its sweep's
+# On sweep runs (parents) and their trials (children):
+SWEEP_TAG = "srgan.sweep"
+TRIAL_TAG = "srgan.trial_id"
+OBJECTIVE_TAG, OBJECTIVE_MODE_TAG, OBJECTIVE_SCORE_TAG = "srgan.objective", "srgan.objective_mode", "srgan.objective_score"
+BEST_RUN_TAG, BEST_TRIAL_TAG = "srgan.best_run_id", "srgan.best_trial_id"
+STOPPED_TAG = "srgan.stopped"  # on a trial that did not finish: 'scheduler' or 'error'
+# On registry versions:
+SOURCE_TAG = "srgan.source_run_id"
+PROMOTE_PREFIX = "promote."  # promote.decision, promote.metric, promote.candidate_value, ...
 
 
 def resolve_tracking_uri(configured: str | None = None) -> str:
@@ -32,8 +52,45 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
     return uri
 
 
+def display_uri(uri: str) -> str:
+    """`uri` without a user name or password, for messages and logs."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:"))
+
+
+def check_reachable(uri: str, budget_s: float = 15.0, must_exist: bool = False) -> None:
+    """Raise TrackingError naming `uri` when an http(s) tracking server does not answer within
+    `budget_s` seconds (MLflow's own client would retry for minutes). Any HTTP response,
+    even an error status, counts as an answer. With `must_exist` (reading runs or models), a
+    local sqlite store must be there already: MLflow would create an empty one."""
+    if uri.startswith("sqlite:///") and must_exist and not Path(uri[len("sqlite:///"):]).is_file():
+        raise TrackingError(f"MLflow store {uri} does not exist, so it holds no runs or models; point --tracking-uri or MLFLOW_TRACKING_URI at the store that does")
+    if not uri.startswith(("http://", "https://")):
+        return
+    parts = urlsplit(uri)
+    probe = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], path=parts.path.rstrip("/") + "/health", query=""))
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            with urllib.request.urlopen(probe, timeout=max(0.5, min(5.0, deadline - time.monotonic()))):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+        if time.monotonic() + 1.0 >= deadline:
+            break
+        time.sleep(1.0)
+    raise TrackingError(
+        f"MLflow tracking server {display_uri(uri)} does not answer ({reason}); start it, or point "
+        "mlflow.tracking_uri / --tracking-uri / MLFLOW_TRACKING_URI at a running one (or sqlite:///mlflow.db)"
+    )
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -48,9 +105,36 @@ def default_artifact_location(tracking_uri: str) -> str | None:
 
 
 def client(tracking_uri: str):
+    """An MlflowClient bound to `tracking_uri` for runs and the model registry."""
     import mlflow
 
-    return mlflow.MlflowClient(tracking_uri=tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def download(uri: str, tracking_uri: str) -> Path:
+    """A local copy of the artifact `uri` names (runs:/..., models:/..., or an artifact URI)."""
+    import mlflow
+
+    if uri.startswith("models:/"):
+        uri = _model_location(client(tracking_uri), uri)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri))
+
+
+def _model_location(c, uri: str) -> str:
+    """The artifact location of models:/<name>@<alias>, models:/<name>/<version> or
+    models:/m-<id> (optionally /<path> inside it), looked up through client `c`: MLflow's own
+    models:/ resolution reads the process-wide registry URI."""
+    name, *rest = uri[len("models:/"):].strip("/").split("/")
+    if "@" in name:
+        name, alias = name.split("@", 1)
+        location = c.get_model_version_download_uri(name, c.get_model_version_by_alias(name, alias).version)
+    elif rest and rest[0].isdigit():
+        location = c.get_model_version_download_uri(name, rest.pop(0))
+    elif not rest or name.startswith("m-"):
+        location = c.get_logged_model(name).artifact_location
+    else:
+        raise TrackingError(f"{uri}: not a model reference; use models:/<name>@<alias>, models:/<name>/<version> or models:/m-<id>")
+    return "/".join([location.rstrip("/"), *rest])
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
@@ -93,8 +177,6 @@ class RunLogger:
         self._client = client(tracking_uri)
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -130,8 +212,25 @@ def model_metadata(spec: dict, meta: dict) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _fluent_tracking_uri(uri: str):
+    """MLflow's model-logging API reads the process-wide tracking URI only: point it at `uri`
+    for one call and unset it after (the one place this project touches that setting)."""
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)  # unsets the variable it exported too
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 def log_generator_model(tracking_uri: str, run_id: str, checkpoint_file: Path) -> str:
-    """Log an srgan generator checkpoint as an MLflow pytorch model; returns its URI."""
+    """Log an srgan generator checkpoint as an MLflow pytorch model of run `run_id`; returns
+    its URI."""
     import mlflow
     import torch
     from mlflow.models import ModelSignature
@@ -146,11 +245,11 @@ def log_generator_model(tracking_uri: str, run_id: str, checkpoint_file: Path) -
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec["in_channels"], -1, -1))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec["out_channels"], -1, -1))]),
     )
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+    with _fluent_tracking_uri(tracking_uri):
         info = mlflow.pytorch.log_model(
             generator,
             name=MODEL_NAME,
+            run_id=run_id,
             serialization_format="pickle",
             signature=signature,
             metadata=model_metadata(spec, meta),
@@ -171,3 +270,22 @@ def log_generator(tracking_uri: str, run_id: str, checkpoint_file: Path, as_mode
     model_uri = log_generator_model(tracking_uri, run_id, checkpoint_file)
     client(tracking_uri).set_tag(run_id, MODEL_TAG, model_uri)
     return model_uri
+
+
+def register_version(tracking_uri: str, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+    """Register the logged model `model_uri` (models:/<model id>) of run `run_id` as a new
+    version of `name` (created if missing); returns the version."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking_uri)
+    try:
+        c.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    model_id = model_uri[len("models:/"):] if model_uri.startswith("models:/m-") else None
+    # The logged model's own artifact location, looked up through this client: MLflow's local
+    # registry store would resolve a models:/ source through the process-wide URI instead.
+    source = c.get_logged_model(model_id).artifact_location if model_id else model_uri
+    version = c.create_model_version(name, source=source, run_id=run_id, tags=tags, model_id=model_id, await_creation_for=60)
+    return str(version.version)

@@ -13,22 +13,23 @@ experiment: finished trials stay finished, unfinished ones continue from their c
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
 import sys
 from pathlib import Path
 
-from pipeline import storage, tracking
+from pipeline import cli, storage, tracking
 from pipeline.cluster import ensure_ray
-from pipeline.config import ConfigError, SweepConfig, apply_overrides, flatten, load_sweep, parse_config
-from pipeline.train import SNAPSHOT, run_training
-from srgan.weights import WeightsError
+from pipeline.config import apply_overrides, flatten, parse_config
+from pipeline.sweep_config import SCORE, SweepConfig, load_sweep
+from pipeline.train_driver import SNAPSHOT, run_training
 
-SWEEP_TAG = "srgan.sweep"  # on parent runs: the sweep name; on children too
-TRIAL_TAG = "srgan.trial_id"
 DISTORTION, PERCEPTION = "val/psnr", "val/hf_error"
+EXAMPLES = [
+    "python -m pipeline.tune --config configs/tune_loss_weights.yaml --train-set train.gan.init_from=runs:/<pretraining run id>",
+    "python -m pipeline.tune --config configs/quickstart_tune.yaml --set num_samples=4",
+]
 
 
 def score(metrics: dict, weights: dict[str, float]) -> float | None:
@@ -49,7 +50,7 @@ def _scored_report_callback(weights: dict[str, float] | None):
                 first = dict(metrics[0])
                 value = score(first, weights)
                 if value is not None:
-                    first["score"] = value
+                    first[SCORE] = value
                 metrics = [first, *metrics[1:]]
             super().after_report(run_context, metrics, checkpoint)
 
@@ -91,7 +92,7 @@ def run_trial(sampled: dict, sweep: dict, base: dict, sweep_uri: str, parent_run
     cfg = trial_config(base, sampled, sweep_cfg, trial_id, sweep_uri)
     # After a restore, an unfinished trial continues its own training run.
     resume = storage.exists(storage.join(storage.join(sweep_uri, "trials"), cfg.run.name, SNAPSHOT))
-    tags = {"mlflow.parentRunId": parent_run_id, SWEEP_TAG: sweep_cfg.name, TRIAL_TAG: trial_id}
+    tags = {tracking.PARENT_TAG: parent_run_id, tracking.SWEEP_TAG: sweep_cfg.name, tracking.TRIAL_TAG: trial_id}
     run_training(cfg, resume=resume, callbacks=[_scored_report_callback(sweep_cfg.objective.score)], mlflow_tags=tags)
 
 
@@ -117,7 +118,7 @@ def results_table(results, sweep: SweepConfig, child_runs: dict[str, str], total
         status = "error" if r.error else ("finished" if step == total_steps else "stopped early")
         row = {"trial_id": trial_id, "mlflow_run_id": child_runs.get(trial_id), "status": status, "step": step}
         row.update({k: r.config.get(k) for k in sweep.search})
-        for key in ("val/psnr", "val/ssim", "val/hf_ratio", "val/hf_error", "val/psnr_bicubic", "val/hf_ratio_bicubic", "score"):
+        for key in ("val/psnr", "val/ssim", "val/hf_ratio", "val/hf_error", "val/psnr_bicubic", "val/hf_ratio_bicubic", SCORE):
             row[key] = m.get(key)
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -165,26 +166,26 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
     """Run (or resume) the sweep; returns a summary dict."""
     import tempfile
 
-    import pyarrow.fs as pafs
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     storage_uri = storage.local_or_uri(sweep.storage_path)
+    storage.check_destination(storage_uri, "storage_path")
+    tracking_uri = tracking.resolve_tracking_uri(sweep.mlflow.tracking_uri)
+    tracking.check_reachable(tracking_uri)
     sweep_uri = storage.join(storage_uri, sweep.name)
     fs, storage_path = storage.filesystem(storage_uri) if storage.is_s3(storage_uri) else (None, storage_uri)
     if fs is None:
         Path(storage_uri).mkdir(parents=True, exist_ok=True)
-
-    tracking_uri = tracking.resolve_tracking_uri(sweep.mlflow.tracking_uri)
     # Trials run in their own working directories: hand them the resolved URI, not a default
     # (a relative sqlite path) they would resolve somewhere else.
     sweep = sweep.model_copy(update={"mlflow": sweep.mlflow.model_copy(update={"tracking_uri": tracking_uri})})
     experiment_id = tracking.ensure_experiment(tracking_uri, sweep.mlflow.experiment, sweep.mlflow.artifact_location)
     params = {f"sweep.{k}": v for k, v in flatten(sweep).items()}
-    parent_tags = {SWEEP_TAG: sweep.name, "srgan.objective": sweep.objective.metric, "srgan.objective_mode": sweep.objective.mode}
+    parent_tags = {tracking.SWEEP_TAG: sweep.name, tracking.OBJECTIVE_TAG: sweep.objective.metric, tracking.OBJECTIVE_MODE_TAG: sweep.objective.mode}
     if sweep.objective.score:
-        parent_tags["srgan.objective_score"] = json.dumps(sweep.objective.score)
+        parent_tags[tracking.OBJECTIVE_SCORE_TAG] = json.dumps(sweep.objective.score)
     parent_id = tracking.start_run(tracking_uri, experiment_id, sweep.name, sweep_uri, params, parent_tags)
 
     total_steps = parse_config(copy.deepcopy(base)).total_steps
@@ -226,7 +227,7 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
     done = sum(t.status in ("TERMINATED", "ERROR") for t in saved.trials)
     if done < len(saved.trials):
         # Tune saved its state; the same command continues.
-        for child in client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'"):
+        for child in client.search_runs([experiment_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_id}' and attributes.status = 'RUNNING'"):
             client.set_terminated(child.info.run_id, "KILLED")
         client.set_terminated(parent_id, "KILLED")
         print(
@@ -237,15 +238,15 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
         )
         return {"sweep": sweep.name, "parent_run_id": parent_id, "interrupted": True, "trials_done": done}
 
-    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
-    child_runs = {c.data.tags.get(TRIAL_TAG): c.info.run_id for c in children}
+    children = client.search_runs([experiment_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_id}'")
+    child_runs = {c.data.tags.get(tracking.TRIAL_TAG): c.info.run_id for c in children}
     table = results_table(results, sweep, child_runs, total_steps)
     # Trials ASHA stopped or that failed did not finish their MLflow run: it is still RUNNING, or
     # FAILED when the stop reached the trainer as an exception. Say what happened.
     for _, row in table.iterrows():
         run_id = row["mlflow_run_id"]
         if run_id and row["status"] != "finished" and client.get_run(run_id).info.status != "FINISHED":
-            client.set_tag(run_id, "srgan.stopped", "scheduler" if row["status"] == "stopped early" else "error")
+            client.set_tag(run_id, tracking.STOPPED_TAG, "scheduler" if row["status"] == "stopped early" else "error")
             client.set_terminated(run_id, "KILLED" if row["status"] == "stopped early" else "FAILED")
     with tempfile.TemporaryDirectory() as tmp:
         csv, parquet, png = Path(tmp) / "results.csv", Path(tmp) / "results.parquet", Path(tmp) / "perception_distortion.png"
@@ -257,8 +258,8 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
     finished = table[table["status"] == "finished"]
     best = finished.iloc[0] if len(finished) else None
     if best is not None:
-        client.set_tag(parent_id, "srgan.best_run_id", best["mlflow_run_id"])
-        client.set_tag(parent_id, "srgan.best_trial_id", best["trial_id"])
+        client.set_tag(parent_id, tracking.BEST_RUN_TAG, best["mlflow_run_id"])
+        client.set_tag(parent_id, tracking.BEST_TRIAL_TAG, best["trial_id"])
         if best.get(sweep.objective.metric) is not None:
             tracking.RunLogger(tracking_uri, parent_id).metrics({f"best/{sweep.objective.metric}": best[sweep.objective.metric]}, 0)
     client.set_terminated(parent_id, "FINISHED")
@@ -281,7 +282,7 @@ def _print_table(table, sweep: SweepConfig) -> None:
     keys = list(sweep.search)
     short = {k: k.split(".")[-1] for k in keys}
     header = f"{'trial':<14} {'status':<14} " + " ".join(f"{short[k]:>11}" for k in keys) + f" {'PSNR':>7} {'SSIM':>7} {'HF':>6}"
-    if sweep.objective.metric == "score":
+    if sweep.objective.metric == SCORE:
         header += f" {'score':>8}"
     print(header + "  pareto", flush=True)
 
@@ -291,25 +292,26 @@ def _print_table(table, sweep: SweepConfig) -> None:
     for _, r in table.iterrows():
         line = f"{str(r['trial_id']):<14} {r['status']:<14} " + " ".join(f"{fmt(r[k], '11.4g'):>11}" for k in keys)
         line += f" {fmt(r['val/psnr'], '7.2f'):>7} {fmt(r['val/ssim'], '7.4f'):>7} {fmt(r['val/hf_ratio'], '6.2f'):>6}"
-        if sweep.objective.metric == "score":
+        if sweep.objective.metric == SCORE:
             line += f" {fmt(r['score'], '8.3f'):>8}"
         print(line + ("  *" if r["pareto"] else ""), flush=True)
 
 
+def build_parser() -> cli.Parser:
+    p = cli.Parser("python -m pipeline.tune", "Sweep SRGAN loss weights with Ray Tune (each trial a full training run).", EXAMPLES)
+    p.add_argument("--config", required=True, help="sweep config (configs/tune_loss_weights.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a sweep key, e.g. num_samples=4 (repeatable)")
+    p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE", help="override a training key for every trial (repeatable)")
+    return p
+
+
+@cli.command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.tune", description="Sweep SRGAN loss weights with Ray Tune.")
-    parser.add_argument("--config", required=True, help="sweep config (see configs/tune_loss_weights.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a sweep key, e.g. num_samples=4")
-    parser.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE", help="override a training key for every trial")
-    args = parser.parse_args(argv)
-    try:
-        sweep, base = load_sweep(args.config, args.overrides, args.train_overrides)
-        summary = run_sweep(sweep, base)
-    except (ConfigError, storage.StorageError, WeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    sweep, base = load_sweep(args.config, args.overrides, args.train_overrides)
+    summary = run_sweep(sweep, base)
     print(json.dumps(summary), flush=True)
-    return 130 if summary.get("interrupted") else 0
+    return cli.EXIT_INTERRUPTED if summary.get("interrupted") else 0
 
 
 if __name__ == "__main__":

@@ -19,9 +19,21 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from srgan.errors import UserError
 from srgan.resize import imresize
 
-SCALES = (2, 3, 4, 8)
+SCALES = (2, 3, 4, 8)  # the upscaling factors SRResNet's sub-pixel stages make: the project's one list
+
+
+class ScaleError(UserError, ValueError):
+    """A scale the generator cannot make (a ValueError too, so config validators report it)."""
+
+
+def check_scale(scale: int) -> int:
+    """`scale`, if it is one of SCALES."""
+    if scale not in SCALES:
+        raise ScaleError(f"scale {scale} is not supported; use one of {', '.join(map(str, SCALES))}")
+    return scale
 
 
 @dataclass(frozen=True)
@@ -78,8 +90,7 @@ class SRResNet(nn.Module):
         bicubic_skip: bool = False,
     ) -> None:
         super().__init__()
-        if scale not in SCALES:
-            raise ValueError(f"generator scale must be one of {SCALES}, got {scale}")
+        check_scale(scale)
         if min(in_channels, out_channels, num_blocks, num_features) < 1:
             raise ValueError("generator channels, blocks and features must all be >= 1")
         if bicubic_skip and in_channels != out_channels:

@@ -2,37 +2,25 @@
 
 `gan_step` is the whole algorithm of the paper for one batch: update D on real HR and
 detached SR, then update G on the weighted perceptual loss with D frozen. Precision is
-one of ``"off"`` (float32), ``"bf16"`` (autocast, no scaling needed) or ``"fp16"``
+one of ``"fp32"``, ``"bf16"`` (autocast, no scaling needed) or ``"fp16"``
 (autocast with one GradScaler per optimiser, so an overflow in D's step never skips
 G's). Batches are (N, C, h, w) LR and (N, C, h*s, w*s) HR, float in [0, 1].
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from typing import Literal
 
 import torch
 from torch import nn
 
 from srgan.losses import GanType, GeneratorLoss, PixelLoss, discriminator_loss
-
-Precision = Literal["off", "bf16", "fp16"]
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from srgan.precision import Precision, autocast
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel (or similar) wrapper."""
     return getattr(model, "module", model)
-
-
-def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
-    if precision == "off":
-        return contextlib.nullcontext()
-    if precision not in _AMP_DTYPES:
-        raise ValueError(f"precision must be 'off', 'bf16' or 'fp16', got {precision!r}")
-    return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[precision])
 
 
 def make_scaler(device: torch.device, precision: Precision) -> torch.amp.GradScaler:
@@ -53,7 +41,7 @@ def pretrain_step(
     lr: torch.Tensor,
     hr: torch.Tensor,
     pixel_loss: PixelLoss,
-    precision: Precision = "off",
+    precision: Precision = "fp32",
     scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """PSNR-oriented step: pixel loss only (SRResNet training)."""
@@ -72,7 +60,7 @@ def gan_step(
     lr: torch.Tensor,
     hr: torch.Tensor,
     g_loss: GeneratorLoss,
-    precision: Precision = "off",
+    precision: Precision = "fp32",
     scaler_g: torch.amp.GradScaler | None = None,
     scaler_d: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:

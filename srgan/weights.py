@@ -24,6 +24,7 @@ from typing import BinaryIO, Callable
 import torch
 from torch import nn
 
+from srgan.errors import UserError
 from srgan.generator import SRResNet, build_generator
 
 Fetch = Callable[[str, Path], None]
@@ -37,7 +38,7 @@ VGG_SOURCE_HELP = (
 GENERATOR_FORMAT = "srgan-generator/1"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError):
     """Weights could not be found, fetched, verified or loaded."""
 
 

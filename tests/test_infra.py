@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_config, load_sweep
+from pipeline.config import load_config
+from pipeline.sweep_config import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"

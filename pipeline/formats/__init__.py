@@ -1,69 +1,62 @@
-"""Image files <-> arrays <-> model tensors, chosen by file extension.
+"""Image files <-> arrays <-> model tensors. Each format family is a codec (formats.base):
+plain images (png_tiff: PNG, JPEG, BMP, TIFF), GeoTIFF (geotiff) and DICOM (dicom).
 
 Arrays are (H, W, C) in the file's own dtype. Models see (C, H, W) float32 in [0, 1]:
-integer data is divided by its dtype's maximum (255, 65535), float data is taken as
-already in [0, 1]. `from_unit` inverts that, rounding and clipping for integer dtypes.
+stored values v become (v + offset) / range, the range being the dtype's maximum for
+integers and 1.0 for floats unless a codec or model states another. `from_unit` inverts
+that, rounding and clipping for integer dtypes.
 """
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
-from pipeline.formats import png_tiff
-from pipeline.formats.errors import DecodeError
+from pipeline.errors import DecodeError
+from pipeline.formats import dicom, geotiff, png_tiff
+from pipeline.formats.base import Codec, Raster, RasterWriter, Window
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-DICOM_EXTENSIONS = (".dcm", ".dicom")
+# Probe order: a codec listed first gets a file its extension shares with a later one when
+# its probe accepts the bytes (a georeferenced .tif is a GeoTIFF, any other .tif a plain TIFF).
+CODECS: tuple[Codec, ...] = (geotiff.CODEC, png_tiff.CODEC, dicom.CODEC)
+IMAGE_EXTENSIONS = png_tiff.EXTENSIONS  # what training and evaluation decode whole
+EXTENSIONS = tuple(dict.fromkeys(ext for codec in CODECS for ext in codec.extensions))  # what upscaling reads
 
-__all__ = ["DecodeError", "IMAGE_EXTENSIONS", "decode", "decode_with_alpha", "encode", "to_unit", "from_unit", "data_range", "conform_bands"]
+__all__ = [
+    "CODECS", "EXTENSIONS", "IMAGE_EXTENSIONS", "Codec", "DecodeError", "Raster", "RasterWriter", "Window",
+    "open_raster", "decode", "decode_with_alpha", "encode", "to_unit", "from_unit", "data_range", "conform_bands",
+]
 
 
-def _ext(name: str) -> str:
-    return PurePosixPath(name).suffix.lower()
+def open_raster(path: Path, name: str | None = None) -> Raster:
+    """The local file at `path` opened by its codec, chosen by `name`'s extension (default the
+    path's) and the codecs' probes of the bytes."""
+    ext = PurePosixPath(name or path.name).suffix.lower()
+    candidates = [codec for codec in CODECS if ext in codec.extensions]
+    if not candidates:
+        raise DecodeError(f"unsupported extension {ext!r}; supported: {', '.join(EXTENSIONS)}")
+    if path.stat().st_size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    chosen = next((codec for codec in candidates[:-1] if codec.probe(path)), candidates[-1])
+    return chosen.open(path)
 
 
 def decode_with_alpha(data: bytes, name: str) -> tuple[np.ndarray, bool]:
-    """Decode file bytes (format from `name`'s extension) to an (H, W, C) array, and whether
-    its last channel is alpha according to the file itself."""
-    if not data:
-        raise DecodeError("empty file (0 bytes)")
-    ext = _ext(name)
-    if ext == ".png":
-        array, alpha = png_tiff.decode_png(data)
-    elif ext in (".tif", ".tiff"):
-        array, alpha = png_tiff.decode_tiff(data)
-    elif ext in (".jpg", ".jpeg", ".bmp"):
-        array, alpha = png_tiff.decode_pillow(data)
-    else:
-        raise DecodeError(f"unsupported extension {ext!r}; supported: {', '.join(IMAGE_EXTENSIONS)}")
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or min(array.shape[:2]) < 1:
-        raise DecodeError(f"decoded to an array of shape {array.shape}, not an image")
-    return array, alpha
+    """Decode a plain image's bytes (format from `name`'s extension) to an (H, W, C) array,
+    and whether its last channel is alpha according to the file itself."""
+    return png_tiff.decode(data, name)
 
 
 def decode(data: bytes, name: str) -> np.ndarray:
-    """Decode file bytes (format from `name`'s extension) to an (H, W, C) array."""
-    return decode_with_alpha(data, name)[0]
+    """Decode a plain image's bytes (format from `name`'s extension) to an (H, W, C) array."""
+    return png_tiff.decode(data, name)[0]
 
 
 def encode(array: np.ndarray, name: str, alpha: bool = False) -> bytes:
-    """Encode an (H, W, C) array in the format `name`'s extension names; `alpha` marks the
-    last channel as transparency (PNG: implied by 2 or 4 channels)."""
-    ext = _ext(name)
-    if ext == ".png":
-        return png_tiff.encode_png(array)
-    if ext in (".tif", ".tiff"):
-        return png_tiff.encode_tiff(array, alpha)
-    if ext in (".jpg", ".jpeg"):
-        return png_tiff.encode_pillow(array, "JPEG")
-    if ext == ".bmp":
-        return png_tiff.encode_pillow(array, "BMP")
-    raise DecodeError(f"cannot write extension {ext!r}; supported: {', '.join(IMAGE_EXTENSIONS)}")
+    """Encode an (H, W, C) array in the plain image format `name`'s extension names."""
+    return png_tiff.encode(array, name, alpha)
 
 
 def data_range(dtype: np.dtype) -> float:

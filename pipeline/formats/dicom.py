@@ -17,12 +17,15 @@ codecs this package does not require.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 
-from pipeline.formats.errors import DecodeError
+from pipeline.errors import DecodeError
+from pipeline.formats.base import Codec, Raster, RasterWriter, WholeFrames, Window
 
 EXTENSIONS = (".dcm", ".dicom")
+PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB")
 _MISSING = "DICOM needs pydicom: pip install 'srgan-pipeline[medical]'"
 
 
@@ -114,3 +117,25 @@ def _ds(value: float) -> str:
         if len(text) <= 16:
             return text
     return f"{value:.1e}"
+
+
+class DicomRaster(Raster):
+    """A DICOM file's frames (stored values) and dataset; each frame is one window."""
+
+    def __init__(self, path: Path) -> None:
+        self.dataset, self.pixels, self.value_offset, self.value_span = decode(path.read_bytes())
+        photometric = str(getattr(self.dataset, "PhotometricInterpretation", "MONOCHROME2"))
+        if photometric not in PHOTOMETRIC:
+            raise DecodeError(f"DICOM PhotometricInterpretation {photometric} is not supported; {', '.join(PHOTOMETRIC)} are")
+        self.frames, self.height, self.width, self.bands = self.pixels.shape
+        self.dtype = self.pixels.dtype
+
+    def read(self, window: Window) -> tuple[np.ndarray, None]:
+        (top, bottom), (left, right) = window.rows, window.cols
+        return self.pixels[window.frame, top:bottom, left:right], None
+
+    def create(self, path: Path, scale: int, notes: dict[str, str]) -> RasterWriter:
+        return WholeFrames(path, self, scale, lambda frames: encode(self.dataset, frames, scale, notes.get("model", "srgan")))
+
+
+CODEC = Codec("dicom", EXTENSIONS, DicomRaster)

@@ -1,22 +1,33 @@
 """GeoTIFF rasters (rasterio, extra ``geo``), read and written window by window.
 
+A TIFF is this codec's when it carries a CRS, a geotransform or ground control points; other
+TIFFs go to the plain image codec. Windows of a raster are read with the model's context
+around them, so memory is bounded by the window, not the raster. No-data pixels are read as 0
+and written back as no-data.
+
 An upscaled raster keeps: every band, in order, with its dtype, nodata value, description,
 colour interpretation, scale/offset and tags; the dataset tags; the CRS. Its geotransform is
 the source's with the pixel size divided by the scale exactly (``transform @ Affine.scale(1 /
 scale)``: same origin, same rotation), so it covers the same ground. Output is tiled
 (256 x 256 blocks) and deflate-compressed with a predictor, BigTIFF when needed: a layout
-cloud-optimised readers can window into (``gdal_translate -of COG`` adds overviews).
+cloud-optimised readers can window into (``gdal_translate -of COG`` adds overviews). The
+job's notes become tags SRGAN_MODEL, SRGAN_SCALE and SRGAN_BICUBIC_BANDS.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from pipeline.formats.errors import DecodeError
+from pipeline.errors import DecodeError
+from pipeline.formats.base import Codec, Raster, RasterWriter, Window
+from srgan.tiling import spans
 
-_MISSING = "GeoTIFF needs rasterio: pip install 'srgan-pipeline[geo]'"
+EXTENSIONS = (".tif", ".tiff")
+_MISSING = "is a GeoTIFF and rasterio is not installed: pip install 'srgan-pipeline[geo]'"
 
 
 def available() -> bool:
@@ -27,19 +38,21 @@ def available() -> bool:
     return True
 
 
-def _rasterio():
+def _looks_geotiff(path: Path) -> bool:
+    """Whether tifffile sees GeoTIFF keys (used only when rasterio is missing)."""
+    import tifffile
+
     try:
-        import rasterio
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise DecodeError(_MISSING) from exc
-    return rasterio
+        with tifffile.TiffFile(path) as tif:
+            return bool(tif.pages[0].is_geotiff)
+    except Exception:
+        return False  # not a readable TIFF: the plain decoder says what is wrong
 
 
 def is_georeferenced(path: Path) -> bool:
     """Whether the TIFF at `path` carries a CRS, a geotransform or ground control points."""
-    rasterio = _rasterio()
+    import rasterio
     from rasterio.errors import NotGeoreferencedWarning
-    import warnings
 
     try:
         with warnings.catch_warnings():
@@ -51,57 +64,59 @@ def is_georeferenced(path: Path) -> bool:
         return False  # not for rasterio; the plain TIFF decoder reports what is wrong
 
 
-class _Open:
-    """A rasterio dataset (`_ds`) closed on leaving a `with` block."""
+class GeoRaster(Raster):
+    """A local GeoTIFF opened with rasterio; (H, W, C) windows."""
 
-    _ds = None
+    def __init__(self, path: Path) -> None:
+        import rasterio
+        from rasterio.enums import ColorInterp
 
-    def close(self) -> None:
-        self._ds.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class Reader(_Open):
-    """Windowed reads of a local GeoTIFF as (H, W, C) arrays."""
-
-    def __init__(self, path: Path):
-        rasterio = _rasterio()
         try:
             self._ds = rasterio.open(path)
         except Exception as exc:
             raise DecodeError(f"not a readable GeoTIFF ({exc})") from exc
-        self.height, self.width, self.count = self._ds.height, self._ds.width, self._ds.count
-        self.dtype = np.dtype(self._ds.dtypes[0])
-        self.nodata = self._ds.nodata
-        self.crs = self._ds.crs
-        self.transform = self._ds.transform
+        ds = self._ds
+        self.height, self.width, self.bands = ds.height, ds.width, ds.count
+        self.dtype = np.dtype(ds.dtypes[0])
+        self.nodata = ds.nodata
+        self.value_span = float(np.iinfo(self.dtype).max) if np.issubdtype(self.dtype, np.integer) else 1.0
         # An RGBA GeoTIFF declares its alpha band; a 4-band multispectral raster does not.
-        from rasterio.enums import ColorInterp
+        self.alpha = self.bands > 1 and ds.colorinterp[-1] == ColorInterp.alpha
 
-        self.alpha = self.count > 1 and self._ds.colorinterp[-1] == ColorInterp.alpha
+    def windows(self, block: int, pad: int) -> Iterator[Window]:
+        for rows in spans(self.height, block, pad):
+            for cols in spans(self.width, block, pad):
+                yield Window(0, (rows.win_start, rows.win_stop), (cols.win_start, cols.win_stop), (rows.keep_start, rows.keep_stop), (cols.keep_start, cols.keep_stop))
 
-    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-        from rasterio.windows import Window
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
+        from rasterio.windows import Window as RioWindow
 
-        window = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
+        (top, bottom), (left, right) = window.rows, window.cols
         try:
-            return np.moveaxis(self._ds.read(window=window), 0, -1)
+            array = np.moveaxis(self._ds.read(window=RioWindow(left, top, right - left, bottom - top)), 0, -1)
         except Exception as exc:
-            raise DecodeError(f"cannot read GeoTIFF window rows {rows} cols {cols} ({exc})") from exc
+            raise DecodeError(f"cannot read GeoTIFF window rows {window.rows} cols {window.cols} ({exc})") from exc
+        if self.nodata is None:
+            return array, None
+        mask = np.isnan(array).any(axis=2) if np.isnan(self.nodata) else (array == self.nodata).any(axis=2)
+        if mask.any():
+            array = np.where(mask[..., None], np.zeros((), array.dtype), array)
+        return array, mask
 
-    def upscaled_profile(self, scale: int) -> dict:
+    def create(self, path: Path, scale: int, notes: dict[str, str]) -> RasterWriter:
+        tags = {f"SRGAN_{k.upper()}": v for k, v in notes.items()}
+        return GeoWriter(path, self._upscaled_profile(scale), self, scale, tags)
+
+    def close(self) -> None:
+        self._ds.close()
+
+    def _upscaled_profile(self, scale: int) -> dict:
         from affine import Affine
 
         src = self._ds
         profile = dict(src.profile)
         for key in ("blockxsize", "blockysize", "tiled", "compress", "interleave", "photometric", "predictor"):
             profile.pop(key, None)
-        integer = np.issubdtype(self.dtype, np.integer)
         profile.update(
             driver="GTiff",
             width=src.width * scale,
@@ -111,7 +126,7 @@ class Reader(_Open):
             blockxsize=256,
             blockysize=256,
             compress="deflate",
-            predictor=2 if integer else 3,
+            predictor=2 if np.issubdtype(self.dtype, np.integer) else 3,
             interleave="pixel",
             BIGTIFF="IF_SAFER",
         )
@@ -130,20 +145,44 @@ class Reader(_Open):
             dst.units = src.units
 
 
+class GeoWriter(RasterWriter):
+    """Window writes into a new GeoTIFF laid out by `profile`, with the source's metadata."""
 
-class Writer(_Open):
-    """Window writes of (H, W, C) arrays into a new GeoTIFF laid out by `profile`."""
+    def __init__(self, path: Path, profile: dict, source: GeoRaster, scale: int, tags: dict[str, str]) -> None:
+        import rasterio
 
-    def __init__(self, path: Path, profile: dict, source: Reader, tags: dict | None = None):
-        rasterio = _rasterio()
         self._ds = rasterio.open(path, "w", **profile)
         source.copy_metadata(self._ds)
-        if tags:
-            self._ds.update_tags(**tags)
+        self._ds.update_tags(**tags)
+        self.scale, self.nodata = scale, source.nodata
 
-    def write(self, rows: tuple[int, int], cols: tuple[int, int], array: np.ndarray) -> None:
-        from rasterio.windows import Window
+    def write(self, window: Window, array: np.ndarray, mask: np.ndarray | None) -> None:
+        from rasterio.windows import Window as RioWindow
 
-        window = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
-        self._ds.write(np.moveaxis(array, -1, 0), window=window)
+        s = self.scale
+        if mask is not None:
+            top, bottom, left, right = window.region
+            kept = mask[top:bottom, left:right]
+            if kept.any():
+                array[np.repeat(np.repeat(kept, s, axis=0), s, axis=1)] = self.nodata
+        (top, bottom), (left, right) = window.keep_rows, window.keep_cols
+        self._ds.write(np.moveaxis(array, -1, 0), window=RioWindow(left * s, top * s, (right - left) * s, (bottom - top) * s))
 
+    def close(self) -> None:
+        self._ds.close()
+
+    def abort(self) -> None:
+        self._ds.close()
+
+
+def probe(path: Path) -> bool:
+    """Whether the TIFF at `path` is this codec's: georeferenced (refused naming the extra
+    when it is a GeoTIFF and rasterio is missing)."""
+    if not available():
+        if _looks_geotiff(path):
+            raise DecodeError(_MISSING)
+        return False
+    return is_georeferenced(path)
+
+
+CODEC = Codec("geotiff", EXTENSIONS, GeoRaster, probe)

@@ -2,16 +2,61 @@
 
 Decoding keeps what the file holds: bit depth (8/16-bit, float TIFF) and every band.
 PNG goes through imagecodecs (libpng: 16-bit RGB/RGBA too, which Pillow would truncate to
-8 bit), TIFF through tifffile, JPEG/BMP through Pillow. Arrays are (H, W, C).
+8 bit), TIFF through tifffile, JPEG/BMP through Pillow. Arrays are (H, W, C). These formats
+are decoded and encoded whole: the codec's raster is one window per image.
 """
 
 from __future__ import annotations
 
 import io
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pipeline.formats.errors import DecodeError
+from pipeline.errors import DecodeError
+from pipeline.formats.base import Codec, Raster, RasterWriter, WholeFrames, Window
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _ext(name: str) -> str:
+    return PurePosixPath(name).suffix.lower()
+
+
+def decode(data: bytes, name: str) -> tuple[np.ndarray, bool]:
+    """File bytes (format from `name`'s extension) -> ((H, W, C) array, whether its last
+    channel is alpha according to the file itself)."""
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    ext = _ext(name)
+    if ext == ".png":
+        array, alpha = decode_png(data)
+    elif ext in (".tif", ".tiff"):
+        array, alpha = decode_tiff(data)
+    elif ext in (".jpg", ".jpeg", ".bmp"):
+        array, alpha = decode_pillow(data)
+    else:
+        raise DecodeError(f"unsupported extension {ext!r}; supported: {', '.join(EXTENSIONS)}")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or min(array.shape[:2]) < 1:
+        raise DecodeError(f"decoded to an array of shape {array.shape}, not an image")
+    return array, alpha
+
+
+def encode(array: np.ndarray, name: str, alpha: bool = False) -> bytes:
+    """An (H, W, C) array in the format `name`'s extension names; `alpha` marks the last
+    channel as transparency (PNG: implied by 2 or 4 channels)."""
+    ext = _ext(name)
+    if ext == ".png":
+        return encode_png(array)
+    if ext in (".tif", ".tiff"):
+        return encode_tiff(array, alpha)
+    if ext in (".jpg", ".jpeg"):
+        return encode_pillow(array, "JPEG")
+    if ext == ".bmp":
+        return encode_pillow(array, "BMP")
+    raise DecodeError(f"cannot write extension {ext!r}; supported: {', '.join(EXTENSIONS)}")
 
 
 def decode_png(data: bytes) -> tuple[np.ndarray, bool]:
@@ -95,3 +140,24 @@ def encode_tiff(array: np.ndarray, alpha: bool = False) -> bytes:
     data = array[..., 0] if channels == 1 else array
     tifffile.imwrite(buf, data, photometric=photometric, planarconfig="contig", compression="zlib", extrasamples=extrasamples)
     return buf.getvalue()
+
+
+class ImageRaster(Raster):
+    """A whole decoded image; integers span their dtype, floats are taken as [0, 1]."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = path.name
+        self.array, self.alpha = decode(path.read_bytes(), path.name)
+        self.height, self.width, self.bands = self.array.shape
+        self.dtype = self.array.dtype
+        self.value_span = float(np.iinfo(self.dtype).max) if np.issubdtype(self.dtype, np.integer) else 1.0
+
+    def read(self, window: Window) -> tuple[np.ndarray, None]:
+        (top, bottom), (left, right) = window.rows, window.cols
+        return self.array[top:bottom, left:right], None
+
+    def create(self, path: Path, scale: int, notes: dict[str, str]) -> RasterWriter:
+        return WholeFrames(path, self, scale, lambda frames: encode(frames[0], self.name, self.alpha))
+
+
+CODEC = Codec("image", EXTENSIONS, ImageRaster)

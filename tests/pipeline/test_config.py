@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, flatten, load_config
+from pipeline.config import flatten, load_config
+from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +81,7 @@ def test_flattened_params_leave_out_secret_looking_keys():
 
 
 def test_lr_schedule_follows_the_paper_and_d_lr_is_separate():
-    from pipeline.train import lr_at
+    from pipeline.recipe import lr_at
 
     cfg = load_config(ROOT / "configs" / "srgan_x4.yaml")
     assert lr_at(cfg, 0) == 1e-4 and lr_at(cfg, 999_999) == 1e-4  # SRResNet phase

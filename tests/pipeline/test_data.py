@@ -1,8 +1,8 @@
 import numpy as np
-import pytest
 
 from pipeline import formats, storage
 from pipeline.data import ImageSpec, PatchPairs, scan, train_dataset, val_dataset
+from srgan.degrade import build_degradation
 from tests.helpers import put_images, smooth_image
 
 
@@ -29,12 +29,12 @@ def test_scan_rejects_band_counts_the_model_cannot_take(ray_session, tmp_path):
 
 def _pairs(channels=3, **kw):
     spec = ImageSpec(channels=channels, min_size=32)
-    return PatchPairs(spec, patch_size=32, patches_per_image=3, scale=4, degradation=kw.pop("degradation", "bicubic"), degradation_params={}, seed=7)
+    return PatchPairs(spec, patch_size=32, patches_per_image=3, degrade=build_degradation(kw.pop("degradation", "bicubic"), 4), seed=7)
 
 
 def test_patch_pairs_shapes_and_determinism():
     rng = np.random.default_rng(0)
-    batch = {"bytes": np.array([formats.encode(smooth_image(rng, 50, 70), "a.png") for _ in range(2)], dtype=object), "path": np.array(["b/a.png", "b/c.png"])}
+    batch = {"bytes": np.array([formats.encode(smooth_image(rng, 50, 70), "a.png") for _ in range(2)], dtype=object), "path": np.array(["b/a.png", "b/c.png"]), "draw": np.array([0.25, 0.5])}
     pairs = _pairs(degradation="realistic")
     out1, out2 = pairs(batch), pairs(batch)
     assert out1["hr"].shape == (6, 3, 32, 32) and out1["lr"].shape == (6, 3, 8, 8)
@@ -47,9 +47,9 @@ def test_patch_pairs_shapes_and_determinism():
 def test_patch_pairs_keep_16_bit_and_extra_bands():
     rng = np.random.default_rng(1)
     raster = smooth_image(rng, 48, 48, 4, np.uint16)
-    batch = {"bytes": np.array([formats.encode(raster, "s.tif")], dtype=object), "path": np.array(["s.tif"])}
+    batch = {"bytes": np.array([formats.encode(raster, "s.tif")], dtype=object), "path": np.array(["s.tif"]), "draw": np.array([0.5])}
     spec = ImageSpec(channels=4, min_size=32)
-    out = PatchPairs(spec, 32, 2, 4, "satellite", {}, seed=0)(batch)
+    out = PatchPairs(spec, 32, 2, build_degradation("satellite", 4), seed=0)(batch)
     assert out["hr"].shape == (2, 4, 32, 32)
     levels = np.unique(np.round(out["hr"] * 65535))
     assert len(levels) > 256  # 16-bit precision survived (8-bit would give <= 256 levels)
@@ -71,6 +71,7 @@ def test_val_dataset_keeps_whole_images_cropped_to_the_scale(ray_session, tmp_pa
     rng = np.random.default_rng(2)
     (tmp_path / "a.png").write_bytes(formats.encode(smooth_image(rng, 45, 61), "a.png"))
     files = storage.list_files(str(tmp_path))
-    rows = val_dataset(files, ImageSpec(channels=3), crop=None, scale=4, read_cpus=0.25).take_all()
+    rows = val_dataset(files, ImageSpec(channels=3), crop=None, degrade=build_degradation("bicubic", 4), read_cpus=0.25, seed=0).take_all()
     assert rows[0]["key"] == "a.png" and rows[0]["levels"] == 255
     assert np.asarray(rows[0]["hr"]).shape == (3, 44, 60)
+    assert np.asarray(rows[0]["lr"]).shape == (3, 11, 15)  # degraded once, here, not at every validation

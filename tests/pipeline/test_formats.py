@@ -98,3 +98,42 @@ def test_alpha_comes_from_the_file_not_the_band_count():
     assert not formats.decode_with_alpha(formats.encode(rgba, "b.tif"), "b.tif")[1]  # 4 plain bands
     gray = rng.integers(0, 256, (6, 5, 1), dtype=np.uint8)
     assert formats.conform_bands(gray, 3).shape == (6, 5, 3)
+
+
+def _geotiff(path):
+    from tests.helpers import geotiff_bytes
+
+    path.write_bytes(geotiff_bytes(rng.integers(0, 65536, (8, 9, 4), dtype=np.uint16)))
+    return path
+
+
+def test_the_codec_is_chosen_by_extension_and_the_bytes(tmp_path):
+    pytest.importorskip("rasterio")
+    plain = tmp_path / "plain.tif"
+    plain.write_bytes(formats.encode(rng.integers(0, 65536, (8, 9, 4), dtype=np.uint16), plain.name))
+    with formats.open_raster(_geotiff(tmp_path / "scene.tif")) as raster:
+        assert type(raster).__name__ == "GeoRaster" and (raster.height, raster.width, raster.bands) == (8, 9, 4)
+    with formats.open_raster(plain) as raster:
+        assert type(raster).__name__ == "ImageRaster" and raster.value_span == 65535
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DecodeError, match="empty file"):
+        formats.open_raster(tmp_path / "empty.png")
+    with pytest.raises(DecodeError, match="unsupported extension '.txt'"):
+        formats.open_raster(tmp_path / "notes.txt")
+
+
+def test_a_geotiff_without_rasterio_is_refused_naming_the_extra(tmp_path, monkeypatch):
+    pytest.importorskip("rasterio")
+    from pipeline.formats import geotiff
+
+    monkeypatch.setattr(geotiff, "available", lambda: False)
+    with pytest.raises(DecodeError, match=r"is a GeoTIFF and rasterio is not installed: pip install 'srgan-pipeline\[geo\]'"):
+        formats.open_raster(_geotiff(tmp_path / "scene.tif"))
+
+
+def test_the_extension_lists_exist_once():
+    from pipeline.config import DataSection
+    from pipeline.formats import dicom, geotiff, png_tiff
+
+    assert DataSection(train="x").extensions == list(formats.IMAGE_EXTENSIONS) == list(png_tiff.EXTENSIONS)
+    assert set(formats.EXTENSIONS) == set(png_tiff.EXTENSIONS) | set(geotiff.EXTENSIONS) | set(dicom.EXTENSIONS)

@@ -1,14 +1,14 @@
 """Promotion through the MLflow registry: the gate, idempotency, and loading the champion."""
 
 import uuid
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
 
-from pipeline import evaluate, tracking
+from pipeline import evaluate, scoring, tracking
+from pipeline.models import load_upscaler
 from pipeline.promote import EXIT_NOT_PROMOTED, main
 from srgan.degrade import Bicubic
 from srgan.generator import SRResNet
@@ -70,9 +70,8 @@ def test_the_trained_models_really_differ(registry):
     # The gate tests below rest on this ordering: worse < bicubic == bicubic_equal < good < better.
     figures = {}
     for label in ("worse", "bicubic_equal", "good", "better"):
-        report = evaluate.evaluate_images(
-            evaluate.load_upscaler(f"runs:/{registry['runs'][label]}", tracking_uri=registry["uri"]), evaluate.iter_images(registry["holdout"]), "h"
-        ).to_dict()
+        upscaler = load_upscaler(f"runs:/{registry['runs'][label]}", tracking_uri=registry["uri"])
+        report = scoring.evaluate_images(upscaler, scoring.iter_images(scoring.list_images(registry["holdout"])), "h").to_dict()
         figures[label] = report["psnr_y"]
         bicubic = report["bicubic"]["psnr_y"]
     assert figures["worse"] < bicubic - 0.05
@@ -85,7 +84,7 @@ def test_first_promotion_must_beat_bicubic(registry, capsys):
     name = f"m{uuid.uuid4().hex[:6]}"
     for label in ("worse", "bicubic_equal"):
         code, out = _promote(capsys, registry, "--run-id", registry["runs"][label], "--name", name)
-        assert code == EXIT_NOT_PROMOTED and "refused" in out and "does not beat bicubic" in out
+        assert code == EXIT_NOT_PROMOTED and "refused" in out and "does not beat bicubic" in out, out
         assert _champion(registry, name) is None
     version = registry["client"].get_model_version_by_alias(name, "candidate")
     assert version.tags["promote.decision"] == "refused" and version.tags["promote.compared_with"] == "bicubic"
@@ -131,8 +130,8 @@ def test_from_sweep_promotes_the_best_trial_and_champion_loads_everywhere(regist
 
     code = evaluate.main(["--model", f"models:/{name}@champion", "--data", registry["holdout"], "--json", "--tracking-uri", registry["uri"]])
     assert code == 0 and '"scale": 2' in capsys.readouterr().out
-    mlflow.set_tracking_uri(registry["uri"])
-    out = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(np.random.rand(1, 3, 8, 8).astype(np.float32))
+    local = tracking.download(f"models:/{name}@champion", registry["uri"])
+    out = mlflow.pyfunc.load_model(local).predict(np.random.rand(1, 3, 8, 8).astype(np.float32))
     assert np.asarray(out).shape == (1, 3, 16, 16)
 
 

@@ -37,3 +37,27 @@ def test_samples_uri_resolves_to_bundled_images():
     assert len(files) >= 4 and all(f.size > 10_000 for f in files)
     with pytest.raises(storage.StorageError, match="names no bundled samples"):
         storage.list_files("samples://nothing")
+
+
+def test_copies_in_and_out_of_s3_appear_whole(bucket, tmp_path):
+    src = tmp_path / "big.bin"
+    src.write_bytes(bytes(range(256)) * 40_000)  # 10 MB: more than one part
+    storage.upload_file(src, f"s3://{bucket}/a/big.bin")
+    storage.download(f"s3://{bucket}/a/big.bin", tmp_path / "back" / "big.bin")
+    assert (tmp_path / "back" / "big.bin").read_bytes() == src.read_bytes()
+    storage.upload_file(src, str(tmp_path / "local" / "copy.bin"))
+    assert (tmp_path / "local" / "copy.bin").read_bytes() == src.read_bytes()
+    assert not list(tmp_path.rglob("*.partial"))
+    with pytest.raises(storage.StorageError, match=f"s3://{bucket}/a/missing.bin does not exist"):
+        storage.download(f"s3://{bucket}/a/missing.bin", tmp_path / "m.bin")
+    assert not (tmp_path / "m.bin").exists()
+
+
+def test_destinations_that_cannot_take_files_are_refused(bucket, tmp_path):
+    storage.check_destination(f"s3://{bucket}/new/prefix")
+    storage.check_destination(str(tmp_path / "not" / "yet" / "made"))
+    with pytest.raises(storage.StorageError, match="bucket 'no-such-bucket' does not exist"):
+        storage.check_destination("s3://no-such-bucket/x")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(storage.StorageError, match="is a file, not a folder"):
+        storage.check_destination(str(tmp_path / "file" / "below"))

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline import tracking
 from pipeline.config import parse_config
-from pipeline.train import main, run_training
+from pipeline.train import main
+from pipeline.train_driver import run_training
 from srgan.generator import build_generator
 from srgan.weights import load_generator
 from tests.helpers import put_images, write_images
@@ -72,8 +74,7 @@ def test_ddp_run_over_s3_checkpoints_to_the_bucket_and_logs_everything(ray_sessi
     assert {b["key"] for b in bad} == {"bad/empty.png", "bad/truncated.png", "bad/not_an_image.jpg", "bad/tiny.png"}
 
     # The logged model runs on an image array through the generic pyfunc interface.
-    mlflow.set_tracking_uri(mlflow_uri)
-    model = mlflow.pyfunc.load_model(outcome.model_uri)
+    model = mlflow.pyfunc.load_model(str(tracking.download(outcome.model_uri, mlflow_uri)))
     out = model.predict(np.random.rand(1, 3, 10, 12).astype(np.float32))
     assert np.asarray(out).shape == (1, 3, 20, 24)
     meta = model.metadata.metadata["srgan"]
@@ -146,7 +147,7 @@ def test_cli_resume_continues_a_finished_run_and_a_rerun_without_it_is_refused(r
 def test_init_from_accepts_a_file_a_checkpoint_folder_and_an_mlflow_run(tmp_path, mlflow_uri):
     import torch
 
-    from pipeline.train import resolve_init_generator
+    from pipeline.train_driver import resolve_init_generator
     from srgan.generator import SRResNet
     from srgan.weights import WeightsError, save_generator
 
@@ -169,3 +170,15 @@ def test_cli_errors_are_one_line_with_exit_code_2(capsys, tmp_path):
     code = main(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--set", f"data.train={tmp_path / 'none'}", "--set", f"run.storage_path={tmp_path}"])
     err = capsys.readouterr().err
     assert code == 2 and "does not exist" in err
+
+
+def test_a_bad_input_found_by_a_worker_is_reported_as_the_users_error():
+    from ray.train import WorkerGroupError
+
+    from pipeline.errors import DataError
+    from pipeline.train_driver import _user_error_of
+
+    data_error = DataError("the training data gave no full batch")
+    assert _user_error_of(WorkerGroupError("rank 1 failed", {0: RuntimeError("a bug"), 1: data_error})) is data_error
+    assert _user_error_of(WorkerGroupError("rank 0 failed", {0: RuntimeError("a bug")})) is None
+    assert _user_error_of(KeyboardInterrupt()) is None

@@ -6,13 +6,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 
-from pipeline.config import ConfigError, load_sweep
+from pipeline.errors import ConfigError
+from pipeline.sweep_config import load_sweep
 from pipeline.tune import pareto_front, score
 from tests.helpers import write_images
 
@@ -80,7 +80,7 @@ def test_interrupted_sweep_resumes_and_reports_to_mlflow(tmp_path):
     (tmp_path / "train.yaml").write_text(TRAIN.format(root=tmp_path))
     (tmp_path / "sweep.yaml").write_text(SWEEP.format(root=tmp_path))
     db = f"sqlite:///{tmp_path}/mlflow.db"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # (mlflow.set_tracking_uri exports it)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the sweep must run on its default store
     cmd = [sys.executable, "-m", "pipeline.tune", "--config", str(tmp_path / "sweep.yaml")]
 
     # First run: interrupted (Ctrl-C) once a trial has finished.

@@ -16,9 +16,11 @@ import pytest
 import torch
 
 from pipeline import formats
-from pipeline.formats.errors import DecodeError
+from pipeline.errors import DecodeError, UsageError
+from pipeline.inference import WorkerSettings, plan_bands, process_file
+from pipeline.manifest import read_manifest
 from pipeline.models import Upscaler
-from pipeline.upscale import JobError, JobSettings, _plan, main, output_key, plan_bands, process_file, read_manifest
+from pipeline.upscale import UpscaleJob, main, output_key, plan_outputs
 from srgan.generator import GeneratorSpec, build_generator
 from srgan.resize import imresize
 from srgan.weights import save_generator
@@ -52,7 +54,7 @@ def run_one(tmp_path: Path, name: str, data: bytes, up: Upscaler, **settings) ->
     src.write_bytes(data)
     out = tmp_path / "out" / name
     item = {"key": name, "input": str(src), "output": str(out), "size": len(data)}
-    row = process_file(item, up, JobSettings(model=up.name, **settings))
+    row = process_file(item, up, WorkerSettings(model=up.name, **settings))
     return row, out
 
 
@@ -201,17 +203,16 @@ def test_include_patterns_pick_keys_relative_to_the_input(tmp_path):
     for key in ("photos/a.png", "photos/b.jpg", "satellite/s.tif", "medical/m.png", "top.png"):
         (tmp_path / "in" / key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "in" / key).write_bytes(b"x")
-    settings = JobSettings(model="bicubic")
-
     def keys(*include):
-        todo, decided = _plan(str(tmp_path / "in"), str(tmp_path / "out"), (".png", ".jpg", ".tif"), False, settings, include)
+        job = UpscaleJob(model="bicubic", scale=2, input=str(tmp_path / "in"), output=str(tmp_path / "out"), extensions=(".png", ".jpg", ".tif"), include=include)
+        todo, decided = plan_outputs(job, str(tmp_path / "out"))
         assert not decided
         return [item["key"] for item in todo]
 
     assert keys() == ["medical/m.png", "photos/a.png", "photos/b.jpg", "satellite/s.tif", "top.png"]
     assert keys("satellite/*", "medical/*") == ["medical/m.png", "satellite/s.tif"]
     assert keys("*.png") == ["medical/m.png", "photos/a.png", "top.png"]
-    with pytest.raises(JobError, match=r"no input under .* matches --include Satellite/\*"):
+    with pytest.raises(UsageError, match=r"no input under .* matches --include Satellite/\*"):
         keys("Satellite/*")  # keys are case-sensitive, as in S3
 
 

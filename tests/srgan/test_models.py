@@ -32,7 +32,7 @@ def test_generator_without_batch_norm_and_rebuild_from_spec():
 
 
 def test_generator_rejects_unsupported_scale():
-    with pytest.raises(ValueError, match="scale must be one of"):
+    with pytest.raises(ValueError, match="scale 5 is not supported; use one of 2, 3, 4, 8"):
         SRResNet(scale=5)
 
 

@@ -1,0 +1,197 @@
+"""How super-resolved images are scored, the same way wherever they are: training validation,
+`evaluate` and `promote` all use this module.
+
+Protocol (as the published SR tables): crop HR to a multiple of the scale, make LR with
+MATLAB bicubic in the image's own dtype (uint8 stays uint8), upscale, quantise the result
+to the image's bit depth, then PSNR/SSIM on the BT.601 Y channel with a border of `scale`
+pixels removed. All-band PSNR/SSIM (data range 1 after scaling to [0, 1]) are reported
+beside them; they are the figures for N-band images, which have no Y channel. The
+high-frequency ratio is the SR's energy in frequencies the LR cannot carry, relative to the
+HR's (1 = the HR's amount of fine detail).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from pipeline import formats, storage
+from pipeline.errors import DataError, DecodeError, ModelRefError, StorageError
+from pipeline.grids import GridRow, save_grid
+from pipeline.models import Upscaler
+from srgan.metrics import high_frequency_ratio, psnr, psnr_y, quantize, ssim, ssim_y
+from srgan.resize import imresize
+
+# What training validation reports (to MLflow and Tune): means over the validation images.
+VALIDATION_METRICS = (
+    "val/psnr", "val/ssim", "val/hf_ratio", "val/hf_error",
+    "val/psnr_bicubic", "val/ssim_bicubic", "val/hf_ratio_bicubic", "val/images",
+)
+
+
+@dataclass
+class ImageScore:
+    name: str
+    height: int
+    width: int
+    channels: int
+    psnr_y: float | None
+    ssim_y: float | None
+    psnr: float
+    ssim: float
+    bicubic_psnr_y: float | None
+    bicubic_ssim_y: float | None
+    bicubic_psnr: float
+    bicubic_ssim: float
+    hf_ratio: float
+    bicubic_hf_ratio: float
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    model: str
+    scale: int
+    images: list[ImageScore]
+
+    def mean(self, key: str) -> float | None:
+        """Mean over images; geometric for the high-frequency ratios (they are ratios)."""
+        values = [getattr(s, key) for s in self.images if getattr(s, key) is not None]
+        if not values:
+            return None
+        if key.endswith("hf_ratio"):
+            return float(np.exp(np.mean(np.log(np.maximum(values, 1e-12)))))
+        return float(np.mean(values))
+
+    def to_dict(self) -> dict:
+        keys = ("psnr_y", "ssim_y", "psnr", "ssim", "hf_ratio")
+        out = {"dataset": self.dataset, "model": self.model, "scale": self.scale}
+        out.update({k: self.mean(k) for k in keys})
+        out["bicubic"] = {k: self.mean(f"bicubic_{k}") for k in keys}
+        out["images"] = [asdict(s) for s in self.images]
+        return out
+
+
+def list_images(source: str | Path) -> list[storage.StoredFile]:
+    """Every image under a local folder or an s3:// prefix, sorted, recursively; an error
+    naming `source` when there is none."""
+    files = storage.list_files(str(source), formats.IMAGE_EXTENSIONS)
+    if not files:
+        raise StorageError(f"no images ({', '.join(formats.IMAGE_EXTENSIONS)}) under {source}")
+    return files
+
+
+def iter_images(files: list[storage.StoredFile]) -> Iterator[tuple[str, np.ndarray, bool]]:
+    """(relative key, HR array, has alpha) for every file; a file that does not decode is an
+    error naming it."""
+    for f in files:
+        try:
+            yield (f.key, *formats.decode_with_alpha(storage.read_bytes(f.uri), f.key))
+        except DecodeError as exc:
+            raise DecodeError(f"{f.uri}: {exc}; remove or replace it") from None
+
+
+def sr_figures(x: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, float | None]:
+    """Every figure we report for an upscaled image `x` against `hr` ((1, C, H, W), [0, 1]):
+    PSNR/SSIM on Y (None without a Y channel) and on all bands, border `scale` removed, and
+    the high-frequency ratio."""
+    has_y = hr.shape[1] in (1, 3)
+    return {
+        "psnr_y": psnr_y(x, hr, scale).item() if has_y else None,
+        "ssim_y": ssim_y(x, hr, scale).item() if has_y else None,
+        "psnr": psnr(x, hr, 1.0, scale).item(),
+        "ssim": ssim(x, hr, 1.0, scale).item(),
+        "hf_ratio": high_frequency_ratio(x, hr, scale).item(),
+    }
+
+
+def primary(figures: dict) -> tuple[float, float]:
+    """(PSNR, SSIM) as headline figures: Y where there is a Y channel, all bands otherwise."""
+    if figures["psnr_y"] is not None:
+        return figures["psnr_y"], figures["ssim_y"]
+    return figures["psnr"], figures["ssim"]
+
+
+def caption(name: str, ours: dict, base: dict) -> str:
+    return f"{name}  bicubic {primary(base)[0]:.2f} dB  SR {primary(ours)[0]:.2f} dB"
+
+
+class ValidationSums:
+    """Validation figures summed over images, so ranks can add theirs (all-reduce `sums`)
+    before `metrics()` turns them into the VALIDATION_METRICS means."""
+
+    def __init__(self) -> None:
+        # psnr, ssim, log2 hf, |log2 hf|, bicubic psnr, bicubic ssim, bicubic log2 hf, images
+        self.sums = torch.zeros(8, dtype=torch.float64)
+
+    def add(self, ours: dict, base: dict) -> None:
+        log_hf, log_hf_b = math.log2(max(ours["hf_ratio"], 1e-12)), math.log2(max(base["hf_ratio"], 1e-12))
+        self.sums += torch.tensor([*primary(ours), log_hf, abs(log_hf), *primary(base), log_hf_b, 1.0], dtype=torch.float64)
+
+    def metrics(self) -> dict[str, float]:
+        s = self.sums.tolist()
+        n = max(s[7], 1.0)
+        values = (s[0] / n, s[1] / n, 2 ** (s[2] / n), s[3] / n, s[4] / n, s[5] / n, 2 ** (s[6] / n), s[7])
+        return dict(zip(VALIDATION_METRICS, values))
+
+
+def _levels(dtype: np.dtype) -> int | None:
+    return int(formats.data_range(dtype)) if np.issubdtype(dtype, np.integer) else None
+
+
+def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int, alpha: bool = False) -> tuple[ImageScore, GridRow]:
+    """Protocol scores for one HR image, and the pictures for its comparison row."""
+    if alpha:  # transparency is not part of the picture being scored
+        hr_array = hr_array[..., :-1]
+    if upscaler.in_channels is not None:
+        try:  # as in training: gray -> RGB for a 3-channel model
+            hr_array = formats.conform_bands(hr_array, upscaler.in_channels)
+        except DecodeError as exc:
+            raise ModelRefError(f"{name} {exc}") from None
+    h, w = (hr_array.shape[0] // scale) * scale, (hr_array.shape[1] // scale) * scale
+    if h < 2 * scale + 11 or w < 2 * scale + 11:
+        raise DataError(f"{name}: {hr_array.shape[1]}x{hr_array.shape[0]} is too small to score at x{scale} (at least {2 * scale + 11} px a side)")
+    hr_native = torch.from_numpy(np.ascontiguousarray(hr_array[:h, :w].transpose(2, 0, 1)))[None]
+    div = formats.data_range(hr_array.dtype)
+    # LR and the bicubic baseline in the image's own dtype, exactly as MATLAB rounds them.
+    lr_native = imresize(hr_native, 1.0 / scale)
+    bicubic = imresize(lr_native, float(scale)).float() / div
+    lr = (lr_native.float() / div).clamp(0, 1)
+    hr = hr_native.float() / div
+    if upscaler.generator is None:
+        sr = bicubic
+    else:
+        sr = upscaler(lr)
+        levels = _levels(hr_array.dtype)
+        sr = quantize(sr, levels) if levels else sr
+    base = sr_figures(bicubic, hr, scale)
+    ours = base if sr is bicubic else sr_figures(sr, hr, scale)
+    score = ImageScore(name=name, height=h, width=w, channels=hr.shape[1], **ours, **{f"bicubic_{k}": v for k, v in base.items()})
+    return score, GridRow(lr=lr[0], bicubic=bicubic[0], sr=sr[0], hr=hr[0], caption=caption(name, ours, base))
+
+
+def evaluate_images(
+    upscaler: Upscaler,
+    images: Iterable[tuple[str, np.ndarray, bool]],
+    dataset: str,
+    grid_path: str | Path | None = None,
+    progress=None,
+) -> EvalReport:
+    """Score every image; optionally write the comparison grid. `progress(score)` is
+    called after each image."""
+    scores, rows = [], []
+    for name, array, alpha in images:
+        score, row = score_image(upscaler, name, array, upscaler.scale, alpha)
+        scores.append(score)
+        if grid_path is not None:
+            rows.append(row)
+        if progress:
+            progress(score)
+    if grid_path is not None:
+        save_grid(rows, upscaler.scale, grid_path)
+    return EvalReport(dataset=dataset, model=upscaler.name, scale=upscaler.scale, images=scores)

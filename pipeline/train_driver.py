@@ -1,0 +1,226 @@
+"""The driver of a distributed SRGAN training run: Ray Data in, Ray Train (DDP) around
+srgan's steps, MLflow out. `run_training` is what `python -m pipeline.train` and every sweep
+trial run.
+
+The driver checks everything it can before any worker starts (config, storage, weights,
+tracking server, data), scans the data, opens the MLflow run and hands a `TorchTrainer` the
+datasets; each worker runs `pipeline.train_loop.train_loop_per_worker`. A run is a folder
+`<run.storage_path>/<run.name>`; re-running with `--resume` and the same name continues it
+from its last checkpoint (the step counter and the learning-rate schedule carry on).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import storage, tracking
+from pipeline.cluster import ensure_ray
+from pipeline.config import TrainConfig, flatten
+from pipeline.data import ImageSpec, PatchPairs, scan, train_dataset, val_dataset
+from pipeline.errors import ConfigError, DataError, ModelRefError, UserError
+from pipeline.models import fetch_generator
+from pipeline.recipe import load_vgg, needs_vgg
+from pipeline.train_loop import train_loop_per_worker
+from srgan.degrade import build_degradation
+from srgan.weights import WeightsError
+
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
+
+
+@dataclass
+class TrainOutcome:
+    run_name: str
+    run_uri: str
+    mlflow_run_id: str
+    tracking_uri: str
+    checkpoint: str | None
+    model_uri: str | None
+    metrics: dict
+    bad_inputs: list
+
+
+def default_run_name() -> str:
+    return time.strftime("srgan-%Y%m%d-%H%M%S")
+
+
+def resolve_init_generator(ref: str, tracking_uri: str) -> dict:
+    """State dict of the generator `ref` names (see pipeline.models for the forms)."""
+    try:
+        return fetch_generator(ref, tracking_uri)[0].state_dict()
+    except ModelRefError as exc:
+        raise WeightsError(f"train.gan.init_from: {exc}") from exc
+
+
+def _list_images(uri: str, cfg: TrainConfig, what: str) -> list[storage.StoredFile]:
+    files = storage.list_files(uri, cfg.data.extensions)
+    if not files:
+        raise DataError(f"data.{what}: no images ({', '.join(cfg.data.extensions)}) under {uri}")
+    return files
+
+
+def _run_folder(cfg: TrainConfig, resume: bool) -> tuple[str, str, str]:
+    """(run name, run URI, storage URI), refusing what cannot work before anything is written:
+    a storage path that cannot take files, an existing run without --resume, --resume of
+    nothing."""
+    if resume and not cfg.run.name:
+        raise ConfigError("--resume needs run.name: the folder under run.storage_path to continue (e.g. --set run.name=srgan-20261123-101500)")
+    name = cfg.run.name or default_run_name()
+    storage_uri = storage.local_or_uri(cfg.run.storage_path)
+    storage.check_destination(storage_uri, "run.storage_path")
+    run_uri = storage.join(storage_uri, name)
+    already = storage.exists(storage.join(run_uri, SNAPSHOT))
+    if already and not resume:
+        raise ConfigError(f"run {name!r} already exists at {run_uri}; pass --resume to continue it, or set run.name to start a new run")
+    if resume and not already:
+        raise ConfigError(f"--resume: no checkpoints of run {name!r} at {run_uri} to continue from")
+    return name, run_uri, storage_uri
+
+
+def _user_error_of(exc: BaseException) -> UserError | None:
+    """The user error a worker raised, inside Ray Train's wrapper (a worker-side bad input
+    is reported like a driver-side one, not as a traceback)."""
+    for failure in getattr(exc, "worker_failures", {}).values():
+        for candidate in (failure, getattr(failure, "cause", None), failure.__cause__):
+            if isinstance(candidate, UserError):
+                return candidate
+    return None
+
+
+def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None = None, mlflow_tags: dict[str, str] | None = None) -> TrainOutcome:
+    """Everything `python -m pipeline.train` does, callable (pipeline.tune runs it per trial,
+    with Tune's report callback and the parent-run tags)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    storage.apply_s3_settings(cfg.s3.endpoint_url, cfg.s3.region)
+    # Fail before any worker starts or anything is written: storage, weights, tracking, data.
+    name, run_uri, storage_uri = _run_folder(cfg, resume)
+    if needs_vgg(cfg):
+        load_vgg(cfg)
+    tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    tracking.check_reachable(tracking_uri)
+    init_generator = None
+    if cfg.train.phases == ["gan"] and cfg.train.gan.init_from and not resume:
+        init_generator = resolve_init_generator(cfg.train.gan.init_from, tracking_uri)
+    train_files = _list_images(cfg.data.train, cfg, "train")
+    val_files = _list_images(cfg.data.val, cfg, "val")[: cfg.data.val_max_images] if cfg.data.val else []
+
+    ensure_ray()
+    g = cfg.model.generator
+    spec = ImageSpec(channels=g.in_channels, data_range=cfg.data.data_range, min_size=cfg.data.patch_size)
+    print(f"scanning {len(train_files)} training images under {cfg.data.train} ...", flush=True)
+    train_good, bad = scan(train_files, spec, cfg.data.read_cpus)
+    val_spec = ImageSpec(channels=g.in_channels, data_range=cfg.data.data_range, min_size=max(g.scale * 4, 11 + 2 * g.scale))
+    val_good, val_bad = scan(val_files, val_spec, cfg.data.read_cpus)
+    bad_inputs = [{"split": "train", "key": b.key, "reason": b.reason} for b in bad] + [{"split": "val", "key": b.key, "reason": b.reason} for b in val_bad]
+    for b in bad_inputs:
+        print(f"warning: skipping {b['split']} image {b['key']}: {b['reason']}", file=sys.stderr, flush=True)
+    if not train_good:
+        raise DataError(f"data.train: none of the {len(train_files)} images under {cfg.data.train} is usable (see the warnings above)")
+    print(f"{len(train_good)} training images, {len(val_good)} validation images, {len(bad_inputs)} skipped", flush=True)
+    patches = len(train_good) * cfg.data.patches_per_image
+    if patches < cfg.train.batch_size:
+        raise DataError(
+            f"data.train: {len(train_good)} usable image(s) x data.patches_per_image {cfg.data.patches_per_image} = {patches} patches an epoch, "
+            f"fewer than one batch (train.batch_size {cfg.train.batch_size}); add images, raise data.patches_per_image or lower train.batch_size"
+        )
+
+    experiment_id = tracking.ensure_experiment(tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_location)
+    params = {**flatten(cfg), "run.name": name}
+    run_id = tracking.start_run(tracking_uri, experiment_id, name, run_uri, params, tags={tracking.PHASES_TAG: ",".join(cfg.train.phases), **(mlflow_tags or {})})
+    logger = tracking.RunLogger(tracking_uri, run_id)
+    logger.metrics({"data/train_images": len(train_good), "data/val_images": len(val_good), "data/bad_inputs": len(bad_inputs)}, 0)
+    if bad_inputs:
+        logger.json(bad_inputs, "bad_inputs.json")
+    if is_remote_cluster() and tracking.is_local_store(tracking_uri):
+        print(f"warning: MLflow store {tracking_uri} is a local file, but Ray runs on a cluster: workers on other nodes cannot reach it; use an http:// tracking server", file=sys.stderr)
+
+    degradation = build_degradation(cfg.data.degradation.name, g.scale, **cfg.data.degradation.params)
+    pairs = PatchPairs(spec, cfg.data.patch_size, cfg.data.patches_per_image, degradation, cfg.run.seed)
+    datasets = {"train": train_dataset(train_good, pairs, cfg.data.read_cpus, cfg.data.images_per_task, cfg.run.seed)}
+    if val_good:
+        datasets["val"] = val_dataset(val_good, val_spec, cfg.data.val_crop, degradation, cfg.data.read_cpus, cfg.run.seed)
+    for ds in datasets.values():
+        # Rank 0's step and validation lines report progress; Ray Data's bars for every pass
+        # over these datasets, re-printed by each worker, would bury them.
+        ds.context.enable_progress_bars = False
+
+    storage_path, storage_fs = storage_uri, None
+    if storage.is_s3(storage_uri):
+        storage_fs, storage_path = storage.filesystem(storage_uri)
+    else:
+        Path(storage_uri).mkdir(parents=True, exist_ok=True)
+    resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": cfg.model_dump(mode="json"),
+            "run_id": run_id,
+            "tracking_uri": tracking_uri,
+            "run_uri": run_uri,
+            "has_val": bool(val_good),
+            "init_generator": init_generator,
+        },
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=callbacks,
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except BaseException as exc:
+        logger.finish("FAILED")
+        user_error = _user_error_of(exc)
+        if user_error is not None:
+            raise user_error from None
+        raise
+    checkpoint_uri = _checkpoint_uri(result.checkpoint, storage_uri)
+    model_uri = None
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as folder:
+            model_uri = tracking.log_generator(tracking_uri, run_id, Path(folder) / "generator.pt", cfg.mlflow.log_model)
+    logger.finish("FINISHED")
+    outcome = TrainOutcome(name, run_uri, run_id, tracking_uri, checkpoint_uri, model_uri, dict(result.metrics or {}), bad_inputs)
+    _print_summary(outcome, cfg, time.perf_counter() - started)
+    return outcome
+
+
+def is_remote_cluster() -> bool:
+    address = os.environ.get("RAY_ADDRESS", "")
+    return bool(address) and not any(h in address for h in ("127.0.0.1", "localhost"))
+
+
+def _checkpoint_uri(checkpoint, storage_uri: str) -> str | None:
+    if checkpoint is None:
+        return None
+    if storage.is_s3(storage_uri):
+        return f"s3://{checkpoint.path.lstrip('/')}"
+    return checkpoint.path
+
+
+def _print_summary(outcome: TrainOutcome, cfg: TrainConfig, seconds: float) -> None:
+    m = outcome.metrics
+    lines = [f"training finished: {m.get('step', '?')} steps in {seconds / 60:.1f} min ({', '.join(cfg.train.phases)}; {cfg.scaling.num_workers} worker(s))"]
+    if "val/psnr" in m:
+        lines.append(f"  validation: PSNR {m['val/psnr']:.2f} dB (bicubic {m['val/psnr_bicubic']:.2f})  SSIM {m['val/ssim']:.4f} (bicubic {m['val/ssim_bicubic']:.4f})")
+    lines.append(f"  checkpoint: {outcome.checkpoint}")
+    lines.append(f"  MLflow run: {outcome.mlflow_run_id} (experiment '{cfg.mlflow.experiment}', {tracking.display_uri(outcome.tracking_uri)})")
+    if outcome.model_uri:
+        lines.append(f"  model: runs:/{outcome.mlflow_run_id}/generator.pt and {outcome.model_uri}")
+    if outcome.bad_inputs:
+        lines.append(f"  skipped inputs: {len(outcome.bad_inputs)} (artifact bad_inputs.json)")
+    if outcome.tracking_uri.startswith("sqlite:"):
+        lines.append(f"  browse: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,285 @@
+"""What every Ray Train worker runs: an ordinary PyTorch loop over srgan's steps.
+
+    for each batch: start the GAN phase if it is due, set the lr, step, average, and maybe
+    log / validate / checkpoint
+
+The worker's whole training state is one `TrainState` (models, optimisers, scalers, EMA,
+step, epoch, phase): `start_phase` rebuilds optimisers and the weight average, and
+`state_dict` / `load` are what a checkpoint holds. Checkpoints and metrics leave through
+`ray.train.report`; only rank 0 writes to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline import storage
+from pipeline.config import TrainConfig
+from pipeline.data import stable_seed
+from pipeline.errors import DataError
+from pipeline.recipe import build_generator_loss, build_models, lr_at, phase_at
+from pipeline.scoring import ValidationSums, caption, sr_figures
+from srgan.losses import PixelLoss
+from srgan.metrics import quantize
+from srgan.precision import Precision, resolve_precision
+from srgan.resize import imresize
+from srgan.tiling import upscale_tiled
+from srgan.train_step import EMA, gan_step, make_scaler, pretrain_step, unwrap
+from srgan.weights import save_generator
+
+log = logging.getLogger("pipeline.train")  # on workers Ray Train routes this to the console once
+
+FAIL_MARKER = ".debug_failed_once"
+
+
+class TrainState:
+    """A worker's models, optimisers, GradScalers and weight average, and where it is."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, precision: Precision, state: dict | None = None, init_generator: dict | None = None) -> None:
+        """Build the networks from `cfg`, with the weights of checkpoint `state` or of a
+        pretrained generator `init_generator`, wrap them for DDP, and start the phase."""
+        import ray.train.torch
+
+        self.cfg, self.device, self.precision = cfg, device, precision
+        self.step, self.epoch, self.ema_updates = 0, 0, 0
+        g, d = build_models(cfg)
+        if state is not None:
+            g.load_state_dict(state["generator"])
+            d.load_state_dict(state["discriminator"])
+        elif init_generator is not None:
+            g.load_state_dict(init_generator)
+        self.g, self.d = ray.train.torch.prepare_model(g), ray.train.torch.prepare_model(d)
+        self.start_phase(state["phase"] if state is not None else phase_at(cfg, 0))
+        if state is not None:
+            self.load(state)
+
+    def start_phase(self, phase: str) -> None:
+        """Fresh optimisers, GradScalers and weight average for `phase` (the GAN phase does
+        not inherit pretraining's Adam moments or average)."""
+        betas = tuple(self.cfg.train.adam_betas)
+        self.phase = phase
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr_at(self.cfg, self.step), betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr_at(self.cfg, self.step, "d"), betas=betas)
+        self.scaler_g, self.scaler_d = make_scaler(self.device, self.precision), make_scaler(self.device, self.precision)
+        self.ema = EMA(self.g, self.cfg.train.ema_decay)
+        self.ema.model.to(self.device)
+        self.ema_updates = 0
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "epoch": self.epoch, "phase": self.phase, "ema_updates": self.ema_updates,
+            "generator": unwrap(self.g).state_dict(), "discriminator": unwrap(self.d).state_dict(), "ema": self.ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
+        }
+
+    def load(self, state: dict) -> None:
+        """Continue from a checkpoint's counters, average and (when its phase goes on)
+        optimisers; the networks' weights were loaded before DDP wrapped them."""
+        self.step, self.epoch, self.ema_updates = state["step"], state["epoch"], state["ema_updates"]
+        self.ema.load_state_dict(state["ema"])
+        if state["phase"] == phase_at(self.cfg, self.step):
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
+
+    def train_step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor, g_loss, pixel: PixelLoss) -> dict[str, float]:
+        """One optimisation step of the current phase at the scheduled learning rates."""
+        for opt, value in ((self.opt_g, lr_at(self.cfg, self.step)), (self.opt_d, lr_at(self.cfg, self.step, "d"))):
+            for group in opt.param_groups:
+                group["lr"] = value
+        if self.phase == "pretrain":
+            stats = pretrain_step(self.g, self.opt_g, lr_batch, hr_batch, pixel, self.precision, self.scaler_g)
+        else:
+            stats = gan_step(self.g, self.d, self.opt_g, self.opt_d, lr_batch, hr_batch, g_loss, self.precision, self.scaler_g, self.scaler_d)
+        self.ema.update(self.g, self.ema.warmup_decay(self.ema_updates))
+        self.ema_updates += 1
+        self.step += 1
+        return stats
+
+
+@dataclass
+class Progress:
+    """Running means of step statistics between two log lines."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, stats: dict[str, float]) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.steps, 1) for k, v in self.sums.items()}
+
+    def rate(self, samples_per_step: int) -> float:
+        return self.steps * samples_per_step / max(time.perf_counter() - self.started, 1e-9)
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, rows, scale: int, grid_images: int, rank: int, world: int, device: torch.device) -> tuple[dict[str, float], list]:
+    """Score `model` on this rank's share of the validation pairs (idx % world == rank) and
+    reduce the sums over all ranks. Returns (pipeline.scoring.VALIDATION_METRICS, grid rows
+    of this rank). PSNR/SSIM are on Y for 1- and 3-band data, all bands otherwise."""
+    from pipeline.grids import GridRow
+
+    sums, grid = ValidationSums(), []
+    was_training = model.training
+    model.eval()
+    for row in rows:
+        if int(row["idx"]) % world != rank:
+            continue
+        hr = torch.tensor(row["hr"], dtype=torch.float32)[None]  # copies: Ray's arrays are read-only
+        lr = torch.tensor(row["lr"], dtype=torch.float32)[None]
+        sr = upscale_tiled(model, lr, scale, tile=128, batch_size=4).clamp(0, 1)
+        bicubic = imresize(lr, float(scale)).clamp(0, 1)
+        if int(row["levels"]):
+            sr, bicubic = quantize(sr, int(row["levels"])), quantize(bicubic, int(row["levels"]))
+        ours, base = sr_figures(sr, hr, scale), sr_figures(bicubic, hr, scale)
+        sums.add(ours, base)
+        if len(grid) < grid_images:
+            grid.append(GridRow(lr[0], bicubic[0], sr[0], hr[0], caption=caption(row["key"], ours, base)))
+    model.train(was_training)
+    if world > 1:
+        import torch.distributed as dist
+
+        reduced = sums.sums.to(device)
+        dist.all_reduce(reduced)
+        sums.sums = reduced.cpu()
+    return sums.metrics(), grid
+
+
+def save_checkpoint(rank: int, metrics: dict, state: TrainState, meta: dict) -> None:
+    """Report `metrics` with a checkpoint step_XXXXXXXX: rank 0's state.pt and generator.pt
+    (the EMA generator with its spec), every rank's RNG state."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if rank == 0:
+            torch.save(state.state_dict(), folder / "state.pt")
+            save_generator(folder / "generator.pt", state.ema.model, {**meta, "trained_steps": state.step})
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, folder / f"rng_rank{rank}.pt")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{state.step:08d}")
+
+
+def load_checkpoint(checkpoint, rank: int) -> dict:
+    """The state.pt of `checkpoint`; this rank's RNG state is restored from it too."""
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
+        rng_file = Path(folder) / f"rng_rank{rank}.pt"
+        if rng_file.exists():
+            rng = torch.load(rng_file, map_location="cpu", weights_only=True)
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+    return state
+
+
+def _maybe_fail(cfg: TrainConfig, step: int, rank: int, world: int, run_uri: str) -> None:
+    """Test hook (debug.fail_once_at_step): the last rank raises once, at that step."""
+    if cfg.debug.fail_once_at_step != step or rank != world - 1:
+        return
+    marker = storage.join(run_uri, FAIL_MARKER)
+    if storage.exists(marker):
+        return
+    storage.write_bytes(marker, str(step).encode())
+    raise RuntimeError(f"debug.fail_once_at_step: simulated worker failure at step {step}")
+
+
+def train_loop_per_worker(loop: dict) -> None:
+    """Ray Train's worker function; `loop` holds the config and where the run reports."""
+    import ray.train
+    import ray.train.torch
+
+    from pipeline.grids import comparison_grid
+    from pipeline.tracking import RunLogger
+
+    cfg = TrainConfig.model_validate(loop["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(stable_seed(cfg.run.seed, "worker", rank) % 2**63)
+    logger = RunLogger(loop["tracking_uri"], loop["run_id"]) if rank == 0 else None
+    total, batch, scale = cfg.total_steps, cfg.worker_batch_size, cfg.model.generator.scale
+    meta = {"data_range": cfg.data.data_range, "degradation": cfg.data.degradation.name}
+
+    checkpoint = ray.train.get_checkpoint()
+    saved = load_checkpoint(checkpoint, rank) if checkpoint is not None else None
+    state = TrainState(cfg, device, resolve_precision(cfg.train.precision, device), saved, loop.get("init_generator"))
+    g_loss = build_generator_loss(cfg, state.d, device) if "gan" in cfg.train.phases else None
+    pixel = PixelLoss(cfg.loss.pixel)
+    if saved is not None and rank == 0:
+        log.info(f"resuming from checkpoint at step {state.step} (epoch {state.epoch}, phase {saved['phase']})")
+        logger.metrics({"train/resumed_from_step": state.step}, state.step)
+
+    shard = ray.train.get_dataset_shard("train")
+    val_rows = ray.train.get_dataset_shard("val") if loop["has_val"] else None
+    progress, last_val = Progress(), {}
+    while state.step < total:
+        batches = 0
+        for data in shard.iter_torch_batches(
+            batch_size=batch,
+            drop_last=True,
+            local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+            local_shuffle_seed=stable_seed(cfg.run.seed, state.epoch, rank) % 2**32,
+            dtypes=torch.float32,
+            device=device,
+        ):
+            batches += 1
+            if phase_at(cfg, state.step) != state.phase:
+                state.start_phase(phase_at(cfg, state.step))
+                progress = Progress()
+                if rank == 0:
+                    log.info(f"step {state.step}: pretraining done, GAN phase starts")
+            stats = state.train_step(data["lr"], data["hr"], g_loss, pixel)
+            step = state.step
+            progress.add(stats)
+
+            if rank == 0 and (step % cfg.train.log_every == 0 or step == total):
+                rate, means, lr = progress.rate(batch * world), progress.means(), lr_at(cfg, step - 1)
+                logger.metrics({**{f"train/{k}": v for k, v in means.items()}, "train/lr": lr, "train/samples_per_s": rate, "train/epoch": state.epoch}, step)
+                shown = "  ".join(f"{k} {v:.4g}" for k, v in means.items())
+                log.info(f"[step {step}/{total} {state.phase}] {shown}  lr {lr:.2g}  {rate:.1f} samples/s  epoch {state.epoch}")
+                progress = Progress()
+            _maybe_fail(cfg, step, rank, world, loop["run_uri"])
+
+            at_phase_end = step == cfg.pretrain_steps and step < total
+            do_val = val_rows is not None and (step % cfg.train.val_every == 0 or step == total)
+            do_ckpt = step % cfg.train.checkpoint_every == 0 or step == total or at_phase_end
+            if do_val:
+                last_val, grid = validate(state.ema.model, val_rows.iter_rows(), scale, cfg.data.grid_images, rank, world, device)
+                if rank == 0:
+                    logger.metrics(last_val, step)
+                    if grid:
+                        logger.image(comparison_grid(grid, scale), f"grids/step_{step:08d}.png")
+                    log.info(
+                        f"[step {step}/{total} validation] PSNR {last_val['val/psnr']:.2f} dB (bicubic {last_val['val/psnr_bicubic']:.2f})  "
+                        f"SSIM {last_val['val/ssim']:.4f}  HF ratio {last_val['val/hf_ratio']:.2f} (bicubic {last_val['val/hf_ratio_bicubic']:.2f})"
+                    )
+            if do_ckpt or do_val:
+                metrics = {"step": step, "epoch": state.epoch, "phase": state.phase, **{f"train/{k}": v for k, v in stats.items()}, **last_val}
+                if do_ckpt:
+                    save_checkpoint(rank, metrics, state, meta)
+                else:
+                    ray.train.report(metrics)
+            if step >= total:
+                break
+        if batches == 0:
+            raise DataError(
+                f"the training data gave no full batch of {batch} patches per worker in epoch {state.epoch}; "
+                "add images, raise data.patches_per_image, or lower train.batch_size"
+            )
+        state.epoch += 1

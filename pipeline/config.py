@@ -153,9 +153,10 @@ class TrainSection(Section):
     @field_validator("precision", mode="before")
     @classmethod
     def _known_precision(cls, v) -> str:
-        if v not in PRECISIONS:  # (YAML reads a bare off/on as a boolean)
-            shown = {False: "off", True: "on"}.get(v, v) if isinstance(v, bool) else v
-            raise ValueError(f"{shown!r} is not one of {', '.join(PRECISIONS)}")
+        if v in ("off", False):  # the name before fp32 (YAML reads a bare off as false)
+            return "fp32"
+        if v not in PRECISIONS:
+            raise ValueError(f"{v!r} is not one of {', '.join(PRECISIONS)}")
         return v
 
     @field_validator("phases")
@@ -289,6 +290,8 @@ def load_yaml(path: str | Path | None) -> dict:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read as text ({type(exc).__name__}: {exc}); give a YAML file") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
     return tree

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline import cli
+from pipeline import cli, storage
 from pipeline.errors import UsageError
 from pipeline.models import Upscaler, load_upscaler
 from pipeline.scoring import EvalReport, ImageScore, evaluate_images, iter_images, list_images
@@ -29,6 +29,8 @@ def evaluate(model: str, data: str, *, scale: int | None = None, tile: int = 256
     `grid` writes the LR | bicubic | SR | HR picture; `table` prints a row per image as it
     is scored, then the means."""
     files = list_images(data)  # before the model is fetched: a bad folder fails fast
+    if grid is not None:
+        storage.check_destination(str(Path(grid).resolve().parent), "--grid")
     upscaler = load_upscaler(model, device=_device(device), scale=scale, tile=tile, tracking_uri=tracking_uri)
     printer = Table(upscaler, data) if table else None
     report = evaluate_images(upscaler, iter_images(files), Path(data.rstrip("/")).name, grid, printer.row if printer else None)

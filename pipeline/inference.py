@@ -133,12 +133,13 @@ def _upscale_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> d
         out_path = Path(tmp) / f"output{suffix}"
         with formats.open_raster(source, item["key"]) as raster:
             plan = plan_bands(raster.bands, raster.alpha, upscaler.in_channels, settings.bands)
-            span = float(upscaler.meta.get("data_range") or raster.value_span)
+            declared = upscaler.meta.get("data_range")  # the model's training range wins
+            span = float(declared) if declared else raster.value_span
             notes = {"model": upscaler.name, "scale": str(s)}
             if plan.rest:
                 notes["bicubic_bands"] = ",".join(str(b + 1) for b in plan.rest)
             windows = 0
-            with raster.create(out_path, s, notes) as writer:
+            with raster.create(out_path, s, notes) as writer:  # complete only when the loop ends
                 for window in raster.windows(window_block(upscaler, settings.max_pixels), upscaler.pad):
                     array, mask = raster.read(window)
                     region = None if window.rows == window.keep_rows and window.cols == window.keep_cols else window.region
@@ -187,8 +188,13 @@ class UpscaleWorker:
     def __init__(self, settings: WorkerSettings, generator_bytes: bytes | None) -> None:
         torch.set_num_threads(max(1, settings.threads))
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.settings = settings
-        self.upscaler = build_upscaler(settings, generator_bytes, device)
+        self.settings, self.upscaler, self.refused = settings, None, ""
+        try:
+            self.upscaler = build_upscaler(settings, generator_bytes, device)
+        except UserError as exc:  # e.g. bf16 on a GPU without it: every file says why
+            self.refused = str(exc)
 
     def __call__(self, item: dict) -> dict:
+        if self.upscaler is None:
+            return new_row(item, self.settings.model, error=self.refused)
         return process_file(item, self.upscaler, self.settings)

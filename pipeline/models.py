@@ -84,9 +84,11 @@ def default_device() -> torch.device:
 def _mlflow_download(uri: str, tracking_uri: str | None) -> Path:
     tracking_uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(tracking_uri, must_exist=True)
+    from mlflow.exceptions import MlflowException
+
     try:
         return tracking.download(uri, tracking_uri)
-    except Exception as exc:
+    except (MlflowException, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelRefError(f"cannot load {uri} from MLflow at {tracking.display_uri(tracking_uri)}: {first}") from exc
 

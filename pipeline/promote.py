@@ -18,6 +18,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from mlflow.exceptions import MlflowException
+
 from pipeline import cli, tracking
 from pipeline.errors import UserError
 from pipeline.models import load_upscaler
@@ -48,6 +50,7 @@ class Decision:
 
 def sweep_best_run(tracking_uri: str, ref: str) -> str:
     """The best finished trial of a sweep, named by its parent run id or its sweep name."""
+    tracking.check_reachable(tracking_uri, must_exist=True)
     client = tracking.client(tracking_uri)
     try:
         parent = client.get_run(ref)
@@ -64,27 +67,31 @@ def sweep_best_run(tracking_uri: str, ref: str) -> str:
     return best
 
 
-def register(tracking_uri: str, name: str, run_id: str) -> tuple[str, bool]:
-    """(version, created): the registry version of `run_id`'s generator, registering it once."""
-    client = tracking.client(tracking_uri)
+def registered_version(client, name: str, run_id: str) -> str | None:
+    """The registry version of `run_id`'s generator under `name`, if promotion registered it."""
     existing = client.search_model_versions(f"name = '{name}' and tags.`{tracking.SOURCE_TAG}` = '{run_id}'")
-    if existing:
-        return str(existing[0].version), False
+    return str(existing[0].version) if existing else None
+
+
+def run_model(client, run_id: str) -> str:
+    """The URI of the generator model a training run logged."""
     try:
         run = client.get_run(run_id)
-    except Exception as exc:
+    except MlflowException as exc:
         raise PromotionError(f"run {run_id} not found in the tracking store") from exc
     model_uri = run.data.tags.get(tracking.MODEL_TAG)
     if not model_uri:
         raise PromotionError(f"run {run_id} logged no generator model (it did not finish, or mlflow.log_model was off)")
-    return tracking.register_version(tracking_uri, name, model_uri, run_id, {tracking.SOURCE_TAG: run_id}), True
+    return model_uri
 
 
 def _alias_version(client, name: str, alias: str) -> str | None:
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
-    except Exception:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such model or alias
+            return None
+        raise
 
 
 def score(ref: str, holdout: list, metric: str, tracking_uri: str) -> tuple[float, float, int]:
@@ -97,21 +104,29 @@ def score(ref: str, holdout: list, metric: str, tracking_uri: str) -> tuple[floa
 
 
 def promote(name: str, run_id: str, holdout: str, metric: str, min_delta: float, tracking_uri: str) -> Decision:
-    """Register `run_id`'s generator and move `champion` to it if it passes the gate."""
+    """Register `run_id`'s generator and move `champion` to it if it passes the gate. The
+    candidate is scored before anything is written, so a holdout that cannot be scored
+    (unreadable, too small, wrong bands) changes nothing in the registry."""
     if metric not in METRICS:
         raise PromotionError(f"--metric {metric}: use one of {', '.join(METRICS)}")
-    files = list_images(holdout)  # before anything is registered
+    files = list_images(holdout)
     tracking.check_reachable(tracking_uri, must_exist=True)
     client = tracking.client(tracking_uri)
-    version, created = register(tracking_uri, name, run_id)
+    version = registered_version(client, name, run_id)
+    champion = _alias_version(client, name, CHAMPION)
+    if version is not None and version == champion:
+        client.set_registered_model_alias(name, CANDIDATE, version)
+        print(f"already registered: {name} v{version} from run {run_id}; alias {CANDIDATE} -> v{version}", flush=True)
+        return Decision(True, version, float("nan"), float("nan"), f"v{version}", f"{name} v{version} is already the {CHAMPION}; nothing to do")
+
+    candidate = f"models:/{name}/{version}" if version else run_model(client, run_id)
+    cand_value, bicubic_value, images = score(candidate, files, metric, tracking_uri)
+    created = version is None
+    if created:
+        version = tracking.register_version(tracking_uri, name, candidate, run_id, {tracking.SOURCE_TAG: run_id})
     client.set_registered_model_alias(name, CANDIDATE, version)
     print(f"{'registered' if created else 'already registered'}: {name} v{version} from run {run_id}; alias {CANDIDATE} -> v{version}", flush=True)
 
-    champion = _alias_version(client, name, CHAMPION)
-    if champion == version:
-        return Decision(True, version, float("nan"), float("nan"), f"v{version}", f"{name} v{version} is already the {CHAMPION}; nothing to do")
-
-    cand_value, bicubic_value, images = score(f"models:/{name}/{version}", files, metric, tracking_uri)
     if champion is None:
         baseline, base_value = "bicubic", bicubic_value
     else:
@@ -157,7 +172,6 @@ def build_parser() -> cli.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri)
-    tracking.check_reachable(tracking_uri, must_exist=True)
     run_id = args.run_id or sweep_best_run(tracking_uri, args.from_sweep)
     decision = promote(args.name, run_id, args.holdout, args.metric, args.min_delta, tracking_uri)
     print(decision.message, flush=True)

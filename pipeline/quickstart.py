@@ -24,7 +24,6 @@ from pathlib import Path
 
 from pipeline import cli, evaluate, promote, storage, tracking, tune
 from pipeline.config import apply_overrides, load_config
-from pipeline.errors import UsageError
 from pipeline.samples import write_samples
 from pipeline.sweep_config import load_sweep
 from pipeline.train_driver import run_training
@@ -63,8 +62,6 @@ def build_parser() -> cli.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out).resolve()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder (it is created if missing)")
     root = storage.local_or_uri(args.root or str(out))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     data = storage.join(root, "samples")

@@ -75,7 +75,7 @@ def check_reachable(uri: str, budget_s: float = 15.0, must_exist: bool = False) 
         return
     parts = urlsplit(uri)
     probe = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], path=parts.path.rstrip("/") + "/health", query=""))
-    deadline = time.monotonic() + budget_s
+    deadline, refusals = time.monotonic() + budget_s, 0
     while True:
         try:
             with urllib.request.urlopen(probe, timeout=max(0.5, min(5.0, deadline - time.monotonic()))):
@@ -84,7 +84,8 @@ def check_reachable(uri: str, budget_s: float = 15.0, must_exist: bool = False) 
             return  # it answered
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-        if time.monotonic() + 1.0 >= deadline:
+        refusals += isinstance(reason, ConnectionRefusedError)  # nothing listens: three tries, not the whole budget
+        if refusals >= 3 or time.monotonic() + 1.0 >= deadline:
             break
         time.sleep(1.0)
     raise TrackingError(
@@ -121,19 +122,25 @@ def download(uri: str, tracking_uri: str) -> Path:
 
 
 def _model_location(c, uri: str) -> str:
-    """The artifact location of models:/<name>@<alias>, models:/<name>/<version> or
-    models:/m-<id> (optionally /<path> inside it), looked up through client `c`: MLflow's own
-    models:/ resolution reads the process-wide registry URI."""
+    """The artifact location of models:/<name>@<alias>, models:/<name>/<version>,
+    models:/<name>/latest or models:/m-<id> (optionally /<path> inside it), looked up through
+    client `c`: MLflow's own models:/ resolution reads the process-wide registry URI."""
     name, *rest = uri[len("models:/"):].strip("/").split("/")
     if "@" in name:
         name, alias = name.split("@", 1)
         location = c.get_model_version_download_uri(name, c.get_model_version_by_alias(name, alias).version)
     elif rest and rest[0].isdigit():
         location = c.get_model_version_download_uri(name, rest.pop(0))
+    elif rest and rest[0] == "latest":
+        rest.pop(0)
+        versions = [int(v.version) for v in c.search_model_versions(f"name = '{name}'")]
+        if not versions:
+            raise TrackingError(f"{uri}: registered model {name!r} has no versions")
+        location = c.get_model_version_download_uri(name, str(max(versions)))
     elif not rest or name.startswith("m-"):
         location = c.get_logged_model(name).artifact_location
     else:
-        raise TrackingError(f"{uri}: not a model reference; use models:/<name>@<alias>, models:/<name>/<version> or models:/m-<id>")
+        raise TrackingError(f"{uri}: not a model reference; use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/latest or models:/m-<id>")
     return "/".join([location.rstrip("/"), *rest])
 
 

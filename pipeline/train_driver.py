@@ -81,21 +81,20 @@ def _run_folder(cfg: TrainConfig, resume: bool) -> tuple[str, str, str]:
 
 
 def _user_error_of(exc: BaseException) -> UserError | None:
-    """The user error a worker raised, inside Ray Train's wrapper (a worker-side bad input
-    is reported like a driver-side one, not as a traceback)."""
+    """The user error the workers raised, inside Ray Train's wrapper, when every failure is
+    one (a worker-side bad input is reported like a driver-side one; a bug keeps its traceback)."""
+    found = []
     for failure in getattr(exc, "worker_failures", {}).values():
-        for candidate in (failure, getattr(failure, "cause", None), failure.__cause__):
-            if isinstance(candidate, UserError):
-                return candidate
-    return None
+        errors = [c for c in (failure, getattr(failure, "cause", None), failure.__cause__) if isinstance(c, UserError)]
+        if not errors:
+            return None
+        found.append(errors[0])
+    return found[0] if found else None
 
 
 def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None = None, mlflow_tags: dict[str, str] | None = None) -> TrainOutcome:
     """Everything `python -m pipeline.train` does, callable (pipeline.tune runs it per trial,
     with Tune's report callback and the parent-run tags)."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     storage.apply_s3_settings(cfg.s3.endpoint_url, cfg.s3.region)
     # Fail before any worker starts or anything is written: storage, weights, tracking, data.
     name, run_uri, storage_uri = _run_folder(cfg, resume)
@@ -133,13 +132,35 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
     params = {**flatten(cfg), "run.name": name}
     run_id = tracking.start_run(tracking_uri, experiment_id, name, run_uri, params, tags={tracking.PHASES_TAG: ",".join(cfg.train.phases), **(mlflow_tags or {})})
     logger = tracking.RunLogger(tracking_uri, run_id)
-    logger.metrics({"data/train_images": len(train_good), "data/val_images": len(val_good), "data/bad_inputs": len(bad_inputs)}, 0)
-    if bad_inputs:
-        logger.json(bad_inputs, "bad_inputs.json")
-    if is_remote_cluster() and tracking.is_local_store(tracking_uri):
-        print(f"warning: MLflow store {tracking_uri} is a local file, but Ray runs on a cluster: workers on other nodes cannot reach it; use an http:// tracking server", file=sys.stderr)
+    started = time.perf_counter()
+    try:  # from here on, whatever stops the run marks its MLflow run FAILED
+        logger.metrics({"data/train_images": len(train_good), "data/val_images": len(val_good), "data/bad_inputs": len(bad_inputs)}, 0)
+        if bad_inputs:
+            logger.json(bad_inputs, "bad_inputs.json")
+        if is_remote_cluster() and tracking.is_local_store(tracking_uri):
+            print(f"warning: MLflow store {tracking_uri} is a local file, but Ray runs on a cluster: workers on other nodes cannot reach it; use an http:// tracking server", file=sys.stderr)
+        datasets = _datasets(cfg, spec, val_spec, train_good, val_good)
+        loop_config = {"config": cfg.model_dump(mode="json"), "run_id": run_id, "tracking_uri": tracking_uri, "run_uri": run_uri, "has_val": bool(val_good), "init_generator": init_generator}
+        result = _trainer(cfg, name, storage_uri, datasets, loop_config, callbacks).fit()
+        model_uri = None
+        if result.checkpoint is not None:
+            with result.checkpoint.as_directory() as folder:
+                model_uri = tracking.log_generator(tracking_uri, run_id, Path(folder) / "generator.pt", cfg.mlflow.log_model)
+    except BaseException as exc:
+        logger.finish("FAILED")
+        user_error = _user_error_of(exc)
+        if user_error is not None:
+            raise user_error from None
+        raise
+    logger.finish("FINISHED")
+    outcome = TrainOutcome(name, run_uri, run_id, tracking_uri, _checkpoint_uri(result.checkpoint, storage_uri), model_uri, dict(result.metrics or {}), bad_inputs)
+    _print_summary(outcome, cfg, time.perf_counter() - started)
+    return outcome
 
-    degradation = build_degradation(cfg.data.degradation.name, g.scale, **cfg.data.degradation.params)
+
+def _datasets(cfg: TrainConfig, spec: ImageSpec, val_spec: ImageSpec, train_good: list, val_good: list) -> dict:
+    """The training pairs (per epoch) and the validation pairs (made once), as Ray Datasets."""
+    degradation = build_degradation(cfg.data.degradation.name, cfg.model.generator.scale, **cfg.data.degradation.params)
     pairs = PatchPairs(spec, cfg.data.patch_size, cfg.data.patches_per_image, degradation, cfg.run.seed)
     datasets = {"train": train_dataset(train_good, pairs, cfg.data.read_cpus, cfg.data.images_per_task, cfg.run.seed)}
     if val_good:
@@ -148,6 +169,13 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
         # Rank 0's step and validation lines report progress; Ray Data's bars for every pass
         # over these datasets, re-printed by each worker, would bury them.
         ds.context.enable_progress_bars = False
+    return datasets
+
+
+def _trainer(cfg: TrainConfig, name: str, storage_uri: str, datasets: dict, loop_config: dict, callbacks: list | None):
+    """Ray Train's TorchTrainer for the run: workers, checkpoints under storage_uri/name, retries."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
 
     storage_path, storage_fs = storage_uri, None
     if storage.is_s3(storage_uri):
@@ -155,16 +183,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
     else:
         Path(storage_uri).mkdir(parents=True, exist_ok=True)
     resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})}
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "config": cfg.model_dump(mode="json"),
-            "run_id": run_id,
-            "tracking_uri": tracking_uri,
-            "run_uri": run_uri,
-            "has_val": bool(val_good),
-            "init_generator": init_generator,
-        },
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
@@ -177,24 +198,6 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
-    started = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except BaseException as exc:
-        logger.finish("FAILED")
-        user_error = _user_error_of(exc)
-        if user_error is not None:
-            raise user_error from None
-        raise
-    checkpoint_uri = _checkpoint_uri(result.checkpoint, storage_uri)
-    model_uri = None
-    if result.checkpoint is not None:
-        with result.checkpoint.as_directory() as folder:
-            model_uri = tracking.log_generator(tracking_uri, run_id, Path(folder) / "generator.pt", cfg.mlflow.log_model)
-    logger.finish("FINISHED")
-    outcome = TrainOutcome(name, run_uri, run_id, tracking_uri, checkpoint_uri, model_uri, dict(result.metrics or {}), bad_inputs)
-    _print_summary(outcome, cfg, time.perf_counter() - started)
-    return outcome
 
 
 def is_remote_cluster() -> bool:

@@ -47,7 +47,8 @@ class TrainState:
         import ray.train.torch
 
         self.cfg, self.device, self.precision = cfg, device, precision
-        self.step, self.epoch, self.ema_updates = 0, 0, 0
+        self.step = state["step"] if state is not None else 0  # the phase's lr is that step's
+        self.epoch, self.ema_updates = 0, 0
         g, d = build_models(cfg)
         if state is not None:
             g.load_state_dict(state["generator"])
@@ -175,17 +176,22 @@ def save_checkpoint(rank: int, metrics: dict, state: TrainState, meta: dict) -> 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{state.step:08d}")
 
 
-def load_checkpoint(checkpoint, rank: int) -> dict:
-    """The state.pt of `checkpoint`; this rank's RNG state is restored from it too."""
+def load_checkpoint(checkpoint, rank: int) -> tuple[dict, dict | None]:
+    """(state.pt, this rank's RNG state or None) of `checkpoint`."""
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
         rng_file = Path(folder) / f"rng_rank{rank}.pt"
-        if rng_file.exists():
-            rng = torch.load(rng_file, map_location="cpu", weights_only=True)
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-    return state
+        rng = torch.load(rng_file, map_location="cpu", weights_only=True) if rng_file.exists() else None
+    return state, rng
+
+
+def restore_rng(rng: dict | None) -> None:
+    """Put back a rank's RNG state (after the models are built: building draws from it)."""
+    if rng is None:
+        return
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def _maybe_fail(cfg: TrainConfig, step: int, rank: int, world: int, run_uri: str) -> None:
@@ -217,8 +223,9 @@ def train_loop_per_worker(loop: dict) -> None:
     meta = {"data_range": cfg.data.data_range, "degradation": cfg.data.degradation.name}
 
     checkpoint = ray.train.get_checkpoint()
-    saved = load_checkpoint(checkpoint, rank) if checkpoint is not None else None
+    saved, rng = load_checkpoint(checkpoint, rank) if checkpoint is not None else (None, None)
     state = TrainState(cfg, device, resolve_precision(cfg.train.precision, device), saved, loop.get("init_generator"))
+    restore_rng(rng)
     g_loss = build_generator_loss(cfg, state.d, device) if "gan" in cfg.train.phases else None
     pixel = PixelLoss(cfg.loss.pixel)
     if saved is not None and rank == 0:

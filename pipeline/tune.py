@@ -2,7 +2,7 @@
 
     python -m pipeline.tune --config configs/tune_loss_weights.yaml [--set num_samples=4] [--train-set train.gan.init_from=runs:/<id>]
 
-Trials run `pipeline.train.run_training` (a Ray Train TorchTrainer, inside a Tune function
+Trials run `pipeline.train_driver.run_training` (a Ray Train TorchTrainer, inside a Tune function
 with its own small CPU reservation; the trainer reserves its workers) and stream their
 validation metrics to Tune, where ASHA stops the weak ones early. MLflow gets a parent run
 for the sweep and a child run per trial; at the end the parent run holds results.csv /

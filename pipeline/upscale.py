@@ -180,6 +180,7 @@ def run_upscale(job: UpscaleJob) -> Summary:
             raise UsageError(f"--scale {job.scale} but {job.model} upscales x{generator.scale}; drop --scale")
     out_root = storage.local_or_uri(job.output).rstrip("/")
     storage.check_destination(out_root, "--output")
+    todo, decided = plan_outputs(job, out_root)  # the inputs and --include, before anything is written
 
     removed = storage.remove_partials(out_root)
     if removed:
@@ -188,7 +189,6 @@ def run_upscale(job: UpscaleJob) -> Summary:
     if previous - {job.model} and not job.overwrite:
         print(f"warning: outputs under {out_root} were made by {', '.join(sorted(previous - {job.model}))}; existing ones are kept (--overwrite to redo them with {job.model})", file=sys.stderr)
 
-    todo, decided = plan_outputs(job, out_root)
     manifest, summary = Manifest(out_root, run_id), Summary(run_id)
     for row in decided:
         summary.count(row)

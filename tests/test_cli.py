@@ -72,7 +72,7 @@ def test_quickstart_checks_its_arguments_before_writing_a_sample(capsys, tmp_pat
     assert not out.exists()
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    assert f"--out {a_file} is a file" in one_error_line(capsys, quickstart.main(["--out", str(a_file)]))
+    assert f"--out {a_file}: {a_file} is a file, not a folder" in one_error_line(capsys, quickstart.main(["--out", str(a_file)]))
     assert a_file.read_text() == "mine"
 
 
@@ -140,6 +140,11 @@ def test_promote_refuses_a_missing_holdout_before_registering(capsys, tmp_path, 
     capsys.readouterr()
     line = one_error_line(capsys, promote.main(["--run-id", run_id, "--holdout", "/nope", "--tracking-uri", uri]))
     assert "/nope does not exist" in line
+    # A holdout that lists but cannot be scored is found out before registering, too.
+    write_images(tmp_path / "holdout", 1, size=(64, 64))
+    (tmp_path / "holdout" / "z_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    line = one_error_line(capsys, promote.main(["--run-id", run_id, "--holdout", str(tmp_path / "holdout"), "--tracking-uri", uri]), alone=False)
+    assert "z_broken.png: not a readable PNG" in line
     assert c.search_registered_models() == []
 
 

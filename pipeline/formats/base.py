@@ -3,8 +3,9 @@
 A `Codec` claims file extensions and probes a file's bytes; its opener gives a `Raster`, an open
 input with its layout (size, bands, frames, dtype, alpha), its value range (stored value v
 maps to the model's [0, 1] as (v + value_offset) / value_span), and its pixels window by
-window. `Raster.create` gives the `RasterWriter` of an output `scale` times larger in the same
-format, which takes each window's upscaled pixels. Arrays are (H, W, C) in the file's dtype.
+window. `Raster.create` gives the `RasterWriter` of an output `scale` times larger in the
+same format, which takes each window's upscaled pixels. Arrays are (H, W, C) in the file's
+dtype.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ class Window:
         """(top, bottom, left, right) of the kept part inside the part read."""
         return (self.keep_rows[0] - self.rows[0], self.keep_rows[1] - self.rows[0], self.keep_cols[0] - self.cols[0], self.keep_cols[1] - self.cols[0])
 
-    def covers(self, height: int, width: int) -> bool:
-        return self.keep_rows == (0, height) and self.keep_cols == (0, width)
+
+def dtype_span(dtype: np.dtype) -> float | None:
+    """The value span of data that declares none: None (the integer dtype's maximum) for
+    integers, 1.0 for floats, which are taken as [0, 1]."""
+    return None if np.issubdtype(dtype, np.integer) else 1.0
 
 
 class RasterWriter(ABC):
@@ -75,7 +79,7 @@ class Raster(ABC):
     frames: int = 1
     alpha: bool = False  # the last band is transparency, as the file itself declares
     value_offset: float = 0.0
-    value_span: float = 1.0
+    value_span: float | None = None  # None: the dtype's maximum (see dtype_span)
 
     def windows(self, block: int, pad: int) -> Iterator[Window]:
         """Windows of at most `block` x `block` kept pixels with `pad` pixels of context.

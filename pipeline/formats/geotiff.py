@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from pipeline.errors import DecodeError
-from pipeline.formats.base import Codec, Raster, RasterWriter, Window
+from pipeline.formats.base import Codec, Raster, RasterWriter, Window, dtype_span
 from srgan.tiling import spans
 
 EXTENSIONS = (".tif", ".tiff")
@@ -79,7 +79,7 @@ class GeoRaster(Raster):
         self.height, self.width, self.bands = ds.height, ds.width, ds.count
         self.dtype = np.dtype(ds.dtypes[0])
         self.nodata = ds.nodata
-        self.value_span = float(np.iinfo(self.dtype).max) if np.issubdtype(self.dtype, np.integer) else 1.0
+        self.value_span = dtype_span(self.dtype)
         # An RGBA GeoTIFF declares its alpha band; a 4-band multispectral raster does not.
         self.alpha = self.bands > 1 and ds.colorinterp[-1] == ColorInterp.alpha
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from pipeline.errors import DecodeError
-from pipeline.formats.base import Codec, Raster, RasterWriter, WholeFrames, Window
+from pipeline.formats.base import Codec, Raster, RasterWriter, WholeFrames, Window, dtype_span
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -150,7 +150,7 @@ class ImageRaster(Raster):
         self.array, self.alpha = decode(path.read_bytes(), path.name)
         self.height, self.width, self.bands = self.array.shape
         self.dtype = self.array.dtype
-        self.value_span = float(np.iinfo(self.dtype).max) if np.issubdtype(self.dtype, np.integer) else 1.0
+        self.value_span = dtype_span(self.dtype)
 
     def read(self, window: Window) -> tuple[np.ndarray, None]:
         (top, bottom), (left, right) = window.rows, window.cols

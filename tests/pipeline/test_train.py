@@ -179,6 +179,7 @@ def test_a_bad_input_found_by_a_worker_is_reported_as_the_users_error():
     from pipeline.train_driver import _user_error_of
 
     data_error = DataError("the training data gave no full batch")
-    assert _user_error_of(WorkerGroupError("rank 1 failed", {0: RuntimeError("a bug"), 1: data_error})) is data_error
-    assert _user_error_of(WorkerGroupError("rank 0 failed", {0: RuntimeError("a bug")})) is None
+    assert _user_error_of(WorkerGroupError("both failed", {0: data_error, 1: DataError("the same on rank 1")})) is data_error
+    # A bug on any rank keeps the traceback: it is not hidden behind another rank's user error.
+    assert _user_error_of(WorkerGroupError("rank 1 failed", {0: RuntimeError("a bug"), 1: data_error})) is None
     assert _user_error_of(KeyboardInterrupt()) is None

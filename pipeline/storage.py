@@ -11,6 +11,7 @@ bundled sample images, written to a local cache on first use.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -136,21 +137,28 @@ def read_bytes(uri: str) -> bytes:
         raise StorageError(f"cannot read {uri}: {exc}") from exc
 
 
+@contextlib.contextmanager
+def _appearing_whole(target: Path):
+    """A temporary path beside local file `target` (`.name.<id>.partial`) that becomes
+    `target` by rename when the block completes, and is removed when it does not."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+    try:
+        yield tmp
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_whole(uri: str, fill) -> None:
     """Call `fill(binary file)` to write `uri` so that it appears only complete: a local file
     by temp + rename, an S3 object when its PUT (or multipart upload) completes."""
     fs, path = filesystem(uri)
     try:
         if isinstance(fs, pafs.LocalFileSystem):
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
-            try:
+            with _appearing_whole(Path(path)) as tmp:
                 with open(tmp, "wb") as fh:
                     fill(fh)
-                tmp.replace(target)
-            finally:
-                tmp.unlink(missing_ok=True)
         else:
             with fs.open_output_stream(path) as fh:
                 fill(fh)
@@ -200,20 +208,15 @@ def check_destination(uri: str, what: str = "output") -> None:
 def download(uri: str, dest: Path) -> None:
     """Copy `uri` to local file `dest` (pyarrow streams it), appearing only complete."""
     fs, path = filesystem(uri)
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.partial")
     try:
         if fs.get_file_info(path).type != pafs.FileType.File:
             raise StorageError(f"{uri} does not exist")
-        pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-        tmp.replace(dest)
+        with _appearing_whole(Path(dest)) as tmp:
+            pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
     except StorageError:
         raise
     except Exception as exc:
         raise StorageError(f"cannot read {uri}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def local_copy(uri: str, dest: Path) -> Path:
@@ -237,14 +240,8 @@ def upload_file(src: Path, uri: str) -> None:
         if not isinstance(fs, pafs.LocalFileSystem):
             pafs.copy_files(str(src), path, source_filesystem=local, destination_filesystem=fs)
             return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
-        try:
+        with _appearing_whole(Path(path)) as tmp:
             pafs.copy_files(str(src), str(tmp), source_filesystem=local, destination_filesystem=local)
-            tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
     except Exception as exc:
         raise StorageError(f"cannot write {uri}: {exc}") from exc
 

@@ -41,12 +41,20 @@ SOURCE_TAG = "srgan.source_run_id"
 PROMOTE_PREFIX = "promote."  # promote.decision, promote.metric, promote.candidate_value, ...
 
 
+SQLITE = "sqlite:///"
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// tracking URI, None for other stores."""
+    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+
+
 def resolve_tracking_uri(configured: str | None = None) -> str:
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
         # Relative sqlite paths depend on the process's working directory; Ray workers and
         # later commands may run elsewhere, so pin it.
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+        uri = SQLITE + str(_sqlite_file(uri).resolve())
     elif "://" not in uri:
         uri = Path(uri).resolve().as_uri()
     return uri
@@ -69,7 +77,7 @@ def check_reachable(uri: str, budget_s: float = 15.0, must_exist: bool = False) 
     `budget_s` seconds (MLflow's own client would retry for minutes). Any HTTP response,
     even an error status, counts as an answer. With `must_exist` (reading runs or models), a
     local sqlite store must be there already: MLflow would create an empty one."""
-    if uri.startswith("sqlite:///") and must_exist and not Path(uri[len("sqlite:///"):]).is_file():
+    if must_exist and _sqlite_file(uri) is not None and not _sqlite_file(uri).is_file():
         raise TrackingError(f"MLflow store {uri} does not exist, so it holds no runs or models; point --tracking-uri or MLFLOW_TRACKING_URI at the store that does")
     if not uri.startswith(("http://", "https://")):
         return
@@ -98,10 +106,8 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     """./mlartifacts next to a local store; a server decides for itself."""
     if not is_local_store(tracking_uri):
         return None
-    if tracking_uri.startswith("sqlite:///"):
-        base = Path(tracking_uri[len("sqlite:///"):]).parent
-    else:
-        base = Path.cwd()
+    database = _sqlite_file(tracking_uri)
+    base = database.parent if database is not None else Path.cwd()
     return (base / DEFAULT_ARTIFACTS).resolve().as_uri()
 
 

@@ -102,7 +102,7 @@ def _peak_rss_child(path: str, out: str, max_pixels: int) -> None:
     g = build_generator(GeneratorSpec(scale=4, in_channels=4, out_channels=4, num_blocks=1, num_features=16)).eval()
     up = Upscaler(name="tiny", scale=4, generator=g, tile=256, batch_size=4)
     start = time.perf_counter()
-    row = process_file({"key": "scene.tif", "input": path, "output": out, "size": 0}, up, WorkerSettings(model="tiny", max_pixels=max_pixels))
+    row = process_file({"key": "scene.tif", "input": path, "output": out, "size": 0}, up, WorkerSettings(model="tiny", window_pixels=max_pixels))
     assert row["status"] == "done", row
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": time.perf_counter() - start, "windows": row["windows"]}))
 
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="input side for the throughput test")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--geotiff", type=int, default=4096, help="GeoTIFF side for the memory test (0 skips it)")
-    parser.add_argument("--max-pixels", type=int, default=WorkerSettings(model="").max_pixels)
+    parser.add_argument("--window-pixels", type=int, default=WorkerSettings(model="").window_pixels)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip-throughput", action="store_true", help="only the GeoTIFF memory test")
     args = parser.parse_args()
@@ -144,7 +144,7 @@ def main() -> None:
     if not args.skip_throughput:
         figures.update(throughput(args.size, args.repeats))
     if args.geotiff:
-        figures["geotiff"] = geotiff_memory(args.geotiff, args.max_pixels)
+        figures["geotiff"] = geotiff_memory(args.geotiff, args.window_pixels)
     print(json.dumps(figures))
 
 

@@ -1,10 +1,13 @@
 """Upscale one file, whatever its format: what each worker of the batch job does per input.
 
-The file is opened by its codec (pipeline.formats), read window by window with the model's
-context around each window, its bands mapped to the model's channels, upscaled by the tiler,
-and written through the codec into a local file that is then stored whole under the output
-name. The result is a manifest row, whatever happens: a bad file is a failed row with the
-reason, never the end of the job.
+The file is opened by its codec (pipeline.formats; formats decoded whole are refused over
+the pixel limit from their header), read window by window with the model's context around
+each window, its bands mapped to the model's channels (in the colour order the file
+declares), its values mapped to [0, 1] by a stated range and checked against it (never
+clipped), upscaled by the tiler, mapped back, and written through the codec into a local
+file that is then stored whole under the output name. Reads and writes stay inside the job's
+folders (symbolic links are followed only within them). The result is a manifest row,
+whatever happens: a bad file is a failed row with the reason, never the end of the job.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
@@ -40,11 +43,17 @@ class WorkerSettings:
     model: str
     tile: int = 256
     batch_tiles: int = 4
-    max_pixels: int = 1_000_000
+    window_pixels: int = 1_000_000  # input pixels upscaled at once (memory per worker)
+    max_pixels: int = formats.MAX_PIXELS  # largest image decoded whole (GeoTIFF: windowed, any size)
     bands: tuple[int, ...] | None = None
+    value_range: str | tuple[float, float] = "auto"  # or "stats", or (low, high)
     precision: str = "auto"
     threads: int = 1
     scale: int | None = None  # bicubic only: a model brings its own
+    run_id: str = "write"  # names this job's temporary files
+    input_root: str = ""  # reads and writes must stay inside these
+    output_root: str = ""
+    identity: dict = field(default_factory=dict)  # the manifest fields naming model and settings
 
 
 @dataclass(frozen=True)
@@ -58,10 +67,19 @@ class BandPlan:
     replicate: bool = False
 
 
-def plan_bands(bands: int, alpha: bool, channels: int | None, band_map: tuple[int, ...] | None = None) -> BandPlan:
+def declared_rgb(colours: tuple[str, ...]) -> tuple[int, int, int] | None:
+    """The bands a file declares red, green and blue (0-based, in that order), if it does."""
+    found = [[i for i, c in enumerate(colours) if c == name] for name in ("red", "green", "blue")]
+    return tuple(f[0] for f in found) if all(len(f) == 1 for f in found) else None
+
+
+def plan_bands(bands: int, alpha: bool, channels: int | None, band_map: tuple[int, ...] | None = None, colours: tuple[str, ...] = ()) -> BandPlan:
+    """`colours`: each band's colour as the file declares it; an RGB model gets a file's
+    three colour bands in red, green, blue order whatever order they are stored in."""
     colour = list(range(bands - int(alpha)))
     if channels is None:  # bicubic: every band alike
         return BandPlan((tuple(range(bands)),), ())
+    rgb = declared_rgb(colours) if channels == 3 and len(colour) == 3 else None
     if band_map and len(colour) > channels:  # the map is for images with more bands than the model takes
         bad = [b for b in band_map if not 1 <= b <= bands]
         if bad:
@@ -73,6 +91,8 @@ def plan_bands(bands: int, alpha: bool, channels: int | None, band_map: tuple[in
             groups = [tuple(picked)]
         else:
             raise DecodeError(f"--bands must name {channels} different bands for this {channels}-channel model, got {','.join(map(str, band_map))}")
+    elif rgb is not None:
+        groups = [rgb]
     elif len(colour) == channels:
         groups = [tuple(colour)]
     elif channels == 1:
@@ -118,37 +138,89 @@ def upscale_array(upscaler: Upscaler, array: np.ndarray, plan: BandPlan, value_r
     return formats.from_unit(y, array.dtype, value_range, offset)
 
 
-def window_block(upscaler: Upscaler, max_pixels: int) -> int:
-    """Side of a window holding at most `max_pixels` input pixels, in whole tiles (the tiler
+def window_block(upscaler: Upscaler, window_pixels: int) -> int:
+    """Side of a window holding at most `window_pixels` input pixels, in whole tiles (the tiler
     then wastes nothing inside a window)."""
-    side = max(16, int(math.sqrt(max_pixels)))
+    side = max(16, int(math.sqrt(window_pixels)))
     return max(upscaler.tile, side // upscaler.tile * upscaler.tile) if upscaler.tile > 0 else side
+
+
+def _valid(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    return array if mask is None else array[~mask]
+
+
+def measured_range(raster: formats.Raster, block: int) -> tuple[float, float]:
+    """(min, max) of the raster's stored values, no-data excluded (one read pass)."""
+    low, high = np.inf, -np.inf
+    for window in raster.windows(block, 0):
+        values = _valid(*raster.read(window))
+        if values.size:
+            check_values(values, None, -np.inf, np.inf, "")
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if low > high:
+        raise DecodeError("holds no data (every pixel is no-data)")
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def value_range(raster: formats.Raster, setting: str | tuple[float, float], model_range: float | None, block: int) -> tuple[float, float, str]:
+    """(low, high, where they come from): stored values low..high become the model's 0..1."""
+    if isinstance(setting, tuple):
+        return float(setting[0]), float(setting[1]), "--value-range"
+    if setting == "stats":
+        return (*measured_range(raster, block), "the file's min and max")
+    if model_range:
+        return 0.0, float(model_range), "the model's data_range"
+    if np.issubdtype(raster.dtype, np.floating):
+        return (*raster.value_range, "float data is read as [0, 1] unless a range is given")
+    return (*raster.value_range, f"the value range this {raster.dtype} file declares")
+
+
+def check_values(array: np.ndarray, mask: np.ndarray | None, low: float, high: float, source: str) -> None:
+    """Refuse stored values the range cannot map to [0, 1] (outside it, NaN, infinite), no-data
+    excluded: a value is never clipped to fit."""
+    values = _valid(array, mask)
+    if not values.size:
+        return
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        raise DecodeError("holds NaN or infinite values that are not its no-data value; mark them as no-data or fix the file")
+    lo, hi = float(values.min()), float(values.max())
+    if lo < low or hi > high:
+        raise DecodeError(f"has values from {lo:g} to {hi:g}, outside [{low:g}, {high:g}] ({source}); pass --value-range stats (each file's own min and max) or --value-range LOW,HIGH")
 
 
 def _upscale_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> dict:
     s = upscaler.scale
     suffix = PurePosixPath(item["key"]).suffix.lower()
+    if settings.input_root:
+        storage.check_inside(settings.input_root, item["input"], "input")
+    if settings.output_root:
+        storage.check_inside(settings.output_root, item["output"], "output")
     with tempfile.TemporaryDirectory(prefix="srgan-upscale-") as tmp:
         source = storage.local_copy(item["input"], Path(tmp) / f"input{suffix}")
         out_path = Path(tmp) / f"output{suffix}"
-        with formats.open_raster(source, item["key"]) as raster:
-            plan = plan_bands(raster.bands, raster.alpha, upscaler.in_channels, settings.bands)
-            declared = upscaler.meta.get("data_range")  # the model's training range wins
-            span = float(declared) if declared else raster.value_span
-            notes = {"model": upscaler.name, "scale": str(s)}
+        with formats.open_raster(source, item["key"], settings.max_pixels) as raster:
+            plan = plan_bands(raster.bands, raster.alpha, upscaler.in_channels, settings.bands, raster.colours)
+            block = window_block(upscaler, settings.window_pixels)
+            low, high, source_of_range = value_range(raster, settings.value_range, upscaler.meta.get("data_range"), block)
+            notes = {"model": upscaler.name, "scale": str(s), "value_range": f"{low:g},{high:g}"}
+            model_bands = ",".join(str(b + 1) for g in plan.groups for b in g)
+            if plan.groups[0] != tuple(range(len(plan.groups[0]))) and not plan.replicate:
+                notes["model_bands"] = model_bands
             if plan.rest:
                 notes["bicubic_bands"] = ",".join(str(b + 1) for b in plan.rest)
             windows = 0
             with raster.create(out_path, s, notes) as writer:  # complete only when the loop ends
-                for window in raster.windows(window_block(upscaler, settings.max_pixels), upscaler.pad):
+                for window in raster.windows(block, upscaler.pad):
                     array, mask = raster.read(window)
+                    check_values(array, mask, low, high, source_of_range)
                     region = None if window.rows == window.keep_rows and window.cols == window.keep_cols else window.region
-                    writer.write(window, upscale_array(upscaler, array, plan, span, raster.value_offset, region), mask)
+                    writer.write(window, upscale_array(upscaler, array, plan, high - low, -low, region), mask)
                     windows += 1
-        storage.upload_file(out_path, item["output"])
+        storage.upload_file(out_path, item["output"], settings.run_id)
         return {
             "width": raster.width, "height": raster.height, "bands": raster.bands, "dtype": str(raster.dtype),
             "out_width": raster.width * s, "out_height": raster.height * s, "bytes_out": out_path.stat().st_size, "windows": windows,
+            "value_range": notes["value_range"], "model_bands": notes.get("model_bands", ""),
         }
 
 
@@ -164,7 +236,7 @@ def process_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> di
         log.exception("upscaling %s failed", item["key"])
         values, status, error = {}, "failed", f"{type(exc).__name__}: {exc}"
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return new_row(item, settings.model, status=status, error=error, seconds=round(time.perf_counter() - started, 3), finished_at=finished, **values)
+    return new_row(item, settings.identity or {"model": settings.model}, status=status, error=error, seconds=round(time.perf_counter() - started, 3), finished_at=finished, **values)
 
 
 def build_upscaler(settings: WorkerSettings, generator_bytes: bytes | None, device: torch.device) -> Upscaler:
@@ -196,5 +268,5 @@ class UpscaleWorker:
 
     def __call__(self, item: dict) -> dict:
         if self.upscaler is None:
-            return new_row(item, self.settings.model, error=self.refused)
+            return new_row(item, self.settings.identity or {"model": self.settings.model}, error=self.refused)
         return process_file(item, self.upscaler, self.settings)

@@ -1,9 +1,12 @@
 """The batch upscaler's record of what it did: one row per input per run.
 
-Each run writes ``<output>/_manifest/runs/<run id>.jsonl`` (whole, every `every_s` seconds and
-at the end) and then rewrites ``_manifest/manifest.parquet``: the latest row per input over
-every run. A row says what became of one input: done, skipped (its output existed) or failed,
-with the reason, sizes, seconds and the model.
+Each run first writes ``<output>/_manifest/runs/<run id>.job.json`` (its model identity and
+settings, before any output), then ``runs/<run id>.jsonl`` (whole, every `every_s` seconds and
+at the end), and at the end rewrites ``_manifest/manifest.parquet``: per input, the latest row
+that did something (a later "skipped" never hides the "done" row it refers to). A row says what
+became of one input: done, skipped (its output was made before with the same model and
+settings) or failed, with the reason, sizes, seconds, the model reference, its checksum
+(`model_id`), the scale and the settings that change pixels.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from pipeline import storage
@@ -18,19 +22,38 @@ from pipeline import storage
 MANIFEST_DIR = "_manifest"
 FIELDS = (
     "key", "input", "output", "status", "format", "width", "height", "bands", "dtype",
-    "out_width", "out_height", "bytes_in", "bytes_out", "windows", "seconds", "error", "model", "finished_at",
+    "out_width", "out_height", "bytes_in", "bytes_out", "windows", "seconds", "error",
+    "model", "model_id", "scale", "settings", "value_range", "model_bands", "finished_at",
 )
+IDENTITY = ("model_id", "scale", "settings")  # equal on two rows: the same pixels would be made
 
 
-def new_row(item: dict, model: str, **values) -> dict:
-    """A row for input `item` ({key, input, output, size}); status failed unless `values` say
-    otherwise."""
+def identity(model: str, model_id: str, scale: int, settings: dict) -> dict:
+    """The fields that say what made an output: the model reference (as given), its checksum,
+    the scale, and the settings that change pixels (a JSON object)."""
+    return {"model": model, "model_id": model_id, "scale": int(scale), "settings": json.dumps(settings, sort_keys=True)}
+
+
+def same_maker(a: dict | None, b: dict | None) -> bool:
+    return a is not None and b is not None and all(a.get(k) == b.get(k) for k in IDENTITY)
+
+
+def describe(ident: dict | None) -> str:
+    if not ident or not ident.get("model_id"):
+        return "a model this job cannot confirm (an older version's or an interrupted other run's)"
+    return f"{ident.get('model')} (sha256 {ident['model_id']}) x{ident.get('scale')} {ident.get('settings')}"
+
+
+def new_row(item: dict, ident: dict, **values) -> dict:
+    """A row for input `item` ({key, input, output, size}) made by `ident` (see `identity`);
+    status failed unless `values` say otherwise."""
     row = dict.fromkeys(FIELDS, 0)
     row.update(
         key=item["key"], input=item["input"], output=item["output"], status="failed",
         format=PurePosixPath(item["key"]).suffix.lower().lstrip("."), dtype="", bytes_in=int(item.get("size", 0)),
-        seconds=0.0, error="", model=model, finished_at="",
+        seconds=0.0, error="", model="", model_id="", scale=0, settings="", value_range="", model_bands="", finished_at="",
     )
+    row.update(ident)
     row.update(values)
     return row
 
@@ -40,7 +63,7 @@ class Manifest:
     `every_s` seconds and at the end, when manifest.parquet is rewritten too."""
 
     def __init__(self, output_root: str, run_id: str, every_s: float = 10.0) -> None:
-        self.output_root = output_root
+        self.output_root, self.run_id = output_root, run_id
         self.uri = storage.join(output_root, MANIFEST_DIR, "runs", f"{run_id}.jsonl")
         self.rows: list[dict] = []
         self.every_s = every_s
@@ -53,7 +76,7 @@ class Manifest:
 
     def flush(self) -> None:
         if self.rows:
-            storage.write_bytes(self.uri, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
+            storage.write_bytes(self.uri, "".join(json.dumps(r) + "\n" for r in self.rows).encode(), self.run_id)
         self._flushed = time.monotonic()
 
     def finish(self) -> str:
@@ -61,13 +84,73 @@ class Manifest:
         import pandas as pd
 
         self.flush()
-        rows = read_manifest(self.output_root)
-        latest = pd.DataFrame(rows).drop_duplicates("key", keep="last") if rows else pd.DataFrame(columns=list(FIELDS))
+        rows = list(latest_rows(read_manifest(self.output_root)).values())
+        latest = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(FIELDS))
         uri = storage.join(self.output_root, MANIFEST_DIR, "manifest.parquet")
         buf = io.BytesIO()
         latest.sort_values("key").to_parquet(buf, index=False)
-        storage.write_bytes(uri, buf.getvalue())
+        storage.write_bytes(uri, buf.getvalue(), self.run_id)
         return uri
+
+    def start(self, ident: dict) -> None:
+        """Record this run and what it makes outputs with, before it makes any."""
+        record = {"run": self.run_id, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **ident}
+        storage.write_bytes(storage.join(self.output_root, MANIFEST_DIR, "runs", f"{self.run_id}.job.json"), json.dumps(record).encode(), self.run_id)
+
+
+def latest_rows(rows: list[dict]) -> dict[str, dict]:
+    """Per key, the latest row that did something; a "skipped" row only where none did."""
+    latest: dict[str, dict] = {}
+    for row in rows:
+        if row["status"] != "skipped" or row["key"] not in latest:
+            latest[row["key"]] = row
+    return latest
+
+
+def recorded_runs(output_root: str) -> dict[str, dict | None]:
+    """Every run recorded under `output_root`: run id -> what it made outputs with (None for
+    a run of an older version, which recorded no identity)."""
+    root = storage.join(output_root, MANIFEST_DIR, "runs")
+    if not storage.exists(root):
+        return {}
+    runs: dict[str, dict | None] = {}
+    for f in storage.list_files(root, [".jsonl", ".job.json"]):
+        name = PurePosixPath(f.key).name
+        if name.endswith(".job.json"):
+            runs[name[: -len(".job.json")]] = json.loads(storage.read_bytes(f.uri))
+        else:
+            runs.setdefault(name[: -len(".jsonl")], None)
+    return runs
+
+
+@dataclass
+class Summary:
+    """A job's tally of its rows."""
+
+    run_id: str
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    mpx_in: float = 0.0
+    mpx_out: float = 0.0
+    seconds: float = 0.0
+    manifest: str = ""
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def mpx_per_s(self) -> float:
+        return self.mpx_out / self.seconds if self.seconds > 0 else 0.0
+
+    def count(self, row: dict) -> None:
+        if row["status"] == "done":
+            self.done += 1
+            self.mpx_in += row["width"] * row["height"] / 1e6
+            self.mpx_out += row["out_width"] * row["out_height"] / 1e6
+        elif row["status"] == "skipped":
+            self.skipped += 1
+        else:
+            self.failed += 1
+            self.failures.append({"key": row["key"], "error": row["error"]})
 
 
 def read_manifest(output_root: str) -> list[dict]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -74,26 +75,71 @@ def local_or_uri(uri: str) -> str:
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(pyarrow filesystem, path inside it) for a local path, s3:// URI or samples:// name."""
+    """(pyarrow filesystem, path inside it) for a local path, s3:// URI or samples:// name.
+
+    An S3 URI is split at the bucket by hand and only ``s3://<bucket>`` goes through
+    pyarrow's URI parser: the rest is a key, taken byte for byte (``%6F``, spaces, ``?``,
+    ``#`` and non-ASCII characters are part of the name, as in the AWS CLI)."""
     uri = local_or_uri(uri)
     if "://" not in uri:
         return pafs.LocalFileSystem(), uri
     if not is_s3(uri):
         raise StorageError(f"unsupported URI scheme in {uri!r}; use a local path or s3://bucket/prefix")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise StorageError(f"{uri} names no bucket; use s3://bucket/prefix")
     try:
-        fs, path = pafs.FileSystem.from_uri(uri)
+        fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")
     except Exception as exc:
         raise StorageError(f"cannot open {uri}: {exc}") from exc
-    return fs, path.rstrip("/")
+    return fs, f"{bucket}/{key}".rstrip("/")
 
 
-def _uri_for(root_uri: str, path: str) -> str:
-    return f"s3://{path}" if is_s3(root_uri) else path
+def overlaps(a: str, b: str) -> bool:
+    """Whether two folders or prefixes are the same or one lies inside the other: local paths
+    after resolving symbolic links, S3 by bucket and '/'-separated prefix."""
+    a, b = local_or_uri(a), local_or_uri(b)
+    if is_s3(a) != is_s3(b):
+        return False
+    if is_s3(a):
+        a, b = a[len("s3://"):], b[len("s3://"):]
+    else:
+        a, b = os.path.realpath(a), os.path.realpath(b)
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
+
+
+def check_inside(root: str, uri: str, what: str) -> None:
+    """Refuse a local `uri` whose real location (symbolic links followed) is not under the
+    real location of `root`: a link must not lead a read or write out of the job's folders.
+    For a file to be written, the folder it goes into is checked (the name itself is
+    replaced by rename, never written through). S3 has no links: nothing to check."""
+    root, uri = local_or_uri(root), local_or_uri(uri)
+    if is_s3(uri):
+        return
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(uri if what == "input" else os.path.dirname(uri))
+    if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+        raise StorageError(f"{what} {uri} leads outside {root} through a symbolic link; not {'read' if what == 'input' else 'written'}")
 
 
 def list_files(root_uri: str, extensions: list[str] | tuple[str, ...] | None = None) -> list[StoredFile]:
-    """Every file under `root_uri` (recursive), filtered by extension, sorted by key."""
-    fs, root = filesystem(root_uri)
+    """Every file under `root_uri` (recursive), filtered by extension, sorted by key. Locally,
+    symbolic links that lead outside `root_uri` are left out (see `list_inputs`)."""
+    return list_inputs(root_uri, extensions)[0]
+
+
+def list_inputs(root_uri: str, extensions: list[str] | tuple[str, ...] | None = None) -> tuple[list[StoredFile], list[StoredFile]]:
+    """(files under `root_uri`, sorted by key; local links that lead outside it, which are
+    not to be read). A local folder is walked without following linked folders: a linked
+    folder that leads outside is reported as one refused entry, one that leads inside adds
+    nothing (its files are listed where they really are)."""
+    uri = local_or_uri(root_uri)
+    exts = tuple(e.lower() for e in extensions) if extensions else None
+    wanted = (lambda name: name.lower().endswith(exts)) if exts else (lambda name: True)
+    if "://" not in uri:
+        return _walk_local(uri, wanted)
+    fs, root = filesystem(uri)
     try:
         info = fs.get_file_info(root)
         if info.type == pafs.FileType.NotFound:
@@ -107,16 +153,38 @@ def list_files(root_uri: str, extensions: list[str] | tuple[str, ...] | None = N
         raise
     except Exception as exc:
         raise StorageError(f"cannot list {root_uri}: {exc}") from exc
-    exts = tuple(e.lower() for e in extensions) if extensions else None
-    out = []
-    for e in entries:
-        if e.type != pafs.FileType.File:
-            continue
-        if exts and not e.path.lower().endswith(exts):
-            continue
-        key = PurePosixPath(e.path).relative_to(root).as_posix()
-        out.append(StoredFile(uri=_uri_for(local_or_uri(root_uri), e.path), path=e.path, key=key, size=e.size or 0))
-    return sorted(out, key=lambda f: f.key)
+    out = [
+        StoredFile(uri=f"s3://{e.path}", path=e.path, key=e.path[len(root) + 1 :], size=e.size or 0)
+        for e in entries
+        if e.type == pafs.FileType.File and wanted(e.path)
+    ]
+    return sorted(out, key=lambda f: f.key), []
+
+
+def _walk_local(root: str, wanted) -> tuple[list[StoredFile], list[StoredFile]]:
+    path = Path(root)
+    if not path.exists():
+        raise StorageError(f"{root} does not exist")
+    if path.is_file():
+        return [StoredFile(uri=root, path=root, key=path.name, size=path.stat().st_size)], []
+    real_root = os.path.realpath(root).rstrip("/") + "/"
+    files, outside = [], []
+    for folder, dirs, names in os.walk(root, followlinks=False, onerror=_raise_storage_error):
+        for name in sorted(names) + sorted(d for d in dirs if os.path.islink(os.path.join(folder, d))):
+            full = os.path.join(folder, name)
+            key = os.path.relpath(full, root).replace(os.sep, "/")
+            is_dir = os.path.isdir(full)
+            if not is_dir and not wanted(name):
+                continue
+            if os.path.islink(full) and not (os.path.realpath(full) + ("/" if is_dir else "")).startswith(real_root):
+                outside.append(StoredFile(uri=full, path=full, key=key, size=0))
+            elif not is_dir and os.path.isfile(full):
+                files.append(StoredFile(uri=full, path=full, key=key, size=os.path.getsize(full)))
+    return sorted(files, key=lambda f: f.key), sorted(outside, key=lambda f: f.key)
+
+
+def _raise_storage_error(exc: OSError) -> None:
+    raise StorageError(f"cannot list {exc.filename}: {exc.strerror}") from exc
 
 
 def join(root_uri: str, *parts: str) -> str:
@@ -137,12 +205,16 @@ def read_bytes(uri: str) -> bytes:
         raise StorageError(f"cannot read {uri}: {exc}") from exc
 
 
+PARTIAL = re.compile(r"^\..+\.srgan-(?P<owner>.+)-[0-9a-f]{12}\.partial$")
+
+
 @contextlib.contextmanager
-def _appearing_whole(target: Path):
-    """A temporary path beside local file `target` (`.name.<id>.partial`) that becomes
-    `target` by rename when the block completes, and is removed when it does not."""
+def _appearing_whole(target: Path, owner: str = "write"):
+    """A temporary path beside local file `target` (`.name.srgan-<owner>-<id>.partial`) that
+    becomes `target` by rename when the block completes, and is removed when it does not.
+    `owner` (e.g. a job's run id) lets that job find what an interrupted run of its own left."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+    tmp = target.with_name(f".{target.name}.srgan-{owner}-{uuid.uuid4().hex[:12]}.partial")
     try:
         yield tmp
         tmp.replace(target)
@@ -150,13 +222,13 @@ def _appearing_whole(target: Path):
         tmp.unlink(missing_ok=True)
 
 
-def _write_whole(uri: str, fill) -> None:
+def _write_whole(uri: str, fill, owner: str = "write") -> None:
     """Call `fill(binary file)` to write `uri` so that it appears only complete: a local file
     by temp + rename, an S3 object when its PUT (or multipart upload) completes."""
     fs, path = filesystem(uri)
     try:
         if isinstance(fs, pafs.LocalFileSystem):
-            with _appearing_whole(Path(path)) as tmp:
+            with _appearing_whole(Path(path), owner) as tmp:
                 with open(tmp, "wb") as fh:
                     fill(fh)
         else:
@@ -166,9 +238,9 @@ def _write_whole(uri: str, fill) -> None:
         raise StorageError(f"cannot write {uri}: {exc}") from exc
 
 
-def write_bytes(uri: str, data: bytes) -> None:
+def write_bytes(uri: str, data: bytes, owner: str = "write") -> None:
     """Write `data` to `uri` whole (see `_write_whole`)."""
-    _write_whole(uri, lambda fh: fh.write(data))
+    _write_whole(uri, lambda fh: fh.write(data), owner)
 
 
 def exists(uri: str) -> bool:
@@ -231,7 +303,7 @@ def local_copy(uri: str, dest: Path) -> Path:
     return Path(dest)
 
 
-def upload_file(src: Path, uri: str) -> None:
+def upload_file(src: Path, uri: str, owner: str = "write") -> None:
     """Put local file `src` at `uri` whole: an S3 object appears when its upload completes, a
     local file by rename of a temporary copy."""
     fs, path = filesystem(uri)
@@ -240,19 +312,27 @@ def upload_file(src: Path, uri: str) -> None:
         if not isinstance(fs, pafs.LocalFileSystem):
             pafs.copy_files(str(src), path, source_filesystem=local, destination_filesystem=fs)
             return
-        with _appearing_whole(Path(path)) as tmp:
+        with _appearing_whole(Path(path), owner) as tmp:
             pafs.copy_files(str(src), str(tmp), source_filesystem=local, destination_filesystem=local)
     except Exception as exc:
         raise StorageError(f"cannot write {uri}: {exc}") from exc
 
 
-def remove_partials(root_uri: str) -> int:
-    """Delete the temporary `.name.<id>.partial` files an interrupted local write left under
-    `root_uri` (S3 writes leave none: an unfinished upload never becomes an object)."""
+def remove_partials(root_uri: str, owners: set[str]) -> int:
+    """Delete the temporary files (`.name.srgan-<owner>-<id>.partial`) that interrupted local
+    writes of `owners` (e.g. the run ids of earlier runs of a job) left under `root_uri`.
+    Nothing else is touched: not a user's own `.partial` files, not what another job left,
+    not anything behind a linked folder. S3 writes leave none: an unfinished upload never
+    becomes an object."""
     uri = local_or_uri(root_uri)
     if "://" in uri or not Path(uri).is_dir():
         return 0
-    stale = [p for p in Path(uri).rglob(".*.partial") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return len(stale)
+    removed = 0
+    for folder, _, names in os.walk(uri, followlinks=False):
+        for name in names:
+            match = PARTIAL.match(name)
+            path = Path(folder, name)
+            if match and match["owner"] in owners and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed

@@ -4,35 +4,41 @@
         --input s3://bucket/scenes/ --output s3://bucket/scenes-x4/
 
 A job (`UpscaleJob`, what `run_upscale` takes) goes: resolve the model once in the driver ->
-check the output can take files -> list the inputs and plan an output for each (outputs that
-exist are skipped unless --overwrite) -> a pool of Ray actors, each holding the generator,
-upscales files whole (pipeline.inference: any format, window by window) -> a manifest row per
-input back to the driver (pipeline.manifest). Decoding, inference and encoding happen in the
-same actor, so no image travels through the object store.
+refuse an output that overlaps the input or cannot take files -> list the inputs and plan an
+output for each -> record the run and its model identity -> a pool of Ray actors, each holding
+the generator, upscales files whole (pipeline.inference: any format, window by window) -> a
+manifest row per input back to the driver (pipeline.manifest). Decoding, inference and
+encoding happen in the same actor, so no image travels through the object store.
 
-Resuming: outputs are written whole (S3 upload completion, local temp + rename), so an
-output that exists is complete, and a re-run skips it. The exit code is 1 when more inputs
-failed than --max-failures allows, 2 for a bad command or model.
+The user's data is never changed: the input is never written (an overlapping output is
+refused), outputs appear whole or not at all (S3 upload completion, local temp + rename),
+links never lead outside the two folders, values are never clipped to fit a range, and only
+this job's own temporary files are removed. Re-running is idempotent per model: an output
+that exists counts as done only when the manifest says the same model (checksum), scale and
+settings made it; one made otherwise stops the job (--overwrite redoes it). The exit code is
+1 when more inputs failed than --max-failures allows, 2 for a bad command or model.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import os
 import signal
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
 from pipeline import cli, formats, storage
 from pipeline.errors import DecodeError, UsageError
 from pipeline.inference import UpscaleWorker, WorkerSettings
-from pipeline.manifest import Manifest, new_row, read_manifest
+from pipeline import manifest as records
+from pipeline.manifest import MANIFEST_DIR, Manifest, Summary, new_row
 from pipeline.models import BICUBIC, fetch_generator_bytes
 from srgan.generator import SCALES, check_scale
 from srgan.precision import PRECISIONS
@@ -41,6 +47,7 @@ KILL_AFTER_ENV = "SRGAN_UPSCALE_KILL_AFTER"  # test-only: the driver kills itsel
 EXAMPLES = [
     "python -m pipeline.upscale --model models:/srgan@champion --input s3://bucket/scenes/ --output s3://bucket/scenes-x4/",
     "python -m pipeline.upscale --model runs:/<run id> --input data/in --output data/out --bands 3,2,1 --max-failures 10",
+    "python -m pipeline.upscale --model generator.pt --input data/float-scenes --output data/x4 --value-range stats",
 ]
 
 
@@ -58,7 +65,9 @@ class UpscaleJob:
     bands: tuple[int, ...] | None = None
     tile: int = 256
     batch_tiles: int = 4
-    max_pixels: int = 1_000_000
+    window_pixels: int = 1_000_000
+    max_pixels: int = formats.MAX_PIXELS
+    value_range: str | tuple[float, float] = "auto"
     precision: str = "auto"
     workers: int | None = None
     threads: int | None = None
@@ -68,7 +77,7 @@ class UpscaleJob:
     tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
-        least = {"--tile": (self.tile, 0), "--batch-tiles": (self.batch_tiles, 1), "--max-pixels": (self.max_pixels, 1), "--max-failures": (self.max_failures, 0), "--threads": (self.threads, 1), "--workers": (self.workers, 1)}
+        least = {"--tile": (self.tile, 0), "--batch-tiles": (self.batch_tiles, 1), "--window-pixels": (self.window_pixels, 1), "--max-pixels": (self.max_pixels, 1), "--max-failures": (self.max_failures, 0), "--threads": (self.threads, 1), "--workers": (self.workers, 1)}
         for flag, (value, low) in least.items():
             if value is not None and value < low:
                 raise UsageError(f"{flag} {value}: give {low} or more")
@@ -82,37 +91,23 @@ class UpscaleJob:
             check_scale(self.scale)
         if self.model == BICUBIC and self.scale is None:
             raise UsageError(f"--model bicubic needs --scale ({', '.join(map(str, SCALES))})")
+        if isinstance(self.value_range, tuple) and not self.value_range[0] < self.value_range[1]:
+            raise UsageError(f"--value-range {self.value_range[0]:g},{self.value_range[1]:g}: give LOW,HIGH with LOW below HIGH")
+        if not isinstance(self.value_range, tuple) and self.value_range not in ("auto", "stats"):
+            raise UsageError(f"--value-range {self.value_range}: use auto, stats or LOW,HIGH (e.g. -2,2)")
+        if storage.overlaps(self.input, self.output):
+            raise UsageError(f"--output {self.output} overlaps --input {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input")
 
-    def worker_settings(self, threads: int) -> WorkerSettings:
-        return WorkerSettings(self.model, self.tile, self.batch_tiles, self.max_pixels, self.bands, self.precision, threads, self.scale)
+    def pixel_settings(self, scale: int) -> dict:
+        """What, besides the model, changes an output's pixels (tiling does not: it is exact)."""
+        value_range = list(self.value_range) if isinstance(self.value_range, tuple) else self.value_range
+        return {"bands": list(self.bands) if self.bands else None, "value_range": value_range, "precision": self.precision}
 
-
-@dataclass
-class Summary:
-    run_id: str
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    mpx_in: float = 0.0
-    mpx_out: float = 0.0
-    seconds: float = 0.0
-    manifest: str = ""
-    failures: list[dict] = field(default_factory=list)
-
-    @property
-    def mpx_per_s(self) -> float:
-        return self.mpx_out / self.seconds if self.seconds > 0 else 0.0
-
-    def count(self, row: dict) -> None:
-        if row["status"] == "done":
-            self.done += 1
-            self.mpx_in += row["width"] * row["height"] / 1e6
-            self.mpx_out += row["out_width"] * row["out_height"] / 1e6
-        elif row["status"] == "skipped":
-            self.skipped += 1
-        else:
-            self.failed += 1
-            self.failures.append({"key": row["key"], "error": row["error"]})
+    def worker_settings(self, threads: int, run_id: str, ident: dict, in_root: str, out_root: str) -> WorkerSettings:
+        return WorkerSettings(
+            self.model, self.tile, self.batch_tiles, self.window_pixels, self.max_pixels, self.bands, self.value_range, self.precision,
+            threads, self.scale, run_id=run_id, input_root=in_root, output_root=out_root, identity=ident,
+        )
 
 
 def output_key(key: str) -> str:
@@ -122,35 +117,54 @@ def output_key(key: str) -> str:
     return PurePosixPath(key).as_posix()
 
 
-def plan_outputs(job: UpscaleJob, out_root: str) -> tuple[list[dict], list[dict]]:
+def plan_outputs(job: UpscaleJob, out_root: str, ident: dict) -> tuple[list[dict], list[dict]]:
     """(items to process, rows decided without processing: skipped or refused). `include`:
-    shell-style patterns on the key relative to the input; a file must match one of them."""
+    shell-style patterns on the key relative to the input; a file must match one of them.
+    An output that exists is skipped when the same model and settings (`ident`) made it, and
+    stops the job (UsageError) when another did, unless --overwrite."""
     in_root = storage.local_or_uri(job.input).rstrip("/")
-    files = storage.list_files(in_root, job.extensions)
+    files, outside = storage.list_inputs(in_root, job.extensions)
     if job.include:
         files = [f for f in files if any(fnmatch.fnmatchcase(f.key, pattern) for pattern in job.include)]
         if not files:
             raise UsageError(f"no input under {in_root} matches --include {' '.join(job.include)} (patterns match the key relative to --input, e.g. 'satellite/*' or '*.tif')")
-    inside = out_root.startswith(in_root + "/")
-    prefix = out_root[len(in_root) + 1 :] + "/" if inside else None
-    existing = set()
+    owners, runs, existing = {}, {}, set()
     if not job.overwrite and storage.exists(out_root):
-        existing = {f.key for f in storage.list_files(out_root)}
-    todo, decided = [], []
+        existing = {f.key for f in storage.list_files(out_root) if not f.key.startswith(MANIFEST_DIR + "/")}
+        owners = {k: r for k, r in records.latest_rows(records.read_manifest(out_root)).items() if r["status"] in ("done", "skipped")}
+        runs = records.recorded_runs(out_root)
+    todo, decided, conflicts = [], [], []
+    for f in outside:
+        item = {"key": f.key, "input": f.uri, "output": "", "size": 0}
+        decided.append(new_row(item, ident, error="a symbolic link that leads outside --input; not read"))
     for f in files:
-        if prefix and f.key.startswith(prefix):
-            continue  # our own outputs, when the output prefix lies inside the input one
         item = {"key": f.key, "input": f.uri, "output": "", "size": f.size}
         try:
             key = output_key(f.key)
         except DecodeError as exc:
-            decided.append(new_row(item, job.model, status="failed", error=str(exc)))
+            decided.append(new_row(item, ident, status="failed", error=str(exc)))
             continue
         item["output"] = storage.join(out_root, key)
-        if key in existing:
-            decided.append(new_row(item, job.model, status="skipped", error="output exists (--overwrite to redo)"))
-        else:
+        if key not in existing:
             todo.append(item)
+        elif key in owners:
+            if not records.same_maker(owners[key], ident):
+                conflicts.append((key, owners[key]))
+                continue
+            decided.append(new_row(item, ident, status="skipped", error="done before with this model and settings"))
+        elif runs and all(records.same_maker(r, ident) for r in runs.values()):
+            # Written by an interrupted run of this same job before its row was recorded.
+            decided.append(new_row(item, ident, status="skipped", error="made by an interrupted run with this model and settings"))
+        elif runs:
+            conflicts.append((key, None))
+        else:
+            decided.append(new_row(item, ident, error="an output of this name exists that no run of this job made; move it away or use --overwrite"))
+    if conflicts:
+        key, other = conflicts[0]
+        raise UsageError(
+            f"{len(conflicts)} output(s) under {out_root} were made by {records.describe(other)}, e.g. {key!r}, not by {records.describe(ident)}; "
+            "re-run with --overwrite to redo them, or choose a new --output prefix"
+        )
     return todo, decided
 
 
@@ -173,35 +187,37 @@ def run_upscale(job: UpscaleJob) -> Summary:
 
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     # Resolve the model once, here: workers get its bytes and need no MLflow access.
-    generator_bytes = None
+    generator_bytes, scale, model_id = None, job.scale, BICUBIC
     if job.model != BICUBIC:
         generator_bytes, generator, _ = fetch_generator_bytes(job.model, job.tracking_uri)
         if job.scale and job.scale != generator.scale:
             raise UsageError(f"--scale {job.scale} but {job.model} upscales x{generator.scale}; drop --scale")
+        scale, model_id = generator.scale, hashlib.sha256(generator_bytes).hexdigest()[:16]
+    ident = records.identity(job.model, model_id, scale, job.pixel_settings(scale))
+    in_root = storage.local_or_uri(job.input).rstrip("/")
     out_root = storage.local_or_uri(job.output).rstrip("/")
     storage.check_destination(out_root, "--output")
-    todo, decided = plan_outputs(job, out_root)  # the inputs and --include, before anything is written
-
-    removed = storage.remove_partials(out_root)
-    if removed:
-        print(f"removed {removed} partial file(s) an interrupted run left under {out_root}", file=sys.stderr)
-    previous = {r.get("model") for r in read_manifest(out_root) if r.get("status") == "done"} if storage.exists(out_root) else set()
-    if previous - {job.model} and not job.overwrite:
-        print(f"warning: outputs under {out_root} were made by {', '.join(sorted(previous - {job.model}))}; existing ones are kept (--overwrite to redo them with {job.model})", file=sys.stderr)
+    storage.check_inside(out_root, storage.join(out_root, MANIFEST_DIR, "runs", "x"), "output")
+    todo, decided = plan_outputs(job, out_root, ident)  # inputs, --include and earlier outputs, before anything is written
 
     manifest, summary = Manifest(out_root, run_id), Summary(run_id)
+    earlier_runs = set(records.recorded_runs(out_root)) if storage.exists(out_root) else set()
+    manifest.start(ident)
+    removed = storage.remove_partials(out_root, earlier_runs)
+    if removed:
+        print(f"removed {removed} partial file(s) an interrupted run of this job left under {out_root}", file=sys.stderr)
     for row in decided:
         summary.count(row)
         manifest.add(row)
-    print(f"upscale {job.input} -> {out_root}: {len(todo) + len(decided)} input(s), {len(todo)} to do, {summary.skipped} already done, {summary.failed} refused; model {job.model}", file=sys.stderr, flush=True)
+    print(f"upscale {job.input} -> {out_root}: {len(todo) + len(decided)} input(s), {len(todo)} to do, {summary.skipped} already done, {summary.failed} refused; model {job.model} (sha256 {model_id})", file=sys.stderr, flush=True)
 
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
     if todo:
         ensure_ray()
         started = time.perf_counter()  # Mpx/s of the job, not of Ray's start-up
         resources, workers = _resources(job, ray.cluster_resources())
-        settings = job.worker_settings(threads=int(resources["num_cpus"]))
-        print(f"{workers} worker(s), each with {resources}; tile {job.tile}, window budget {job.max_pixels} px", file=sys.stderr, flush=True)
+        settings = job.worker_settings(int(resources["num_cpus"]), run_id, ident, in_root, out_root)
+        print(f"{workers} worker(s), each with {resources}; tile {job.tile}, window {job.window_pixels} px, images decoded whole up to {job.max_pixels} px", file=sys.stderr, flush=True)
         ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 1000))
         ds = ds.map(UpscaleWorker, fn_constructor_kwargs={"settings": settings, "generator_bytes": generator_bytes}, compute=ray.data.ActorPoolStrategy(size=workers), **resources)
         last_print, seen = time.monotonic(), 0
@@ -249,6 +265,18 @@ def _bands(text: str) -> tuple[int, ...]:
     return values
 
 
+def _value_range(text: str) -> str | tuple[float, float]:
+    if text in ("auto", "stats"):
+        return text
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give auto, stats or LOW,HIGH, e.g. -2,2 or 0,4095") from None
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"{text!r}: LOW must be below HIGH")
+    return low, high
+
+
 def build_parser() -> cli.Parser:
     p = cli.Parser("python -m pipeline.upscale", "Upscale every image under a prefix with an SRGAN generator, on Ray Data.", EXAMPLES)
     p.add_argument("--model", required=True, help="models:/<name>@<alias>, runs:/<run id>, a generator .pt / checkpoint folder (local or s3://), or bicubic")
@@ -261,7 +289,9 @@ def build_parser() -> cli.Parser:
     p.add_argument("--bands", type=_bands, help="for images with more bands than the model takes: the 1-based bands it takes (e.g. 3,2,1); the others are upscaled bicubic (default: none)")
     p.add_argument("--tile", type=cli.non_negative_int, default=256, help="input tile size for inference, 0 = whole image/window at once")
     p.add_argument("--batch-tiles", type=cli.positive_int, default=4, help="tiles per forward pass")
-    p.add_argument("--max-pixels", type=cli.positive_int, default=1_000_000, help="GeoTIFF window budget in input pixels (1000000: about 1.5 GB per worker for a 4-band x4 model)")
+    p.add_argument("--value-range", type=_value_range, default="auto", metavar="auto|stats|LOW,HIGH", help="stored values that become the model's 0..1, mapped back after: auto = the model's data_range, else the integer type's range (signed ones from their minimum) or DICOM's BitsStored, and [0, 1] for floats; stats = each file's own min and max; LOW,HIGH = these. A value outside fails the file, never clipped; the range goes into the manifest and TIFF/GeoTIFF metadata")
+    p.add_argument("--max-pixels", type=cli.positive_int, default=formats.MAX_PIXELS, help="largest PNG/JPEG/BMP/TIFF/DICOM image (all frames) decoded whole, checked from the header before any pixel is allocated; larger ones fail with the reason; GeoTIFFs are read by windows and never refused")
+    p.add_argument("--window-pixels", type=cli.positive_int, default=1_000_000, help="input pixels upscaled at once, every format (1000000: about 1.5 GB per worker for a 4-band x4 model)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: bf16 on GPUs that have it, fp32 otherwise")
     p.add_argument("--workers", type=cli.positive_int, help="actors in the pool (default: one per GPU share / per --threads CPUs)")
     p.add_argument("--threads", type=cli.positive_int, help="CPU threads per actor (default: min(4, CPUs))")
@@ -277,7 +307,7 @@ def job_from_args(args) -> UpscaleJob:
     return UpscaleJob(
         model=args.model, input=args.input, output=args.output, extensions=tuple(args.ext) if args.ext else formats.EXTENSIONS,
         include=tuple(args.include or ()), overwrite=args.overwrite, max_failures=args.max_failures, bands=args.bands,
-        tile=args.tile, batch_tiles=args.batch_tiles, max_pixels=args.max_pixels, precision=args.precision, workers=args.workers,
+        tile=args.tile, batch_tiles=args.batch_tiles, window_pixels=args.window_pixels, max_pixels=args.max_pixels, value_range=args.value_range, precision=args.precision, workers=args.workers,
         threads=args.threads, gpus_per_worker=args.gpus_per_worker, cpu=args.cpu, scale=args.scale, tracking_uri=args.tracking_uri,
     )
 

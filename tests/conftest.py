@@ -51,6 +51,20 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _ray_console_to_current_stderr():
+    """Ray's console log handler keeps the sys.stderr of the moment Ray set it up; under pytest
+    that can be an earlier test's capture, closed since ('Logging error ... closed file' in a
+    later test's stderr). Point it at this test's stream."""
+    import logging
+    import sys
+
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        for handler in getattr(logger, "handlers", ()):
+            if type(handler).__name__ == "PlainRayHandler":
+                handler.stream = sys.stderr  # not setStream: it flushes the old, closed one
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):
     """Keep sample images and weight downloads out of the user's home."""

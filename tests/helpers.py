@@ -62,15 +62,18 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (64, 64), see
     return paths
 
 
-def geotiff_bytes(array: np.ndarray, nodata=None, pixel_size: float = 10.0, alpha: bool = False) -> bytes:
+def geotiff_bytes(array: np.ndarray, nodata=None, pixel_size: float = 10.0, alpha: bool = False, colours: tuple[str, ...] = (), georeferenced: bool = True, **creation) -> bytes:
     """An (H, W, C) array as a GeoTIFF in UTM 33N with `pixel_size` m pixels, band
-    descriptions and a tag, written by rasterio."""
+    descriptions and a tag, written by rasterio; `colours` set each band's colour
+    interpretation; not `georeferenced`: a plain TIFF with GDAL's metadata."""
     import rasterio
     from rasterio.enums import ColorInterp
     from rasterio.transform import from_origin
 
     h, w, c = array.shape
-    profile = {"driver": "GTiff", "width": w, "height": h, "count": c, "dtype": str(array.dtype), "crs": "EPSG:32633", "transform": from_origin(500000.0, 4600000.0, pixel_size, pixel_size), "nodata": nodata}
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": c, "dtype": str(array.dtype), "crs": "EPSG:32633", "transform": from_origin(500000.0, 4600000.0, pixel_size, pixel_size), "nodata": nodata, **creation}
+    if not georeferenced:
+        del profile["crs"], profile["transform"]
     with rasterio.MemoryFile() as mem:
         with mem.open(**profile) as dst:
             dst.write(np.moveaxis(array, -1, 0))
@@ -78,6 +81,8 @@ def geotiff_bytes(array: np.ndarray, nodata=None, pixel_size: float = 10.0, alph
             dst.update_tags(SENSOR="test-sat")
             if alpha:
                 dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+            if colours:
+                dst.colorinterp = [ColorInterp[name] for name in colours]
         return mem.read()
 
 

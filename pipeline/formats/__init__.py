@@ -16,7 +16,7 @@ import torch
 
 from pipeline.errors import DecodeError
 from pipeline.formats import dicom, geotiff, png_tiff
-from pipeline.formats.base import Codec, Raster, RasterWriter, Window
+from pipeline.formats.base import MAX_PIXELS, Codec, Raster, RasterWriter, Window
 
 # Probe order: a codec listed first gets a file its extension shares with a later one when
 # its probe accepts the bytes (a georeferenced .tif is a GeoTIFF, any other .tif a plain TIFF).
@@ -25,14 +25,15 @@ IMAGE_EXTENSIONS = png_tiff.EXTENSIONS  # what training and evaluation decode wh
 EXTENSIONS = tuple(dict.fromkeys(ext for codec in CODECS for ext in codec.extensions))  # what upscaling reads
 
 __all__ = [
-    "CODECS", "EXTENSIONS", "IMAGE_EXTENSIONS", "Codec", "DecodeError", "Raster", "RasterWriter", "Window",
+    "CODECS", "EXTENSIONS", "IMAGE_EXTENSIONS", "MAX_PIXELS", "Codec", "DecodeError", "Raster", "RasterWriter", "Window",
     "open_raster", "decode", "decode_with_alpha", "encode", "to_unit", "from_unit", "data_range", "conform_bands",
 ]
 
 
-def open_raster(path: Path, name: str | None = None) -> Raster:
+def open_raster(path: Path, name: str | None = None, max_pixels: int = MAX_PIXELS) -> Raster:
     """The local file at `path` opened by its codec, chosen by `name`'s extension (default the
-    path's) and the codecs' probes of the bytes."""
+    path's) and the codecs' probes of the bytes; formats decoded whole refuse images over
+    `max_pixels` from their header."""
     ext = PurePosixPath(name or path.name).suffix.lower()
     candidates = [codec for codec in CODECS if ext in codec.extensions]
     if not candidates:
@@ -40,7 +41,7 @@ def open_raster(path: Path, name: str | None = None) -> Raster:
     if path.stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
     chosen = next((codec for codec in candidates[:-1] if codec.probe(path)), candidates[-1])
-    return chosen.open(path)
+    return chosen.open(path, max_pixels)
 
 
 def decode_with_alpha(data: bytes, name: str) -> tuple[np.ndarray, bool]:

@@ -1,9 +1,10 @@
 """The codec interface: what the batch upscaler asks of a file format.
 
 A `Codec` claims file extensions and probes a file's bytes; its opener gives a `Raster`, an open
-input with its layout (size, bands, frames, dtype, alpha), its value range (stored value v
-maps to the model's [0, 1] as (v + value_offset) / value_span), and its pixels window by
-window. `Raster.create` gives the `RasterWriter` of an output `scale` times larger in the
+input with its layout (size, bands, frames, dtype, alpha, the colour of each band), its value
+range (low, high: stored value v maps to the model's [0, 1] as (v - low) / (high - low)), and
+its pixels window by window. Formats decoded whole refuse, from the header and before any
+pixel is allocated, images over a pixel limit (`check_pixels`). `Raster.create` gives the `RasterWriter` of an output `scale` times larger in the
 same format, which takes each window's upscaled pixels. Arrays are (H, W, C) in the file's
 dtype.
 """
@@ -16,6 +17,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+
+from pipeline.errors import DecodeError
+from srgan.tiling import spans
+
+MAX_PIXELS = 50_000_000  # whole-decoded images: ~150 MB in, 2.4 GB out at x4 (8-bit RGB)
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,23 @@ class Window:
         return (self.keep_rows[0] - self.rows[0], self.keep_rows[1] - self.rows[0], self.keep_cols[0] - self.cols[0], self.keep_cols[1] - self.cols[0])
 
 
-def dtype_span(dtype: np.dtype) -> float | None:
-    """The value span of data that declares none: None (the integer dtype's maximum) for
-    integers, 1.0 for floats, which are taken as [0, 1]."""
-    return None if np.issubdtype(dtype, np.integer) else 1.0
+def dtype_range(dtype: np.dtype) -> tuple[float, float]:
+    """(low, high) of data that declares no range: an integer dtype's whole range (unsigned
+    from 0, signed from its minimum, so negative values are kept), [0, 1] for floats."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return 0.0, 1.0
+
+
+def check_pixels(width: int, height: int, frames: int, max_pixels: int) -> None:
+    """Refuse, from its header, an image to be decoded whole that holds more than `max_pixels`
+    pixels (all frames together)."""
+    pixels = int(width) * int(height) * max(1, int(frames))
+    if pixels > max_pixels:
+        of = f" in {frames} frames" if frames > 1 else ""
+        raise DecodeError(f"is {width}x{height} px{of} ({pixels / 1e6:.1f} Mpx), over the {max_pixels:,}-pixel limit for images decoded whole; raise --max-pixels if the workers have the memory (8-bit RGB at x4 needs about 50 bytes per input pixel)")
 
 
 class RasterWriter(ABC):
@@ -78,14 +97,16 @@ class Raster(ABC):
     dtype: np.dtype
     frames: int = 1
     alpha: bool = False  # the last band is transparency, as the file itself declares
-    value_offset: float = 0.0
-    value_span: float | None = None  # None: the dtype's maximum (see dtype_span)
+    colours: tuple[str, ...] = ()  # per band, as the file declares: 'red', 'alpha', 'undefined', ... or () when it says nothing
+    value_range: tuple[float, float] = (0.0, 1.0)  # (low, high): see dtype_range
 
     def windows(self, block: int, pad: int) -> Iterator[Window]:
-        """Windows of at most `block` x `block` kept pixels with `pad` pixels of context.
-        Formats that decode whole give every frame whole."""
+        """Windows of at most `block` x `block` kept pixels with `pad` pixels of context, frame
+        by frame (memory of the upscaled window is bounded by `block`, whatever the format)."""
         for frame in range(self.frames):
-            yield Window.whole(frame, self.height, self.width)
+            for rows in spans(self.height, block, pad):
+                for cols in spans(self.width, block, pad):
+                    yield Window(frame, (rows.win_start, rows.win_stop), (cols.win_start, cols.win_stop), (rows.keep_start, rows.keep_stop), (cols.keep_start, cols.keep_stop))
 
     @abstractmethod
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
@@ -114,12 +135,12 @@ def _any_file(path: Path) -> bool:
 @dataclass(frozen=True)
 class Codec:
     """A file format family: the extensions it claims, a probe of the bytes (whether a file
-    with one of them is this codec's), and the opener (`open(path)` -> Raster; DecodeError
-    names what is wrong with the file)."""
+    with one of them is this codec's), and the opener (`open(path, max_pixels)` -> Raster;
+    DecodeError names what is wrong with the file)."""
 
     name: str
     extensions: tuple[str, ...]
-    open: Callable[[Path], Raster]
+    open: Callable[[Path, int], Raster]  # (path, max_pixels)
     probe: Callable[[Path], bool] = _any_file
 
 

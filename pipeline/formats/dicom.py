@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DecodeError
-from pipeline.formats.base import Codec, Raster, RasterWriter, WholeFrames, Window
+from pipeline.formats.base import MAX_PIXELS, Codec, Raster, RasterWriter, WholeFrames, Window, check_pixels
 
 EXTENSIONS = (".dcm", ".dicom")
 PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB")
@@ -37,8 +37,10 @@ def _pydicom():
     return pydicom
 
 
-def decode(data: bytes):
-    """(dataset, stored values as (frames, H, W, C) array, value offset, value range)."""
+def decode(data: bytes, max_pixels: int = MAX_PIXELS):
+    """(dataset, stored values as (frames, H, W, C) array, value offset, value range). A
+    dataset whose Rows x Columns x NumberOfFrames exceed `max_pixels` is refused before its
+    pixels are decoded."""
     pydicom = _pydicom()
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -46,12 +48,13 @@ def decode(data: bytes):
         raise DecodeError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     if "PixelData" not in ds:
         raise DecodeError("DICOM file holds no pixel data")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    check_pixels(int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0), frames, max_pixels)
     try:
         pixels = ds.pixel_array
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DecodeError(f"undecodable DICOM pixel data ({first})") from exc
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
     if samples == 1:
         pixels = pixels[..., None]
@@ -122,8 +125,9 @@ def _ds(value: float) -> str:
 class DicomRaster(Raster):
     """A DICOM file's frames (stored values) and dataset; each frame is one window."""
 
-    def __init__(self, path: Path) -> None:
-        self.dataset, self.pixels, self.value_offset, self.value_span = decode(path.read_bytes())
+    def __init__(self, path: Path, max_pixels: int = MAX_PIXELS) -> None:
+        self.dataset, self.pixels, offset, span = decode(path.read_bytes(), max_pixels)
+        self.value_range = (-float(offset), float(span - offset))
         photometric = str(getattr(self.dataset, "PhotometricInterpretation", "MONOCHROME2"))
         if photometric not in PHOTOMETRIC:
             raise DecodeError(f"DICOM PhotometricInterpretation {photometric} is not supported; {', '.join(PHOTOMETRIC)} are")

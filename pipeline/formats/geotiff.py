@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from pipeline.errors import DecodeError
-from pipeline.formats.base import Codec, Raster, RasterWriter, Window, dtype_span
-from srgan.tiling import spans
+from pipeline.formats.base import Codec, Raster, RasterWriter, Window, dtype_range
 
 EXTENSIONS = (".tif", ".tiff")
 _MISSING = "is a GeoTIFF and rasterio is not installed: pip install 'srgan-pipeline[geo]'"
@@ -64,29 +62,39 @@ def is_georeferenced(path: Path) -> bool:
         return False  # not for rasterio; the plain TIFF decoder reports what is wrong
 
 
-class GeoRaster(Raster):
-    """A local GeoTIFF opened with rasterio; (H, W, C) windows."""
+def gdal_reason(exc: BaseException) -> str:
+    """The causes GDAL reported, innermost last: rasterio's own message is often only 'See
+    previous exception for details'; the chain of CPLE errors under it says what is wrong."""
+    messages, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).strip()
+        if text and "See previous exception" not in text and not any(text in m for m in messages):
+            messages.append(text)
+        exc = exc.__cause__ or exc.__context__
+    return " / ".join(messages) or "unknown GDAL error"
 
-    def __init__(self, path: Path) -> None:
+
+class GeoRaster(Raster):
+    """A local GeoTIFF opened with rasterio; (H, W, C) windows. Any size: it is never decoded
+    whole, so no pixel limit applies."""
+
+    def __init__(self, path: Path, max_pixels: int = 0) -> None:
         import rasterio
         from rasterio.enums import ColorInterp
 
         try:
             self._ds = rasterio.open(path)
         except Exception as exc:
-            raise DecodeError(f"not a readable GeoTIFF ({exc})") from exc
+            raise DecodeError(f"not a readable GeoTIFF ({gdal_reason(exc)})") from exc
         ds = self._ds
         self.height, self.width, self.bands = ds.height, ds.width, ds.count
         self.dtype = np.dtype(ds.dtypes[0])
         self.nodata = ds.nodata
-        self.value_span = dtype_span(self.dtype)
+        self.value_range = dtype_range(self.dtype)
+        self.colours = tuple(c.name for c in ds.colorinterp)
         # An RGBA GeoTIFF declares its alpha band; a 4-band multispectral raster does not.
         self.alpha = self.bands > 1 and ds.colorinterp[-1] == ColorInterp.alpha
-
-    def windows(self, block: int, pad: int) -> Iterator[Window]:
-        for rows in spans(self.height, block, pad):
-            for cols in spans(self.width, block, pad):
-                yield Window(0, (rows.win_start, rows.win_stop), (cols.win_start, cols.win_stop), (rows.keep_start, rows.keep_stop), (cols.keep_start, cols.keep_stop))
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
         from rasterio.windows import Window as RioWindow
@@ -95,7 +103,7 @@ class GeoRaster(Raster):
         try:
             array = np.moveaxis(self._ds.read(window=RioWindow(left, top, right - left, bottom - top)), 0, -1)
         except Exception as exc:
-            raise DecodeError(f"cannot read GeoTIFF window rows {window.rows} cols {window.cols} ({exc})") from exc
+            raise DecodeError(f"cannot read GeoTIFF window rows {window.rows} cols {window.cols} ({gdal_reason(exc)})") from exc
         if self.nodata is None:
             return array, None
         mask = np.isnan(array).any(axis=2) if np.isnan(self.nodata) else (array == self.nodata).any(axis=2)

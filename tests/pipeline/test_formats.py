@@ -114,7 +114,7 @@ def test_the_codec_is_chosen_by_extension_and_the_bytes(tmp_path):
     with formats.open_raster(_geotiff(tmp_path / "scene.tif")) as raster:
         assert type(raster).__name__ == "GeoRaster" and (raster.height, raster.width, raster.bands) == (8, 9, 4)
     with formats.open_raster(plain) as raster:
-        assert type(raster).__name__ == "ImageRaster" and raster.value_span is None  # the dtype's maximum
+        assert type(raster).__name__ == "ImageRaster" and raster.value_range == (0, 65535)  # the dtype's range
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(DecodeError, match="empty file"):
         formats.open_raster(tmp_path / "empty.png")

@@ -61,3 +61,91 @@ def test_destinations_that_cannot_take_files_are_refused(bucket, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(storage.StorageError, match="is a file, not a folder"):
         storage.check_destination(str(tmp_path / "file" / "below"))
+
+
+# Every character S3 allows in a key is part of the name: '%6F' is not 'o', '?' and '#' are
+# not a query or fragment, and space, '+', control and non-ASCII characters are themselves.
+ODD_KEYS = ["%6Fk.png", "a b.png", "é 日本.png", "plus+sign.png", "q?x=1&y.png", "hash#1.png", "tilde~!$'()*,;:@.png", "brace{}[]^|`<>\".png", "ctl\x01.png", "trail .png", "back\\slash.png"]
+
+
+def test_s3_keys_are_taken_byte_for_byte_on_list_read_and_write(bucket, tmp_path):
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key="in/ok.png", Body=b"the other object")
+    for key in ODD_KEYS:
+        s3.put_object(Bucket=bucket, Key=f"in/{key}", Body=key.encode())
+    files = storage.list_files(f"s3://{bucket}/in/")
+    assert sorted(f.key for f in files) == sorted(ODD_KEYS + ["ok.png"])
+    for f in files:
+        if f.key == "ok.png":
+            continue
+        assert storage.read_bytes(f.uri) == f.key.encode()
+        storage.download(f.uri, tmp_path / "copy")
+        assert (tmp_path / "copy").read_bytes() == f.key.encode()
+        storage.upload_file(tmp_path / "copy", f"s3://{bucket}/out/up/{f.key}")
+        storage.write_bytes(f"s3://{bucket}/out/put/{f.key}", f.key.encode())
+    for how in ("up", "put"):
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"out/{how}/")["Contents"]
+        assert sorted(o["Key"] for o in listed) == sorted(f"out/{how}/{k}" for k in ODD_KEYS)
+        for key in ODD_KEYS:
+            assert s3.get_object(Bucket=bucket, Key=f"out/{how}/{key}")["Body"].read() == key.encode()
+    assert storage.exists(f"s3://{bucket}/in/%6Fk.png") and not storage.exists(f"s3://{bucket}/in/%6Fk.jpg")
+
+
+def test_overlap_of_folders_and_prefixes(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "in")
+    assert storage.overlaps(str(tmp_path / "in"), str(tmp_path / "in/"))
+    assert storage.overlaps(str(tmp_path / "in"), str(tmp_path / "in" / "sub" / "x4"))
+    assert storage.overlaps(str(tmp_path / "in" / "sub"), str(tmp_path / "in"))
+    assert storage.overlaps(str(tmp_path / "in"), str(tmp_path / "link" / "out"))  # through a link
+    assert not storage.overlaps(str(tmp_path / "in"), str(tmp_path / "in2"))
+    assert storage.overlaps("s3://b/scenes/", "s3://b/scenes")
+    assert storage.overlaps("s3://b/scenes", "s3://b/scenes/x4/")
+    assert storage.overlaps("s3://b/scenes/x4", "s3://b/scenes")
+    assert storage.overlaps("s3://b", "s3://b/out/")
+    assert not storage.overlaps("s3://b/scenes", "s3://b/scenes-x4")
+    assert not storage.overlaps("s3://b/scenes", "s3://c/scenes")
+    assert not storage.overlaps("s3://b/scenes", str(tmp_path / "scenes"))
+
+
+def test_links_never_lead_reads_or_writes_outside(tmp_path):
+    root, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    (root / "real").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "real" / "a.png").write_bytes(b"a")
+    (elsewhere / "secret.png").write_bytes(b"s")
+    (root / "leak.png").symlink_to("/etc/hostname")
+    (root / "inside.png").symlink_to(root / "real" / "a.png")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    files, outside = storage.list_inputs(str(root), [".png"])
+    assert [f.key for f in files] == ["inside.png", "real/a.png"]
+    assert [f.key for f in outside] == ["leak.png", "linked"]
+    assert [f.key for f in storage.list_files(str(root))] == ["inside.png", "real/a.png"]
+    storage.check_inside(str(root), str(root / "inside.png"), "input")
+    with pytest.raises(storage.StorageError, match="leads outside"):
+        storage.check_inside(str(root), str(root / "leak.png"), "input")
+    storage.check_inside(str(root), str(root / "new" / "deeper" / "x.png"), "output")
+    with pytest.raises(storage.StorageError, match="leads outside"):
+        storage.check_inside(str(root), str(root / "linked" / "x.png"), "output")
+    with pytest.raises(storage.StorageError, match="leads outside"):
+        storage.check_inside(str(root), str(root / "linked" / "new" / "x.png"), "output")
+
+
+def test_only_the_named_owners_partial_files_are_removed(tmp_path):
+    (tmp_path / "sub").mkdir()
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    mine = [tmp_path / ".a.png.srgan-run1-0123456789ab.partial", tmp_path / "sub" / ".b.tif.srgan-run-2-abcdefabcdef.partial"]
+    kept = [
+        tmp_path / ".notes.partial",  # the user's own
+        tmp_path / ".a.png.0123456789abcdef.partial",  # not this naming at all
+        tmp_path / ".a.png.srgan-other-0123456789ab.partial",  # another job's
+        elsewhere / ".c.png.srgan-run1-0123456789ab.partial",  # behind a linked folder
+    ]
+    for p in mine + kept:
+        p.write_bytes(b"x")
+    (tmp_path / "linked").symlink_to(elsewhere, target_is_directory=True)
+    assert storage.remove_partials(str(tmp_path), {"run1", "run-2"}) == 2
+    assert not any(p.exists() for p in mine) and all(p.exists() for p in kept)
+    assert storage.remove_partials("s3://bucket/x", {"run1"}) == 0

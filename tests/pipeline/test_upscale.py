@@ -136,8 +136,8 @@ def test_geotiff_keeps_bands_dtype_nodata_crs_and_exact_pixel_size(tmp_path):
 def test_geotiff_windows_equal_one_pass_on_float_data(tmp_path):
     image = np.random.default_rng(5).random((61, 53, 3), dtype=np.float32)
     data = geotiff_bytes(image)
-    _, whole = run_one(tmp_path / "a", "f.tif", data, upscaler(tile=0), max_pixels=10**8)
-    row, windowed = run_one(tmp_path / "b", "f.tif", data, upscaler(tile=9), max_pixels=16 * 16)
+    _, whole = run_one(tmp_path / "a", "f.tif", data, upscaler(tile=0), window_pixels=10**8)
+    row, windowed = run_one(tmp_path / "b", "f.tif", data, upscaler(tile=9), window_pixels=16 * 16)
     assert row["windows"] > 4
     with rasterio.open(whole) as a, rasterio.open(windowed) as b:
         assert np.abs(a.read() - b.read()).max() <= 1e-4
@@ -205,7 +205,7 @@ def test_include_patterns_pick_keys_relative_to_the_input(tmp_path):
         (tmp_path / "in" / key).write_bytes(b"x")
     def keys(*include):
         job = UpscaleJob(model="bicubic", scale=2, input=str(tmp_path / "in"), output=str(tmp_path / "out"), extensions=(".png", ".jpg", ".tif"), include=include)
-        todo, decided = plan_outputs(job, str(tmp_path / "out"))
+        todo, decided = plan_outputs(job, str(tmp_path / "out"), {"model": "bicubic"})
         assert not decided
         return [item["key"] for item in todo]
 
@@ -352,3 +352,8 @@ def test_killed_job_resumes_and_does_every_file_exactly_once(tmp_path, bucket, s
     last = runs[max(runs)]
     assert {r["key"] for r in last if r["status"] == "skipped"} == made
     assert {r["key"] for r in last if r["status"] == "done"} == set(good) - made
+    # The manifest still holds a row for every output, the earlier run's included.
+    import pandas as pd
+
+    latest = pd.read_parquet(io.BytesIO(s3.get_object(Bucket=bucket, Key="out/_manifest/manifest.parquet")["Body"].read()))
+    assert sorted(latest["key"]) == sorted(good) and latest["model_id"].nunique() == 1

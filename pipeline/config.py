@@ -12,14 +12,16 @@ Unknown keys and bad values fail at load time with the dotted key in the message
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 from pipeline.formats import IMAGE_EXTENSIONS
+from pipeline.redact import redact_uri
 from srgan.degrade import build_degradation
 from srgan.generator import SCALES, check_scale
 from srgan.losses import PAPER_FEATURE_SCALE, VGG19_LAYERS
@@ -30,8 +32,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _folder_name(name: str) -> str:
+    """A run or sweep name is one folder under the storage path: a name like ../x would put
+    checkpoints outside it."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+        raise ValueError(f"{name!r} is not a folder name: use letters, digits, '-', '_' and '.', starting with a letter or digit, no '..', e.g. srgan-x4-a")
+    return name
+
+
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+
+
 class RunSection(Section):
-    name: str | None = Field(None, description="run folder under storage_path; default srgan-<timestamp>")
+    name: FolderName | None = Field(None, description="run folder under storage_path; default srgan-<timestamp>")
     storage_path: str = Field("./ray_results", description="checkpoints go here: a local path or s3://bucket/prefix")
     seed: int = 0
 
@@ -255,7 +268,7 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             reason = str(exc).splitlines()[0]
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({reason}); close brackets and quote text, e.g. --set 'run.name=\"a: b\"'") from None
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({reason}); close brackets and quote text, e.g. --set 'mlflow.experiment=\"a: b\"'") from None
         _set_dotted(tree, key.strip(), value)
     return tree
 
@@ -306,7 +319,8 @@ SECRET_MARKERS = ("secret", "password", "token", "access_key", "credential")
 
 
 def flatten(cfg: BaseModel) -> dict[str, str]:
-    """Dotted key -> string value, for MLflow params; keys that look secret are left out."""
+    """Dotted key -> string value, for MLflow params; keys that look secret are left out and
+    credentials inside URIs (user:password@, a presigned signature) masked."""
     out: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -314,7 +328,7 @@ def flatten(cfg: BaseModel) -> dict[str, str]:
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
         elif not any(m in prefix.lower() for m in SECRET_MARKERS):
-            out[prefix] = str(value)
+            out[prefix] = redact_uri(str(value))
 
     walk("", cfg.model_dump(mode="json"))
     return out

@@ -8,8 +8,9 @@ References:
   ``runs:/<run id>``                   the generator.pt a training run logged
   ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/m-<id>``   an MLflow model
 
-MLflow models are loaded from the srgan checkpoint they carry (``extra_files/generator.pt``)
-with ``torch.load(weights_only=True)``, not by unpickling the logged module.
+MLflow models are loaded from the srgan checkpoint they carry (``data/generator.pt``, or
+``extra_files/generator.pt`` in models logged before pipeline.serving) with
+``torch.load(weights_only=True)``, never through the model's own loader.
 """
 
 from __future__ import annotations
@@ -93,17 +94,25 @@ def _mlflow_download(uri: str, tracking_uri: str | None) -> Path:
         raise ModelRefError(f"cannot load {uri} from MLflow at {tracking.display_uri(tracking_uri)}: {first}") from exc
 
 
+def _model_weights(model_dir: Path) -> Path:
+    """The generator.pt inside a downloaded MLflow model, in its current or its old layout."""
+    for relative in (tracking.MODEL_WEIGHTS, tracking.OLD_MODEL_WEIGHTS):
+        if (model_dir / relative).is_file():
+            return model_dir / relative
+    return model_dir / tracking.MODEL_WEIGHTS  # not there: generator_file says so
+
+
 def generator_file(ref: str, workdir: Path, tracking_uri: str | None = None) -> Path:
     """A local path to the generator.pt that `ref` names (downloading it into `workdir`)."""
     if ref.startswith("models:/"):
-        path = _mlflow_download(ref, tracking_uri) / "extra_files" / "generator.pt"
+        path = _model_weights(_mlflow_download(ref, tracking_uri))
     elif ref.startswith("runs:/"):
         rest = ref[len("runs:/"):].strip("/")
         if "/" not in rest:
             rest += "/generator.pt"
         path = _mlflow_download(f"runs:/{rest}", tracking_uri)
         if path.is_dir():
-            path = path / "extra_files" / "generator.pt"
+            path = _model_weights(path)
     else:
         uri = storage.local_or_uri(ref)
         if not uri.endswith(".pt"):

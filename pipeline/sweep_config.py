@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from pipeline.config import MlflowSection, Section, apply_overrides, load_yaml, parse_config
+from pipeline.config import FolderName, MlflowSection, Section, apply_overrides, load_yaml, parse_config
 from pipeline.errors import ConfigError
 from pipeline.scoring import VALIDATION_METRICS
 
@@ -75,7 +75,7 @@ class SchedulerSection(Section):
 
 
 class SweepConfig(Section):
-    name: str = Field("srgan-loss-weights", description="the Tune experiment (re-run the same name to resume) and the MLflow parent run")
+    name: FolderName = Field("srgan-loss-weights", description="the Tune experiment (re-run the same name to resume) and the MLflow parent run")
     storage_path: str = Field("./ray_results/sweeps", description="local path or s3://bucket/prefix")
     train_config: str = Field(..., description="training config every trial starts from (relative to this file)")
     train_overrides: list[str] = Field(default_factory=list, description="key=value applied to train_config for every trial")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,10 +22,14 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from pipeline.errors import TrackingError
+from pipeline.redact import redact_uri
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 MODEL_NAME = "generator"  # artifact name of the logged model inside a run
+# Where a logged model keeps the srgan checkpoint: a pyfunc model's data (pipeline.serving),
+# and, in models logged before that, the pickled pytorch flavour's extra file.
+MODEL_WEIGHTS, OLD_MODEL_WEIGHTS = "data/generator.pt", "extra_files/generator.pt"
 
 # Tags. On training runs:
 RUN_TAG = "srgan.run_uri"  # the Ray Train run folder the MLflow run belongs to
@@ -61,11 +67,8 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
 
 
 def display_uri(uri: str) -> str:
-    """`uri` without a user name or password, for messages and logs."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    """`uri` with its credentials masked (pipeline.redact), for messages and logs."""
+    return redact_uri(uri)
 
 
 def is_local_store(uri: str) -> bool:
@@ -183,19 +186,28 @@ def start_run(tracking_uri: str, experiment_id: str, run_name: str, run_uri: str
 
 
 class RunLogger:
-    """Metrics and pictures for one run; used by rank 0 only."""
+    """Metrics and pictures for one run; used by rank 0 only. A metric gets each step once:
+    after a restart or --resume from a checkpoint, the steps an earlier attempt logged past
+    that checkpoint are not logged again."""
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
         self.run_id = run_id
         self._client = client(tracking_uri)
+        self._last_step = self._logged_steps()
+
+    def _logged_steps(self) -> dict[str, int]:
+        """The highest step the run holds, per metric key (what earlier attempts logged)."""
+        keys = self._client.get_run(self.run_id).data.metrics
+        return {k: max((m.step for m in self._client.get_metric_history(self.run_id, k)), default=-1) for k in keys}
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and np.isfinite(v)]
-        if items:
-            self._client.log_batch(self.run_id, metrics=items)
+        new = {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v) and step > self._last_step.get(k, -1)}
+        if new:
+            self._client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in new.items()])
+            self._last_step.update(dict.fromkeys(new, step))
 
     def image(self, picture, name: str) -> None:
         """Log a PIL image as an artifact file (e.g. grids/step_00001000.png)."""
@@ -219,7 +231,7 @@ def model_metadata(spec: dict, meta: dict) -> dict:
             "input": "float32 in [0, 1]: integer pixels divided by data_range (default: the dtype's maximum)",
             "data_range": meta.get("data_range"),
             "generator_spec": spec,
-            "checkpoint": "artifacts/generator.pt (srgan.weights.load_generator)",
+            "checkpoint": f"{MODEL_WEIGHTS} (srgan.weights.load_generator, weights only)",
             **{k: v for k, v in meta.items() if k != "data_range"},
         }
     }
@@ -242,14 +254,15 @@ def _fluent_tracking_uri(uri: str):
 
 
 def log_generator_model(tracking_uri: str, run_id: str, checkpoint_file: Path) -> str:
-    """Log an srgan generator checkpoint as an MLflow pytorch model of run `run_id`; returns
+    """Log an srgan generator checkpoint as an MLflow pyfunc model of run `run_id` that holds
+    no pickle: the checkpoint as its data, pipeline.serving as its loader (see there); returns
     its URI."""
     import mlflow
     import torch
-    from mlflow.models import ModelSignature
+    from mlflow.models import Model, ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    import srgan
+    from pipeline import serving
     from srgan.weights import load_generator
 
     generator, meta = load_generator(checkpoint_file)
@@ -258,19 +271,38 @@ def log_generator_model(tracking_uri: str, run_id: str, checkpoint_file: Path) -
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec["in_channels"], -1, -1))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec["out_channels"], -1, -1))]),
     )
-    with _fluent_tracking_uri(tracking_uri):
-        info = mlflow.pytorch.log_model(
-            generator,
+    # Made here, in the run's experiment: Model.log would make it in the process's default
+    # experiment ("0", whose artifacts a sqlite store keeps in ./mlruns of some directory).
+    c = client(tracking_uri)
+    run = c.get_run(run_id)
+    model = c.create_logged_model(run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, params=run.data.params)
+    with tempfile.TemporaryDirectory() as tmp, _fluent_tracking_uri(tracking_uri):
+        weights = Path(tmp) / Path(MODEL_WEIGHTS).name  # MLflow copies it to data/<its name>
+        shutil.copyfile(checkpoint_file, weights)
+        # mlflow.pyfunc.log_model takes no run_id; Model.log is what it calls, and takes one.
+        info = Model.log(
+            artifact_path=None,  # deprecated for `name`, but still a required argument
             name=MODEL_NAME,
+            model_id=model.model_id,
+            flavor=mlflow.pyfunc,
             run_id=run_id,
-            serialization_format="pickle",
+            loader_module=serving.__name__,
+            data_path=str(weights),
             signature=signature,
             metadata=model_metadata(spec, meta),
-            code_paths=[str(Path(srgan.__file__).parent)],
-            extra_files=[str(checkpoint_file)],
             pip_requirements=[f"torch>={torch.__version__.split('+')[0].rsplit('.', 1)[0]}", "numpy"],
         )
     return info.model_uri
+
+
+def relog_generator_model(tracking_uri: str, run_id: str) -> str:
+    """Log run `run_id`'s generator.pt artifact again as a weights-only model (for runs whose
+    model is in the old, pickled layout) and point the run's srgan.model_uri tag at it;
+    returns the new model URI, for register_version (promote reuses the version it already
+    registered for the run)."""
+    model_uri = log_generator_model(tracking_uri, run_id, download(f"runs:/{run_id}/generator.pt", tracking_uri))
+    client(tracking_uri).set_tag(run_id, MODEL_TAG, model_uri)
+    return model_uri
 
 
 def log_generator(tracking_uri: str, run_id: str, checkpoint_file: Path, as_model: bool = True) -> str | None:

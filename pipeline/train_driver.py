@@ -24,6 +24,7 @@ from pipeline.data import ImageSpec, PatchPairs, scan, train_dataset, val_datase
 from pipeline.errors import ConfigError, DataError, ModelRefError, UserError
 from pipeline.models import fetch_generator
 from pipeline.recipe import load_vgg, needs_vgg
+from pipeline.redact import redact_uri
 from pipeline.train_loop import train_loop_per_worker
 from srgan.degrade import build_degradation
 from srgan.weights import WeightsError
@@ -111,7 +112,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
     ensure_ray()
     g = cfg.model.generator
     spec = ImageSpec(channels=g.in_channels, data_range=cfg.data.data_range, min_size=cfg.data.patch_size)
-    print(f"scanning {len(train_files)} training images under {cfg.data.train} ...", flush=True)
+    print(f"scanning {len(train_files)} training images under {redact_uri(cfg.data.train)} ...", flush=True)
     train_good, bad = scan(train_files, spec, cfg.data.read_cpus)
     val_spec = ImageSpec(channels=g.in_channels, data_range=cfg.data.data_range, min_size=max(g.scale * 4, 11 + 2 * g.scale))
     val_good, val_bad = scan(val_files, val_spec, cfg.data.read_cpus)

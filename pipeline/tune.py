@@ -270,7 +270,7 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
         "trials": len(table),
         "finished": int(len(finished)),
         "best_run_id": None if best is None else best["mlflow_run_id"],
-        "tracking_uri": tracking_uri,
+        "tracking_uri": tracking.display_uri(tracking_uri),
     }
     print(f"parent MLflow run {parent_id}: results.csv, results.parquet, perception_distortion.png", flush=True)
     if tracking_uri.startswith("sqlite:"):

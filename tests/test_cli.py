@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipeline import evaluate, promote, quickstart, samples, train, tune, upscale
@@ -55,6 +54,14 @@ def test_override_yaml_that_does_not_parse(capsys, tmp_path):
     sweep = ROOT / "configs" / "quickstart_tune.yaml"
     assert "--set 'num_samples=[1,'" in one_error_line(capsys, tune.main(["--config", str(sweep), "--set", "num_samples=[1,"]))
     assert "--set 'train.gan.steps={'" in one_error_line(capsys, tune.main(["--config", str(sweep), "--train-set", "train.gan.steps={"]))
+
+
+def test_a_run_name_that_would_leave_the_storage_path_is_refused(capsys, tmp_path, images):
+    runs, db = tmp_path / "runs", tmp_path / "mlflow.db"
+    args = ["--config", str(QUICKSTART), "--set", f"data.train={images}", "--set", "data.val=null", "--set", f"run.storage_path={runs}", "--set", f"mlflow.tracking_uri=sqlite:///{db}"]
+    line = one_error_line(capsys, train.main([*args, "--set", "run.name=../x"]))
+    assert line.startswith("error: invalid config: run.name: '../x' is not a folder name") and "e.g. srgan-x4-a" in line
+    assert not (tmp_path / "x").exists() and not runs.exists() and not db.exists()
 
 
 def test_storage_in_a_missing_bucket_is_refused_before_the_mlflow_run_opens(capsys, tmp_path, images, s3_server):

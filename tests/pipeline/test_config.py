@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,23 @@ def test_bad_values_fail_at_load_naming_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(ROOT / "configs" / "quickstart.yaml", [override])
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", "..", ".hidden", "", "a..b", "tab\there"])
+def test_a_run_name_must_be_one_safe_folder_name(name):
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "configs" / "quickstart.yaml", [f"run.name={json.dumps(name)}"])  # YAML reads JSON strings
+    assert "run.name: " in str(err.value) and "e.g. srgan-x4-a" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_safe_run_and_sweep_names_pass_and_a_sweep_name_is_checked_too():
+    from pipeline.config import parse_config
+    from pipeline.sweep_config import SweepConfig
+
+    for name in ("srgan-20261123-101500", "x4_a.v2", "T1"):
+        assert load_config(ROOT / "configs" / "quickstart.yaml", [f"run.name={name}"]).run.name == name
+    with pytest.raises(ConfigError, match="name: '../sweeps' is not"):
+        parse_config({"name": "../sweeps", "train_config": "train.yaml", "search": {}}, SweepConfig)
 
 
 def test_missing_data_source_and_missing_file(tmp_path):

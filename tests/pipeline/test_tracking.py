@@ -26,13 +26,13 @@ def test_one_process_logs_registers_and_loads_in_two_stores(tmp_path):
     for store in ("a", "b"):  # each store holds its own model, found through its own client
         uri = f"sqlite:///{tmp_path / store / 'mlflow.db'}"
         local = tracking.download(f"models:/m-{store}@champion", uri)
-        assert load_generator(local / "extra_files" / "generator.pt")[0].scale == 2
+        assert load_generator(local / tracking.MODEL_WEIGHTS)[0].scale == 2
         assert [m.name for m in tracking.client(uri).search_registered_models()] == [f"m-{store}"]
     assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == before
 
 
 def test_credentials_never_show_in_messages():
-    assert tracking.display_uri("https://alice:s3cret@mlflow.example.com/path") == "https://mlflow.example.com/path"
+    assert tracking.display_uri("https://alice:s3cret@mlflow.example.com/path?token=s3cret") == "https://***@mlflow.example.com/path?token=***"
     with pytest.raises(TrackingError) as err:
         tracking.check_reachable("http://alice:s3cret@127.0.0.1:9", budget_s=1)
-    assert "s3cret" not in str(err.value) and "http://127.0.0.1:9 does not answer" in str(err.value)
+    assert "s3cret" not in str(err.value) and "http://***@127.0.0.1:9 does not answer" in str(err.value)

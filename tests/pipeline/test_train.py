@@ -44,11 +44,20 @@ def _history(client, run_id: str, key: str) -> list:
     return sorted(client.get_metric_history(run_id, key), key=lambda m: (m.timestamp, m.step))
 
 
+def _assert_each_step_logged_once(client, run_id: str) -> None:
+    """A resumed run continues its metrics: no key holds a step twice."""
+    for key in client.get_run(run_id).data.metrics:
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert len(steps) == len(set(steps)), (key, sorted(steps))
+
+
 @pytest.mark.slow
 def test_ddp_run_over_s3_checkpoints_to_the_bucket_and_logs_everything(ray_session, bucket, mlflow_uri):
     put_images(bucket, "hr/train", 8, size=(48, 48), with_bad=True)
     put_images(bucket, "hr/val", 2, size=(40, 40), seed=1)
-    cfg = parse_config(tiny(f"s3://{bucket}/hr/train/", f"s3://{bucket}/hr/val/", f"s3://{bucket}/runs", mlflow_uri))
+    # Unused with the discriminator backbone; a presigned URL whose credentials must not reach MLflow.
+    presigned = "https://AKIAUSER:s3cr3tpass@weights.example.com/vgg19.pth?X-Amz-Signature=s3cr3tsig"
+    cfg = parse_config(tiny(f"s3://{bucket}/hr/train/", f"s3://{bucket}/hr/val/", f"s3://{bucket}/runs", mlflow_uri, loss={"vgg_weights": presigned}))
     outcome = run_training(cfg)
 
     # Checkpoints are in the bucket: rank 0's state and generator, every rank's RNG state.
@@ -62,7 +71,8 @@ def test_ddp_run_over_s3_checkpoints_to_the_bucket_and_logs_everything(ray_sessi
     run = client.get_run(outcome.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["loss.weights.content"] == "1.0" and run.data.params["scaling.num_workers"] == "2"
-    assert not any("testing-secret" in v for v in run.data.params.values())  # credentials never logged
+    assert not any("testing-secret" in v or "s3cr3t" in v for v in run.data.params.values())  # credentials never logged
+    assert run.data.params["loss.vgg_weights"] == "https://***@weights.example.com/vgg19.pth?X-Amz-Signature=***"
     metrics = run.data.metrics
     for key in ("train/loss_pixel", "train/loss_d", "train/d_real", "train/d_fake", "train/samples_per_s", "val/psnr", "val/ssim", "val/psnr_bicubic"):
         assert key in metrics, key
@@ -94,9 +104,10 @@ def test_a_worker_failure_resumes_from_the_last_checkpoint(ray_session, bucket, 
     resumed = _history(client, outcome.mlflow_run_id, "train/resumed_from_step")
     assert [(m.step, m.value) for m in resumed] == [(4, 4.0)]  # the checkpoint before the failure
     steps = _history(client, outcome.mlflow_run_id, "train/lr")
-    after = [m.step for m in steps if m.timestamp >= resumed[0].timestamp]
-    assert after == [5, 6, 7, 8]  # the step counter continued; nothing restarted from 0
-    assert max(m.step for m in steps) == 8
+    # In the order logged: the failed attempt's steps (to 5), then the restarted one's after
+    # them; nothing restarted from 0 and no step (the failed attempt's 5) came twice.
+    assert [m.step for m in steps] == list(range(1, 9))
+    _assert_each_step_logged_once(client, outcome.mlflow_run_id)
 
 
 def _cli_summary(capsys) -> dict:
@@ -126,6 +137,7 @@ def test_cli_resume_continues_a_finished_run_and_a_rerun_without_it_is_refused(r
     client = mlflow.MlflowClient(mlflow_uri)
     assert [m.value for m in client.get_metric_history(second["mlflow_run_id"], "train/resumed_from_step")] == [4.0]
     assert sorted({m.step for m in client.get_metric_history(second["mlflow_run_id"], "train/lr")}) == [1, 2, 3, 4, 5, 6]
+    _assert_each_step_logged_once(client, second["mlflow_run_id"])
 
     assert main([*cli, "--set", "run.name=never-ran", "--resume"]) == 2
     assert "no checkpoints of run 'never-ran'" in capsys.readouterr().err

@@ -170,6 +170,11 @@ def value_range(raster: formats.Raster, setting: str | tuple[float, float], mode
         return (*measured_range(raster, block), "the file's min and max")
     if model_range:
         return 0.0, float(model_range), "the model's data_range"
+    if raster.dtype == np.bool_:
+        raise DecodeError("is a 1-bit (boolean) image; an SR model needs grey levels: convert it to 8-bit first")
+    if np.issubdtype(raster.dtype, np.integer) and raster.value_range[1] - raster.value_range[0] > 2**24:
+        # more levels than float32 (the model's input) tells apart: the values that matter would be lost
+        raise DecodeError(f"is {raster.dtype}, whose whole range is too wide to read as the model's 0..1; pass --value-range stats (each file's own min and max) or --value-range LOW,HIGH")
     if np.issubdtype(raster.dtype, np.floating):
         return (*raster.value_range, "float data is read as [0, 1] unless a range is given")
     return (*raster.value_range, f"the value range this {raster.dtype} file declares")

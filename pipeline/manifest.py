@@ -64,6 +64,7 @@ class Manifest:
 
     def __init__(self, output_root: str, run_id: str, every_s: float = 10.0) -> None:
         self.output_root, self.run_id = output_root, run_id
+        self.record: dict | None = None
         self.uri = storage.join(output_root, MANIFEST_DIR, "runs", f"{run_id}.jsonl")
         self.rows: list[dict] = []
         self.every_s = every_s
@@ -84,7 +85,10 @@ class Manifest:
         import pandas as pd
 
         self.flush()
-        rows = list(latest_rows(read_manifest(self.output_root)).values())
+        if self.record is not None:  # a run that ends here was not interrupted
+            self.record["finished_at"] = _now()
+            self._write_record()
+        rows = [{k: _parquet_safe(v) for k, v in r.items()} for r in latest_rows(read_manifest(self.output_root)).values()]
         latest = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(FIELDS))
         uri = storage.join(self.output_root, MANIFEST_DIR, "manifest.parquet")
         buf = io.BytesIO()
@@ -94,8 +98,23 @@ class Manifest:
 
     def start(self, ident: dict) -> None:
         """Record this run and what it makes outputs with, before it makes any."""
-        record = {"run": self.run_id, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **ident}
-        storage.write_bytes(storage.join(self.output_root, MANIFEST_DIR, "runs", f"{self.run_id}.job.json"), json.dumps(record).encode(), self.run_id)
+        self.record = {"run": self.run_id, "started_at": _now(), **ident}
+        self._write_record()
+
+    def _write_record(self) -> None:
+        storage.write_bytes(storage.join(self.output_root, MANIFEST_DIR, "runs", f"{self.run_id}.job.json"), json.dumps(self.record).encode(), self.run_id)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _parquet_safe(value):
+    """Text parquet can store: a local name that is not valid UTF-8 (kept exactly in the
+    JSON lines) gets backslash escapes here."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
 
 
 def latest_rows(rows: list[dict]) -> dict[str, dict]:

@@ -14,7 +14,10 @@ MASK = "***"
 
 
 def _secret_parameter(name: str) -> bool:
-    return any(word in _SECRET_WORDS for word in re.split(r"[-_.]", name.lower()))
+    """Whether a parameter name holds a credential word, in any spelling: access_token,
+    X-Amz-Signature, accessToken, clientSecret, APIKey."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", name)
+    return any(w.lower() in _SECRET_WORDS for w in words) or name.lower() in _SECRET_WORDS
 
 
 def _redact_query(query: str) -> str:
@@ -27,13 +30,19 @@ def _redact_query(query: str) -> str:
 
 def _redact_one(uri: str) -> str:
     scheme, rest = uri.split("://", 1)
+    # user:password@ ends at the last '@' before the host; a password may hold '/', '#' or
+    # '?' unescaped (an AWS secret key does), so anything before an '@' that follows a ':'
+    # counts. A path with '@' and ':' in it is masked too: safe, if not pretty.
+    userinfo = re.match(r"([^@\s]*:[^@\s]*|[^@/?#\s]*)@", rest)
+    if userinfo:
+        rest = f"{MASK}@{rest[userinfo.end():]}"
     authority, tail = re.match(r"([^/?#]*)(.*)", rest, re.S).groups()
-    if "@" in authority:
-        authority = f"{MASK}@{authority.rsplit('@', 1)[1]}"
     before_fragment, hash_, fragment = tail.partition("#")
     path, question, query = before_fragment.partition("?")
     if question:
         before_fragment = f"{path}?{_redact_query(query)}"
+    if hash_ and "=" in fragment:  # an OAuth-style fragment: #access_token=...
+        fragment = _redact_query(fragment)
     return f"{scheme}://{authority}{before_fragment}{hash_}{fragment}"
 
 

@@ -88,6 +88,9 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     bucket, _, key = uri[len("s3://"):].partition("/")
     if not bucket:
         raise StorageError(f"{uri} names no bucket; use s3://bucket/prefix")
+    if any(part in (".", "..") for part in key.split("/")):
+        # pyarrow would resolve them and address another key than the one named
+        raise StorageError(f"{uri}: '.' and '..' are not folders in S3; name the prefix or key without them")
     try:
         fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")
     except Exception as exc:
@@ -102,6 +105,7 @@ def overlaps(a: str, b: str) -> bool:
     if is_s3(a) != is_s3(b):
         return False
     if is_s3(a):
+        filesystem(a), filesystem(b)  # refuses '.' and '..' segments, which S3 clients resolve
         a, b = a[len("s3://"):], b[len("s3://"):]
     else:
         a, b = os.path.realpath(a), os.path.realpath(b)
@@ -214,7 +218,7 @@ def _appearing_whole(target: Path, owner: str = "write"):
     becomes `target` by rename when the block completes, and is removed when it does not.
     `owner` (e.g. a job's run id) lets that job find what an interrupted run of its own left."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.srgan-{owner}-{uuid.uuid4().hex[:12]}.partial")
+    tmp = target.with_name(f".{target.name[:120]}.srgan-{owner}-{uuid.uuid4().hex[:12]}.partial")  # within NAME_MAX
     try:
         yield tmp
         tmp.replace(target)

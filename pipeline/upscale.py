@@ -148,24 +148,39 @@ def plan_outputs(job: UpscaleJob, out_root: str, ident: dict) -> tuple[list[dict
         if key not in existing:
             todo.append(item)
         elif key in owners:
-            if not records.same_maker(owners[key], ident):
-                conflicts.append((key, owners[key]))
+            reason = _not_ours(owners[key], item, ident, runs)
+            if reason:
+                conflicts.append((key, reason))
                 continue
             decided.append(new_row(item, ident, status="skipped", error="done before with this model and settings"))
         elif runs and all(records.same_maker(r, ident) for r in runs.values()):
             # Written by an interrupted run of this same job before its row was recorded.
             decided.append(new_row(item, ident, status="skipped", error="made by an interrupted run with this model and settings"))
         elif runs:
-            conflicts.append((key, None))
+            conflicts.append((key, "has no row, and a run with other settings was interrupted there"))
         else:
             decided.append(new_row(item, ident, error="an output of this name exists that no run of this job made; move it away or use --overwrite"))
     if conflicts:
-        key, other = conflicts[0]
+        key, reason = conflicts[0]
         raise UsageError(
-            f"{len(conflicts)} output(s) under {out_root} were made by {records.describe(other)}, e.g. {key!r}, not by {records.describe(ident)}; "
+            f"{len(conflicts)} output(s) under {out_root} cannot count as done by {records.describe(ident)}: e.g. {key!r} {reason}; "
             "re-run with --overwrite to redo them, or choose a new --output prefix"
         )
     return todo, decided
+
+
+def _not_ours(owner: dict, item: dict, ident: dict, runs: dict) -> str:
+    """Why an existing output whose latest row is `owner` is not this job's to skip, or ""
+    when it is: the same maker, from the same input bytes, and no run with other settings was
+    interrupted after it (such a run may have rewritten the file before writing its row)."""
+    if not records.same_maker(owner, ident):
+        return f"was made by {records.describe(owner)}"
+    if owner.get("input") != item["input"] or int(owner.get("bytes_in", -1)) != int(item["size"]):
+        return f"was made from {owner.get('input')} ({owner.get('bytes_in')} bytes), not from {item['input']} ({item['size']} bytes)"
+    later = [r for run, r in runs.items() if run > owner.get("run", "") and r is not None and not r.get("finished_at") and not records.same_maker(r, ident)]
+    if later:
+        return f"may have been rewritten by the interrupted run {later[0]['run']} ({records.describe(later[0])})"
+    return ""
 
 
 def _resources(job: UpscaleJob, cluster: dict) -> tuple[dict, int]:

@@ -41,7 +41,14 @@ def open_raster(path: Path, name: str | None = None, max_pixels: int = MAX_PIXEL
     if path.stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
     chosen = next((codec for codec in candidates[:-1] if codec.probe(path)), candidates[-1])
-    return chosen.open(path, max_pixels)
+    try:
+        return chosen.open(path, max_pixels)
+    except DecodeError as exc:
+        # A TIFF neither reader opens (truncated, corrupt): GDAL usually says best why.
+        cause = geotiff.open_failure(path) if chosen is png_tiff.CODEC and ext in geotiff.EXTENSIONS else ""
+        if cause:
+            raise DecodeError(f"{exc}; GDAL: {cause}") from exc
+        raise
 
 
 def decode_with_alpha(data: bytes, name: str) -> tuple[np.ndarray, bool]:
@@ -85,24 +92,27 @@ def conform_bands(array: np.ndarray, channels: int, alpha: bool = False) -> np.n
 def to_unit(array: np.ndarray, value_range: float | None = None, offset: float = 0.0) -> torch.Tensor:
     """(H, W, C) array -> (C, H, W) float32 tensor in [0, 1]: (values + `offset`) /
     `value_range` (default the dtype's maximum; clipped when a range is given)."""
-    scaled = array.astype(np.float32)
+    wide = array.dtype.itemsize > 2 and not np.issubdtype(array.dtype, np.floating)  # 32/64-bit integers: float64 first
+    work = np.float64 if wide or array.dtype == np.float64 else np.float32
+    scaled = array.astype(work)
     if offset:
-        scaled += np.float32(offset)
-    scaled /= np.float32(value_range or data_range(array.dtype))
+        scaled += work(offset)
+    scaled /= work(value_range or data_range(array.dtype))
     if value_range:
         scaled = np.clip(scaled, 0.0, 1.0)
-    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32))
 
 
 def from_unit(tensor: torch.Tensor, dtype: np.dtype, value_range: float | None = None, offset: float = 0.0) -> np.ndarray:
     """(C, H, W) tensor in [0, 1] -> (H, W, C) array of `dtype`: value * range - offset,
     rounded and clipped to the dtype if integer (inverse of `to_unit`). Works in place on one
     float copy, so a large image costs one float and one output array."""
-    values = tensor.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)  # clamp copies
-    np.multiply(values, np.float32(value_range or data_range(dtype)), out=values)
-    if offset:
-        np.subtract(values, np.float32(offset), out=values)
     dtype = np.dtype(dtype)
+    work = np.float64 if dtype.itemsize > 2 and not np.issubdtype(dtype, np.float32) and dtype != np.float16 else np.float32
+    values = tensor.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0).astype(work)  # copies
+    np.multiply(values, work(value_range or data_range(dtype)), out=values)
+    if offset:
+        np.subtract(values, work(offset), out=values)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         np.rint(values, out=values)

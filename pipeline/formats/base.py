@@ -69,8 +69,8 @@ class RasterWriter(ABC):
 
     @abstractmethod
     def write(self, window: Window, array: np.ndarray, mask: np.ndarray | None) -> None:
-        """Store the upscaled kept part of `window`; `mask` (the read part's no-data pixels,
-        as `Raster.read` gave it) marks output pixels to set to the format's no-data value."""
+        """Store the upscaled kept part of `window`; `mask` (the read part's no-data values,
+        (H, W, C) as `Raster.read` gave it) marks output values to set to no-data."""
 
     def close(self) -> None:
         """Finish the file."""
@@ -110,8 +110,8 @@ class Raster(ABC):
 
     @abstractmethod
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
-        """(stored values of the window's read part, its no-data mask or None); no-data pixels
-        hold 0."""
+        """(stored values of the window's read part, its (H, W, C) no-data mask or None);
+        no-data values hold 0."""
 
     @abstractmethod
     def create(self, path: Path, scale: int, notes: dict[str, str]) -> RasterWriter:

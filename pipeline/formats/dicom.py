@@ -48,14 +48,18 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS):
         raise DecodeError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     if "PixelData" not in ds:
         raise DecodeError("DICOM file holds no pixel data")
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    check_pixels(int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0), frames, max_pixels)
+    try:
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        columns, rows, samples = int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"DICOM NumberOfFrames, Rows, Columns or SamplesPerPixel is not a number ({exc})") from exc
+    check_pixels(columns, rows, frames, max_pixels)
+    stored_dtype(ds)  # before decoding: a layout this codec cannot write back is refused
     try:
         pixels = ds.pixel_array
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DecodeError(f"undecodable DICOM pixel data ({first})") from exc
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
     if samples == 1:
         pixels = pixels[..., None]
     if frames == 1:
@@ -63,6 +67,14 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS):
     if pixels.ndim != 4:
         raise DecodeError(f"DICOM pixel data of shape {pixels.shape} is not {frames} frame(s) of {samples} sample(s)")
     return ds, pixels, value_offset(ds), value_range(ds)
+
+
+def stored_dtype(ds) -> np.dtype:
+    """The dtype PixelData holds: BitsAllocated 8, 16 or 32, signed when PixelRepresentation is 1."""
+    bits, signed = int(getattr(ds, "BitsAllocated", 16)), int(getattr(ds, "PixelRepresentation", 0)) == 1
+    if bits not in (8, 16, 32):
+        raise DecodeError(f"DICOM BitsAllocated {bits} is not supported; 8, 16 and 32 are")
+    return np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
 
 
 def value_offset(ds) -> int:
@@ -104,7 +116,7 @@ def encode(ds, frames: np.ndarray, scale: int, model_name: str) -> bytes:
         out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     if "NumberOfFrames" in out:
         out.NumberOfFrames = f
-    dtype = np.dtype(np.int16 if int(getattr(ds, "PixelRepresentation", 0)) == 1 else np.uint16) if int(getattr(ds, "BitsAllocated", 16)) == 16 else np.dtype(np.uint8)
+    dtype = stored_dtype(ds)
     out.PixelData = np.ascontiguousarray(pixels.astype(dtype)).tobytes()
     out["PixelData"].VR = "OW" if dtype.itemsize == 2 else "OB"
     buf = io.BytesIO()

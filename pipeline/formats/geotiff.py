@@ -2,8 +2,8 @@
 
 A TIFF is this codec's when it carries a CRS, a geotransform or ground control points; other
 TIFFs go to the plain image codec. Windows of a raster are read with the model's context
-around them, so memory is bounded by the window, not the raster. No-data pixels are read as 0
-and written back as no-data.
+around them, so memory is bounded by the window, not the raster. No-data values are read as 0
+and written back as no-data, band by band (a band's no-data never erases another band).
 
 An upscaled raster keeps: every band, in order, with its dtype, nodata value, description,
 colour interpretation, scale/offset and tags; the dataset tags; the CRS. Its geotransform is
@@ -75,6 +75,21 @@ def gdal_reason(exc: BaseException) -> str:
     return " / ".join(messages) or "unknown GDAL error"
 
 
+def open_failure(path: Path) -> str:
+    """Why GDAL cannot open the file at `path` ("" when it can, or without rasterio)."""
+    if not available():
+        return ""
+    import rasterio
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rasterio.open(path).close()
+    except Exception as exc:
+        return gdal_reason(exc)
+    return ""
+
+
 class GeoRaster(Raster):
     """A local GeoTIFF opened with rasterio; (H, W, C) windows. Any size: it is never decoded
     whole, so no pixel limit applies."""
@@ -106,9 +121,9 @@ class GeoRaster(Raster):
             raise DecodeError(f"cannot read GeoTIFF window rows {window.rows} cols {window.cols} ({gdal_reason(exc)})") from exc
         if self.nodata is None:
             return array, None
-        mask = np.isnan(array).any(axis=2) if np.isnan(self.nodata) else (array == self.nodata).any(axis=2)
+        mask = np.isnan(array) if np.isnan(self.nodata) else (array == self.nodata)  # per band, as GDAL's nodata is
         if mask.any():
-            array = np.where(mask[..., None], np.zeros((), array.dtype), array)
+            array = np.where(mask, np.zeros((), array.dtype), array)
         return array, mask
 
     def create(self, path: Path, scale: int, notes: dict[str, str]) -> RasterWriter:
@@ -170,7 +185,7 @@ class GeoWriter(RasterWriter):
         s = self.scale
         if mask is not None:
             top, bottom, left, right = window.region
-            kept = mask[top:bottom, left:right]
+            kept = mask[top:bottom, left:right]  # (h, w, bands)
             if kept.any():
                 array[np.repeat(np.repeat(kept, s, axis=0), s, axis=1)] = self.nodata
         (top, bottom), (left, right) = window.keep_rows, window.keep_cols

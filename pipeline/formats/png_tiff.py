@@ -177,7 +177,8 @@ def decode_tiff(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, 
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             series, page = tif.series[0], tif.pages[0]
             axes, shape = series.axes, dict(zip(series.axes, series.shape))
-            check_pixels(shape.get("X", 1), shape.get("Y", 1), 1, max_pixels)
+            pages = int(np.prod([n for ax, n in shape.items() if ax not in "YXSC"]))  # pages, slices, times
+            check_pixels(shape.get("X", 1), shape.get("Y", 1), pages, max_pixels)
             array = series.asarray()
             colours = _tiff_colours(page)
             alpha = any(int(e) in (1, 2) for e in (page.extrasamples or ())) or colours[-1:] == ("alpha",)
@@ -203,8 +204,9 @@ def _tiff_colours(page) -> tuple[str, ...]:
         if items:
             found = {int(sample): name.strip().lower() for sample, name in items}
             return tuple(found.get(i, "undefined") for i in range(max(found) + 1))
-    if int(page.photometric) == 2:  # RGB
-        return ("red", "green", "blue") + ("alpha",) * (page.samplesperpixel - 3)
+    if int(page.photometric) == 2:  # RGB; extra samples are alpha only where ExtraSamples says so
+        extras = tuple(page.extrasamples or ())
+        return ("red", "green", "blue") + tuple("alpha" if int(e) in (1, 2) else "undefined" for e in extras)
     return ()
 
 

@@ -65,3 +65,17 @@ def test_the_training_summary_holds_no_credentials(capsys):
     out = capsys.readouterr().out
     assert "MLflow run: abc123" in out and "https://***@mlflow.example.com/?access_token=***" in out
     assert "s3cr3t" not in out
+
+
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("https://h/p?accessToken=tok123&x=1", "tok123"),  # camelCase names
+        ("https://h/p?clientSecret=sec123", "sec123"),
+        ("https://h/cb#access_token=frag123&state=1", "frag123"),  # an OAuth fragment
+        ("http://user:p#ss123@host:5000/x", "p#ss123"),  # '#' in a password
+        ("s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY@bucket/key", "wJalrXUtnFEMI"),  # '/' in it
+    ],
+)
+def test_credentials_found_by_a_red_team_pass_are_masked(text, secret):
+    assert secret not in redact_uri(text)

@@ -15,6 +15,7 @@ import pytest
 import tifffile
 
 from pipeline import formats
+from pipeline.models import Upscaler
 from tests.helpers import dicom_bytes, geotiff_bytes, png_bytes, smooth_image
 from tests.pipeline.test_upscale import SCALE, run_one, upscaler
 
@@ -191,3 +192,96 @@ def test_one_limit_for_images_decoded_whole_and_none_for_windowed_geotiffs(tmp_p
     assert row["status"] == "done" and row["windows"] > 1 and row["out_width"] == 100 * SCALE
     row, _ = run_one(tmp_path / "ok", "a.png", png_bytes(image), upscaler(), max_pixels=100 * 100, window_pixels=400)
     assert row["status"] == "done" and row["windows"] > 1  # whole-decoded images are upscaled by windows too
+
+
+# -- found by a red-team pass --------------------------------------------------------------
+
+
+def test_wide_integers_need_a_stated_range_and_keep_their_values_with_one(tmp_path):
+    image = np.full((20, 20, 3), 1000, np.int32)
+    image[5:15, 5:15] = 1003
+    up = upscaler()
+    row, out = run_one(tmp_path / "auto", "i32.tif", formats.encode(image, "x.tif"), up)
+    assert row["status"] == "failed" and "int32" in row["error"] and "--value-range stats" in row["error"] and not out.exists()
+    row, out = run_one(tmp_path / "stats", "i32.tif", formats.encode(image, "x.tif"), up, value_range="stats")
+    assert row["status"] == "done" and np.array_equal(formats.decode(out.read_bytes(), "x.tif"), expected(up, image, 1000.0, 1003.0))
+    bicubic = Upscaler(name="bicubic", scale=SCALE, tile=0)  # passes values through: none may be lost
+    row, out = run_one(tmp_path / "bicubic", "i32.tif", formats.encode(image, "x.tif"), bicubic, value_range="stats")
+    result = formats.decode(out.read_bytes(), "x.tif")
+    assert row["status"] == "done" and result.dtype == np.int32 and result.min() == 1000 and result.max() == 1003
+
+
+def test_a_boolean_image_is_refused(tmp_path):
+    data = formats.encode(np.random.default_rng(0).random((16, 16, 3)) > 0.5, "x.tif")
+    row, out = run_one(tmp_path, "mask.tif", data, upscaler())
+    assert row["status"] == "failed" and "1-bit" in row["error"] and not out.exists()
+
+
+def test_tiff_pages_count_toward_the_pixel_limit(tmp_path):
+    import io
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((40, 50, 50), np.uint8))  # 40 pages of 50 x 50
+    row, _ = run_one(tmp_path, "pages.tif", buf.getvalue(), upscaler(), max_pixels=50 * 50 * 10)
+    assert row["status"] == "failed" and "in 40 frames" in row["error"] and "over the 25,000-pixel limit" in row["error"]
+
+
+def test_an_rgb_tiff_with_an_unspecified_extra_band_is_not_alpha():
+    import io
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((8, 8, 4), np.uint8), photometric="rgb", extrasamples=("unspecified",))
+    array, alpha = formats.decode_with_alpha(buf.getvalue(), "rgbn.tif")
+    assert array.shape == (8, 8, 4) and not alpha
+
+
+def test_a_bands_nodata_does_not_erase_the_other_bands(tmp_path):
+    image = np.full((24, 24, 3), 1000, np.uint16)
+    image[:, :12, 0] = 0  # band 1 has no data on the left half; bands 2 and 3 have data there
+    row, out = run_one(tmp_path, "s.tif", geotiff_bytes(image, nodata=0), Upscaler(name="bicubic", scale=SCALE, tile=0))
+    assert row["status"] == "done", row
+    with rasterio.open(out) as dst:
+        result = np.moveaxis(dst.read(), 0, -1)
+    assert (result[:, : 12 * SCALE, 0] == 0).all()  # no-data stays no-data in its own band
+    assert (result[..., 1:] == 1000).all()  # the other bands keep every value
+
+
+def test_32_bit_dicom_is_written_back_readable(tmp_path):
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(np.zeros((16, 16), np.uint16))))
+    pixels = (np.arange(256, dtype=np.uint32).reshape(16, 16) * 1000)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 20, 19
+    ds.PixelData = pixels.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    row, out = run_one(tmp_path, "dose.dcm", buf.getvalue(), upscaler(channels=1))
+    assert row["status"] == "done", row
+    back = pydicom.dcmread(out)
+    assert back.BitsAllocated == 32 and back.pixel_array.dtype == np.uint32 and back.pixel_array.shape == (32, 32)
+
+
+def test_a_dicom_with_a_frame_count_that_is_not_a_number_is_a_row_not_a_traceback(tmp_path, caplog):
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(np.zeros((16, 16), np.uint16))))
+    ds.NumberOfFrames = "7"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    at = data.index(b"\x28\x00\x08\x00IS")  # (0028,0008) IS, value "7 " -> "x "
+    buf = io.BytesIO(data[: at + 8] + b"x " + data[at + 10 :])
+    caplog.set_level(logging.ERROR)
+    row, _ = run_one(tmp_path, "frames.dcm", buf.getvalue(), upscaler(channels=1))
+    assert row["status"] == "failed" and "not a number" in row["error"]
+    assert not [r for r in caplog.records if r.name.startswith("pipeline")]
+
+
+def test_a_truncated_tiff_names_gdals_cause(tmp_path):
+    data = geotiff_bytes(smooth_image(np.random.default_rng(6), 64, 64, 3, np.uint16))
+    row, out = run_one(tmp_path, "truncated.tif", data[: len(data) // 2], upscaler())
+    assert row["status"] == "failed" and "GDAL: " in row["error"] and not out.exists(), row["error"]

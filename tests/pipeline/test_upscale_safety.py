@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline import formats
+from pipeline.errors import UsageError
 from pipeline.manifest import read_manifest, recorded_runs
 from pipeline.upscale import main
 from srgan.weights import save_generator
@@ -126,3 +127,67 @@ def test_links_never_lead_reads_or_writes_outside_the_folders(tmp_path, ray_sess
     assert rows["sub/b.png"]["status"] == "failed" and "leads outside" in rows["sub/b.png"]["error"]
     assert _tree(elsewhere) == before  # nothing read from there reached out/, nothing written there
     assert sorted(p.name for p in out.iterdir()) == ["_manifest", "a.png", "sub"]
+
+
+# -- found by a red-team pass --------------------------------------------------------------
+
+
+def _history(out, runs: list[tuple[str, dict, bool, list[dict]]]) -> None:
+    """Write a manifest history by hand: (run id, identity, finished, rows)."""
+    import json
+
+    folder = out / "_manifest" / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for run, ident, finished, rows in runs:
+        (folder / f"{run}.job.json").write_text(json.dumps({"run": run, **ident, **({"finished_at": "t"} if finished else {})}))
+        if rows:
+            (folder / f"{run}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_an_output_a_later_interrupted_run_may_have_rewritten_or_made_from_other_input_is_not_done(tmp_path):
+    from pipeline.manifest import identity, new_row
+    from pipeline.upscale import UpscaleJob, plan_outputs
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    (src / "a.png").write_bytes(b"12345")
+    (out / "a.png").write_bytes(b"output")
+    x2, x4 = identity("bicubic", "bicubic", 2, {}), identity("bicubic", "bicubic", 4, {})
+    item = {"key": "a.png", "input": str(src / "a.png"), "output": str(out / "a.png"), "size": 5}
+    job = UpscaleJob(model="bicubic", scale=2, input=str(src), output=str(out), extensions=(".png",))
+    _history(out, [("r1", x2, True, [new_row(item, x2, status="done")])])
+    todo, decided = plan_outputs(job, str(out), x2)
+    assert not todo and decided[0]["status"] == "skipped"
+    # An --overwrite run at x4 was killed after it may have replaced a.png, before its row.
+    _history(out, [("r2", x4, False, [])])
+    with pytest.raises(UsageError, match=r"may have been rewritten by the interrupted run r2 .*--overwrite"):
+        plan_outputs(job, str(out), x2)
+    # Same name, other input bytes (or another --input folder): not this output's source.
+    (out / "_manifest" / "runs" / "r2.job.json").unlink()
+    (src / "a.png").write_bytes(b"123456")
+    with pytest.raises(UsageError, match=r"was made from .* \(5 bytes\), not from .* \(6 bytes\)"):
+        plan_outputs(job, str(out), x2)
+
+
+def test_dot_segments_in_s3_prefixes_are_refused(capsys):
+    for inp, out in (("s3://b/scenes/", "s3://b/x/../scenes/"), ("s3://b/scenes/", "s3://b/./scenes/")):
+        assert main(["--model", "bicubic", "--scale", "2", "--input", inp, "--output", out]) == 2
+        assert "'.' and '..' are not folders in S3" in one_error_line(capsys, 2)
+
+
+def test_manifests_keep_names_that_are_not_utf8_and_long_names_are_written(tmp_path):
+    import os
+
+    from pipeline import storage
+    from pipeline.manifest import Manifest, identity, new_row
+
+    name = os.fsdecode(b"bad\xff.png")
+    manifest = Manifest(str(tmp_path), "r1")
+    manifest.start(identity("bicubic", "bicubic", 2, {}))
+    manifest.add(new_row({"key": name, "input": name, "output": name, "size": 1}, identity("bicubic", "bicubic", 2, {}), status="done"))
+    table = pd.read_parquet(manifest.finish())
+    assert table["key"].tolist() == ["bad\\xff.png"] and read_manifest(str(tmp_path))[0]["key"] == name
+    long = "x" * 240 + ".png"
+    storage.write_bytes(str(tmp_path / long), b"data", "r1")
+    assert (tmp_path / long).read_bytes() == b"data"

@@ -159,6 +159,7 @@ class TrainSection(Section):
     ema_decay: float = Field(0.999, ge=0, lt=1)
     log_every: int = Field(100, ge=1)
     val_every: int = Field(5000, ge=1)
+    lpips_weights: str | None = Field("torchvision", description="LPIPS AlexNet backbone for validation: 'torchvision' (its cache, never downloaded), a local file or s3:// URI; null: no LPIPS. Not found: validation says so once and goes on without it")
     checkpoint_every: int = Field(5000, ge=1)
     num_to_keep: int = Field(3, ge=1, description="checkpoints kept in storage")
     max_failures: int = Field(3, ge=-1, description="worker-failure restarts before the run fails (-1: unlimited)")

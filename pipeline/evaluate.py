@@ -1,7 +1,10 @@
 """Score a model against bicubic on a folder of HR images with the standard SR protocol
-(pipeline.scoring): PSNR/SSIM on Y per image and as means, a table, JSON or a grid picture.
+(pipeline.scoring): PSNR/SSIM on Y, NIQE and (with its weights) LPIPS, per image and as
+means, for the model and bicubic side by side: a table, JSON or a grid picture. With
+--no-reference, score images as they are (NIQE only), e.g. the batch upscaler's outputs.
 
     python -m pipeline.evaluate --model bicubic|<model reference> --data <folder> --scale 4 [--json] [--grid out.png]
+    python -m pipeline.evaluate --no-reference --data <folder> [--json]
 """
 
 from __future__ import annotations
@@ -15,28 +18,48 @@ import torch
 from pipeline import cli, storage
 from pipeline.errors import UsageError
 from pipeline.models import Upscaler, load_upscaler
-from pipeline.scoring import EvalReport, ImageScore, evaluate_images, iter_images, list_images
+from pipeline.scoring import AsIsScore, EvalReport, ImageScore, evaluate_images, iter_images, list_images, lpips_model, say_lpips_skipped, score_as_is
 from srgan.generator import SCALES
 
 EXAMPLES = [
     "python -m pipeline.evaluate --model bicubic --data ../shared/data/Set5 --scale 4",
-    "python -m pipeline.evaluate --model models:/srgan@champion --data s3://bucket/holdout/ --grid holdout.png",
+    "python -m pipeline.evaluate --model models:/srgan@champion --data s3://bucket/holdout/ --grid holdout.png --lpips-weights alexnet-owt-7be5be79.pth",
+    "python -m pipeline.evaluate --no-reference --data s3://bucket/scenes-x4/ --json",
 ]
 
 
-def evaluate(model: str, data: str, *, scale: int | None = None, tile: int = 256, device: str | None = None, tracking_uri: str | None = None, grid: str | Path | None = None, table: bool = False) -> EvalReport:
+def evaluate(model: str, data: str, *, scale: int | None = None, tile: int = 256, device: str | None = None, tracking_uri: str | None = None, grid: str | Path | None = None, table: bool = False, lpips_weights: str | None = "torchvision") -> EvalReport:
     """Score `model` (any model reference, or 'bicubic') on the HR images under `data`;
     `grid` writes the LR | bicubic | SR | HR picture; `table` prints a row per image as it
-    is scored, then the means."""
+    is scored, then the means. LPIPS is measured when `lpips_weights` (see
+    pipeline.scoring.lpips_model) are found; otherwise a note on stderr says why not."""
     files = list_images(data)  # before the model is fetched: a bad folder fails fast
     if grid is not None:
         storage.check_destination(str(Path(grid).resolve().parent), "--grid")
     upscaler = load_upscaler(model, device=_device(device), scale=scale, tile=tile, tracking_uri=tracking_uri)
-    printer = Table(upscaler, data) if table else None
-    report = evaluate_images(upscaler, iter_images(files), Path(data.rstrip("/")).name, grid, printer.row if printer else None)
+    lpips, skipped = lpips_model(lpips_weights)
+    printer = Table(upscaler, data, lpips is not None) if table else None
+    report = evaluate_images(upscaler, iter_images(files), Path(data.rstrip("/")).name, grid, printer.row if printer else None, lpips)
     if printer:
         printer.means(report)
+    say_lpips_skipped(skipped)
     return report
+
+
+def evaluate_as_is(data: str, table: bool = False) -> dict:
+    """NIQE of the images under `data` as they are (no reference): per image and the mean
+    over those it is defined for (1- and 3-band images of at least 96 x 96)."""
+    files = list_images(data)
+    if table:
+        print(f"NIQE of the images under {data} as they are (no reference; lower is more natural)")
+        print(f"{'image':<40} {'size':>11}  {'NIQE':>7}", flush=True)
+    show = (lambda s: print(f"{s.name[-40:]:<40} {f'{s.width}x{s.height}':>11}  {_fmt(s.niqe, 2):>7}", flush=True)) if table else None
+    scores: list[AsIsScore] = score_as_is(iter_images(files), show)
+    values = [s.niqe for s in scores if s.niqe is not None]
+    mean = sum(values) / len(values) if values else None
+    if table:
+        print(f"{f'mean of {len(values)}':<40} {'':>11}  {_fmt(mean, 2):>7}", flush=True)
+    return {"dataset": Path(data.rstrip("/")).name, "niqe": mean, "images": [s.__dict__ for s in scores]}
 
 
 def _device(name: str | None) -> torch.device | None:
@@ -52,36 +75,41 @@ def _device(name: str | None) -> torch.device | None:
 
 
 def _fmt(value: float | None, digits: int) -> str:
-    return "   -   " if value is None else f"{value:.{digits}f}"
+    return "   -   " if value is None or value != value else f"{value:.{digits}f}"
 
 
 class Table:
-    """The evaluation as text: a header, a row per image, the means."""
+    """The evaluation as text: a header, a row per image, the means. For bicubic and the
+    model side by side: PSNR / SSIM, NIQE, and LPIPS when it is measured."""
 
-    def __init__(self, upscaler: Upscaler, data: str) -> None:
-        self.baseline = upscaler.generator is not None
-        header = ["bicubic PSNR / SSIM", "SR PSNR / SSIM"] if self.baseline else ["PSNR / SSIM"]
+    def __init__(self, upscaler: Upscaler, data: str, with_lpips: bool = False) -> None:
+        self.baseline, self.with_lpips = upscaler.generator is not None, with_lpips
         print(f"{upscaler.name} x{upscaler.scale} on {data}  (Y channel BT.601, border {upscaler.scale}; N-band images: all bands;")
-        print("  HF ratio: high-frequency energy relative to HR, 1 = HR's detail)")
-        print(f"{'image':<32} {'size':>11}  " + "  ".join(f"{h:>17}" for h in header) + f"  {'HF ratio':>12}", flush=True)
+        print("  NIQE: no-reference naturalness, lower is better; LPIPS: distance to HR, lower is better; HF ratio: high-frequency energy relative to HR)")
+        width = len(self._cell(None, None, None, None))
+        heads = [f"{n}PSNR / SSIM NIQE" + (" LPIPS" if with_lpips else "") for n in (["bicubic ", "SR "] if self.baseline else [""])]
+        print(f"{'image':<32} {'size':>11}  " + "  ".join(f"{h:>{width}}" for h in heads) + f"  {'HF ratio':>12}", flush=True)
 
-    def _line(self, name: str, size: str, pairs: list[tuple[float | None, float | None]], hf: list[float | None]) -> None:
-        cells = "  ".join(f"{_fmt(p, 2):>6} / {_fmt(s, 4):>6}" for p, s in pairs)
+    def _cell(self, psnr_value, ssim_value, niqe_value, lpips_value) -> str:
+        cell = f"{_fmt(psnr_value, 2):>6} / {_fmt(ssim_value, 4):>6} {_fmt(niqe_value, 2):>7}"
+        return cell + (f" {_fmt(lpips_value, 3):>7}" if self.with_lpips else "")
+
+    def _line(self, name: str, size: str, cells: list[str], hf: list[float | None]) -> None:
         hf_cells = " -> ".join(_fmt(h, 2) for h in hf)
         name = name if len(name) <= 32 else "..." + name[-29:]
-        print(f"{name:<32} {size:>11}  {cells}  {hf_cells:>12}", flush=True)
+        print(f"{name:<32} {size:>11}  " + "  ".join(cells) + f"  {hf_cells:>12}", flush=True)
+
+    def _sides(self, get, y: str, s: str) -> tuple[list[str], list]:
+        prefixes = ["bicubic_", ""] if self.baseline else [""]
+        cells = [self._cell(get(p + y), get(p + s), get(p + "niqe"), get(p + "lpips")) for p in prefixes]
+        return cells, [get(p + "hf_ratio") for p in prefixes]
 
     def row(self, score: ImageScore) -> None:
-        y = "psnr_y" if score.psnr_y is not None else "psnr"
-        s = "ssim_y" if score.ssim_y is not None else "ssim"
-        pairs, hf = [(getattr(score, y), getattr(score, s))], [score.hf_ratio]
-        if self.baseline:
-            pairs.insert(0, (getattr(score, "bicubic_" + y), getattr(score, "bicubic_" + s)))
-            hf.insert(0, score.bicubic_hf_ratio)
-        self._line(score.name, f"{score.width}x{score.height}", pairs, hf)
+        y, s = ("psnr_y", "ssim_y") if score.psnr_y is not None else ("psnr", "ssim")
+        cells, hf = self._sides(lambda k: getattr(score, k), y, s)
+        self._line(score.name, f"{score.width}x{score.height}", cells, hf)
 
     def means(self, report: EvalReport) -> None:
-        summary = report.to_dict()
         with_y = sum(s.psnr_y is not None for s in report.images)
         rows = []
         if with_y:
@@ -89,16 +117,16 @@ class Table:
         if with_y < len(report.images):
             rows.append((f"mean all-band of {len(report.images)}", "psnr", "ssim"))
         for label, p, s in rows:
-            means = [(summary["bicubic"][p], summary["bicubic"][s])] if self.baseline else []
-            means.append((summary[p], summary[s]))
-            hf = [summary["bicubic"]["hf_ratio"], summary["hf_ratio"]] if self.baseline else [summary["hf_ratio"]]
-            self._line(label, "", means, hf)
+            cells, hf = self._sides(report.mean, p, s)
+            self._line(label, "", cells, hf)
 
 
 def build_parser() -> cli.Parser:
     p = cli.Parser("python -m pipeline.evaluate", "Score a model against bicubic on HR images (PSNR/SSIM on Y, the published protocol).", EXAMPLES)
-    p.add_argument("--model", required=True, help="'bicubic', a generator .pt, a checkpoint folder (local or s3://), runs:/<id> or models:/<name>@<alias>")
+    p.add_argument("--model", help="'bicubic', a generator .pt, a checkpoint folder (local or s3://), runs:/<id> or models:/<name>@<alias> (required unless --no-reference)")
     p.add_argument("--data", required=True, help="HR images: a local folder or an s3:// prefix (searched recursively)")
+    p.add_argument("--no-reference", action="store_true", help="score the images under --data as they are, with NIQE only (no model, no HR)")
+    p.add_argument("--lpips-weights", default="torchvision", help="LPIPS AlexNet backbone: 'torchvision' (its cache; never downloaded), a local file or s3:// URI, or 'none' (LPIPS left out when not found)")
     p.add_argument("--scale", type=int, choices=SCALES, help="upscaling factor; required with bicubic (default: the model's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--grid", help="write an LR | bicubic | SR | HR comparison PNG here (default: none)")
@@ -111,7 +139,17 @@ def build_parser() -> cli.Parser:
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    report = evaluate(args.model, args.data, scale=args.scale, tile=args.tile, device=args.device, tracking_uri=args.tracking_uri, grid=args.grid, table=not args.json)
+    if args.no_reference:
+        if args.model or args.grid:
+            raise UsageError("--no-reference scores the images as they are: drop --model and --grid")
+        result = evaluate_as_is(args.data, table=not args.json)
+        if args.json:
+            print(json.dumps(result))
+        return 0
+    if not args.model:
+        raise UsageError("--model is required (or --no-reference to score the images as they are)")
+    lpips_weights = None if args.lpips_weights == "none" else args.lpips_weights
+    report = evaluate(args.model, args.data, scale=args.scale, tile=args.tile, device=args.device, tracking_uri=args.tracking_uri, grid=args.grid, table=not args.json, lpips_weights=lpips_weights)
     if args.json:
         print(json.dumps(report.to_dict()))
     elif args.grid:

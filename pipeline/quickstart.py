@@ -2,10 +2,11 @@
 
     python -m pipeline.quickstart [--out quickstart] [--root s3://bucket/quickstart] [--quick]
 
-samples -> train (PSNR phase, then a short GAN phase) -> tune (2 trials over the loss
-weights, from the trained generator) -> promote the sweep's best to `champion` behind the
-bicubic gate -> upscale every sample with models:/srgan@champion -> evaluate the champion on
-held-out photographs, with comparison grids. Each step is the library function of its verb.
+samples -> train (the PSNR phase) -> tune (2 short GAN-phase trials over the loss weights,
+from the trained generator) -> promote the PSNR generator (distortion criterion, against
+bicubic) and then the sweep's best GAN (perceptual criterion, against that champion) ->
+upscale every sample with models:/srgan@champion -> evaluate the champion on held-out
+photographs, with comparison grids. Each step is the library function of its verb.
 
 By default everything is local: Ray started in-process, MLflow on sqlite:///mlflow.db,
 checkpoints and outputs under --out. `--root s3://...` puts the samples, checkpoints, sweep
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     photos, holdout = storage.join(data, "photos"), storage.join(data, "holdout")
     cfg = load_config(
         args.config,
-        [f"data.train={photos}", f"data.val={holdout}", f"run.storage_path={storage.join(root, 'runs')}", f"run.name=quickstart-{stamp}", *(QUICK_TRAIN if args.quick else [])],
+        [f"data.train={photos}", f"data.val={holdout}", f"run.storage_path={storage.join(root, 'runs')}", f"run.name=quickstart-{stamp}", "train.phases=[pretrain]", *(QUICK_TRAIN if args.quick else [])],
     )
     sweep, base = load_sweep(
         args.sweep,
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         upload_folder(out / "samples", data)
     print(f"{len(written)} images under {data} (photos/ to train on, holdout/ to judge with, medical/, satellite/)")
 
-    banner("2/6 train: PSNR phase, then GAN phase (local Ray or RAY_ADDRESS, MLflow)")
+    banner("2/6 train: the PSNR phase (local Ray or RAY_ADDRESS, MLflow)")
     print(f"content loss backbone: {cfg.loss.content_backbone} (the discriminator's own features; no VGG19 download needed)")
     trained = run_training(cfg)
 
@@ -97,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     if swept.get("interrupted"):
         return cli.EXIT_INTERRUPTED
 
-    banner(f"4/6 promote the sweep's best to {MODEL_NAME}@champion (must beat bicubic on the holdout)")
+    banner(f"4/6 promote to {MODEL_NAME}@champion: the PSNR generator (distortion criterion, against bicubic), then the sweep's best GAN (perceptual criterion, against that champion)")
     best = promote.sweep_best_run(trained.tracking_uri, swept["parent_run_id"])
-    decision = promote.promote(MODEL_NAME, best, holdout, "psnr_y", 0.05, trained.tracking_uri)
-    print(decision.message, flush=True)
-    if not decision.promoted:
-        print("(the gate kept the current champion; the flow goes on with it)")
+    for run_id in (trained.mlflow_run_id, best):  # each judged by the criterion that fits its run (Gate's auto)
+        decision = promote.promote(MODEL_NAME, run_id, holdout, promote.Gate(), trained.tracking_uri)
+        print(decision.message, flush=True)
+        if not decision.promoted:
+            print("(the gate kept the current champion; the flow goes on with it)")
     if not tracking.client(trained.tracking_uri).get_registered_model(MODEL_NAME).aliases.get("champion"):
         print(f"no {MODEL_NAME}@champion: nothing passed the gate, so nothing to upscale with", file=sys.stderr)
         return promote.EXIT_NOT_PROMOTED

@@ -5,14 +5,18 @@ Protocol (as the published SR tables): crop HR to a multiple of the scale, make 
 MATLAB bicubic in the image's own dtype (uint8 stays uint8), upscale, quantise the result
 to the image's bit depth, then PSNR/SSIM on the BT.601 Y channel with a border of `scale`
 pixels removed. All-band PSNR/SSIM (data range 1 after scaling to [0, 1]) are reported
-beside them; they are the figures for N-band images, which have no Y channel. The
-high-frequency ratio is the SR's energy in frequencies the LR cannot carry, relative to the
-HR's (1 = the HR's amount of fine detail).
+beside them; they are the figures for N-band images, which have no Y channel. Perception:
+NIQE (srgan.niqe, no reference, lower = more natural; MATLAB-compatible, on Y with the same
+border removed, for images of at least one 96 x 96 block) and, when its weights are found,
+LPIPS (srgan.lpips, distance to the HR, lower = closer). The high-frequency ratio is a
+diagnostic: the SR's energy in frequencies the LR cannot carry, relative to the HR's (1 =
+the HR's amount of fine detail); it cannot tell texture from noise.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -25,13 +29,17 @@ from pipeline.errors import DataError, DecodeError, ModelRefError, StorageError
 from pipeline.grids import GridRow, save_grid
 from pipeline.models import Upscaler
 from srgan.metrics import high_frequency_ratio, psnr, psnr_y, quantize, ssim, ssim_y
+from srgan.niqe import BLOCK, niqe
 from srgan.resize import imresize
 
-# What training validation reports (to MLflow and Tune): means over the validation images.
+# What training validation reports (to MLflow and Tune): means over the validation images
+# (NIQE over those large enough, LPIPS when its weights were found; absent otherwise).
 VALIDATION_METRICS = (
     "val/psnr", "val/ssim", "val/hf_ratio", "val/hf_error",
     "val/psnr_bicubic", "val/ssim_bicubic", "val/hf_ratio_bicubic", "val/images",
+    "val/niqe", "val/niqe_bicubic", "val/lpips", "val/lpips_bicubic",
 )
+LOWER_IS_BETTER = ("niqe", "lpips", "hf_error")  # the rest: higher is better
 
 
 @dataclass
@@ -50,6 +58,10 @@ class ImageScore:
     bicubic_ssim: float
     hf_ratio: float
     bicubic_hf_ratio: float
+    niqe: float | None = None
+    bicubic_niqe: float | None = None
+    lpips: float | None = None
+    bicubic_lpips: float | None = None
 
 
 @dataclass
@@ -69,12 +81,32 @@ class EvalReport:
         return float(np.mean(values))
 
     def to_dict(self) -> dict:
-        keys = ("psnr_y", "ssim_y", "psnr", "ssim", "hf_ratio")
+        keys = ("psnr_y", "ssim_y", "psnr", "ssim", "niqe", "lpips", "hf_ratio")
         out = {"dataset": self.dataset, "model": self.model, "scale": self.scale}
         out.update({k: self.mean(k) for k in keys})
         out["bicubic"] = {k: self.mean(f"bicubic_{k}") for k in keys}
         out["images"] = [asdict(s) for s in self.images]
         return out
+
+
+def lpips_model(source: str | None):
+    """(LPIPS (srgan.lpips) with its AlexNet backbone from `source`: 'torchvision' (its cache;
+    never downloaded), a local file or an s3:// URI, or None; why it is None ("" when it was
+    not asked for)). Callers say the reason once, where it does not interrupt other output."""
+    if source is None:
+        return None, ""
+    from srgan.lpips import load_lpips
+    from srgan.weights import WeightsError
+
+    try:
+        return load_lpips(None if source == "torchvision" else source, fetch=storage.download), ""
+    except WeightsError as exc:
+        return None, str(exc)
+
+
+def say_lpips_skipped(reason: str) -> None:
+    if reason:
+        print(f"note: LPIPS is skipped: {reason}", file=sys.stderr, flush=True)
 
 
 def list_images(source: str | Path) -> list[storage.StoredFile]:
@@ -96,16 +128,28 @@ def iter_images(files: list[storage.StoredFile]) -> Iterator[tuple[str, np.ndarr
             raise DecodeError(f"{f.uri}: {exc}; remove or replace it") from None
 
 
-def sr_figures(x: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, float | None]:
+def niqe_of(x: torch.Tensor, border: int = 0) -> float | None:
+    """NIQE of one image ((1, C, H, W) in [0, 1]); None without a Y channel or when smaller
+    than one 96 x 96 block after `border` is removed."""
+    h, w = x.shape[-2] - 2 * border, x.shape[-1] - 2 * border
+    if x.shape[1] not in (1, 3) or min(h, w) < BLOCK:
+        return None
+    return float(niqe(x, crop_border=border)[0])
+
+
+def sr_figures(x: torch.Tensor, hr: torch.Tensor, scale: int, lpips=None) -> dict[str, float | None]:
     """Every figure we report for an upscaled image `x` against `hr` ((1, C, H, W), [0, 1]):
-    PSNR/SSIM on Y (None without a Y channel) and on all bands, border `scale` removed, and
-    the high-frequency ratio."""
+    PSNR/SSIM on Y (None without a Y channel) and on all bands, border `scale` removed, NIQE
+    (see `niqe_of`), LPIPS when an `lpips` model is given (1- and 3-band images), and the
+    high-frequency ratio."""
     has_y = hr.shape[1] in (1, 3)
     return {
         "psnr_y": psnr_y(x, hr, scale).item() if has_y else None,
         "ssim_y": ssim_y(x, hr, scale).item() if has_y else None,
         "psnr": psnr(x, hr, 1.0, scale).item(),
         "ssim": ssim(x, hr, 1.0, scale).item(),
+        "niqe": niqe_of(x, scale),
+        "lpips": float(lpips(x.float(), hr.float())[0]) if lpips is not None and has_y and min(x.shape[-2:]) >= lpips.min_size else None,
         "hf_ratio": high_frequency_ratio(x, hr, scale).item(),
     }
 
@@ -117,8 +161,13 @@ def primary(figures: dict) -> tuple[float, float]:
     return figures["psnr"], figures["ssim"]
 
 
+def _perception(figures: dict) -> str:
+    parts = [f"NIQE {figures['niqe']:.2f}" if figures.get("niqe") is not None else "", f"LPIPS {figures['lpips']:.3f}" if figures.get("lpips") is not None else ""]
+    return "".join(" " + p for p in parts if p)
+
+
 def caption(name: str, ours: dict, base: dict) -> str:
-    return f"{name}  bicubic {primary(base)[0]:.2f} dB  SR {primary(ours)[0]:.2f} dB"
+    return f"{name}  bicubic {primary(base)[0]:.2f} dB{_perception(base)}  SR {primary(ours)[0]:.2f} dB{_perception(ours)}"
 
 
 class ValidationSums:
@@ -126,17 +175,21 @@ class ValidationSums:
     before `metrics()` turns them into the VALIDATION_METRICS means."""
 
     def __init__(self) -> None:
-        # psnr, ssim, log2 hf, |log2 hf|, bicubic psnr, bicubic ssim, bicubic log2 hf, images
-        self.sums = torch.zeros(8, dtype=torch.float64)
+        # psnr, ssim, log2 hf, |log2 hf|, bicubic psnr, bicubic ssim, bicubic log2 hf, images,
+        # then (sum, count) of niqe, bicubic niqe, lpips, bicubic lpips (some images have none)
+        self.sums = torch.zeros(16, dtype=torch.float64)
 
     def add(self, ours: dict, base: dict) -> None:
         log_hf, log_hf_b = math.log2(max(ours["hf_ratio"], 1e-12)), math.log2(max(base["hf_ratio"], 1e-12))
-        self.sums += torch.tensor([*primary(ours), log_hf, abs(log_hf), *primary(base), log_hf_b, 1.0], dtype=torch.float64)
+        optional = [v for f in (ours["niqe"], base["niqe"], ours["lpips"], base["lpips"]) for v in ((f, 1.0) if f is not None else (0.0, 0.0))]
+        self.sums += torch.tensor([*primary(ours), log_hf, abs(log_hf), *primary(base), log_hf_b, 1.0, *optional], dtype=torch.float64)
 
     def metrics(self) -> dict[str, float]:
+        """The means; an optional measure no image had is NaN (not logged)."""
         s = self.sums.tolist()
         n = max(s[7], 1.0)
-        values = (s[0] / n, s[1] / n, 2 ** (s[2] / n), s[3] / n, s[4] / n, s[5] / n, 2 ** (s[6] / n), s[7])
+        values = [s[0] / n, s[1] / n, 2 ** (s[2] / n), s[3] / n, s[4] / n, s[5] / n, 2 ** (s[6] / n), s[7]]
+        values += [s[i] / s[i + 1] if s[i + 1] else float("nan") for i in range(8, 16, 2)]
         return dict(zip(VALIDATION_METRICS, values))
 
 
@@ -144,7 +197,7 @@ def _levels(dtype: np.dtype) -> int | None:
     return int(formats.data_range(dtype)) if np.issubdtype(dtype, np.integer) else None
 
 
-def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int, alpha: bool = False) -> tuple[ImageScore, GridRow]:
+def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int, alpha: bool = False, lpips=None) -> tuple[ImageScore, GridRow]:
     """Protocol scores for one HR image, and the pictures for its comparison row."""
     if alpha:  # transparency is not part of the picture being scored
         hr_array = hr_array[..., :-1]
@@ -169,8 +222,8 @@ def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int,
         sr = upscaler(lr)
         levels = _levels(hr_array.dtype)
         sr = quantize(sr, levels) if levels else sr
-    base = sr_figures(bicubic, hr, scale)
-    ours = base if sr is bicubic else sr_figures(sr, hr, scale)
+    base = sr_figures(bicubic, hr, scale, lpips)
+    ours = base if sr is bicubic else sr_figures(sr, hr, scale, lpips)
     score = ImageScore(name=name, height=h, width=w, channels=hr.shape[1], **ours, **{f"bicubic_{k}": v for k, v in base.items()})
     return score, GridRow(lr=lr[0], bicubic=bicubic[0], sr=sr[0], hr=hr[0], caption=caption(name, ours, base))
 
@@ -181,12 +234,13 @@ def evaluate_images(
     dataset: str,
     grid_path: str | Path | None = None,
     progress=None,
+    lpips=None,
 ) -> EvalReport:
     """Score every image; optionally write the comparison grid. `progress(score)` is
-    called after each image."""
+    called after each image; `lpips`: an srgan.lpips model (LPIPS is left out without one)."""
     scores, rows = [], []
     for name, array, alpha in images:
-        score, row = score_image(upscaler, name, array, upscaler.scale, alpha)
+        score, row = score_image(upscaler, name, array, upscaler.scale, alpha, lpips)
         scores.append(score)
         if grid_path is not None:
             rows.append(row)
@@ -195,3 +249,26 @@ def evaluate_images(
     if grid_path is not None:
         save_grid(rows, upscaler.scale, grid_path)
     return EvalReport(dataset=dataset, model=upscaler.name, scale=upscaler.scale, images=scores)
+
+
+@dataclass
+class AsIsScore:
+    name: str
+    height: int
+    width: int
+    niqe: float | None
+
+
+def score_as_is(images: Iterable[tuple[str, np.ndarray, bool]], progress=None) -> list[AsIsScore]:
+    """NIQE of images as they are (no reference, nothing upscaled): for outputs made
+    elsewhere, such as the batch upscaler's. Alpha is dropped; images without a Y channel
+    or smaller than 96 x 96 get None."""
+    scores = []
+    for name, array, alpha in images:
+        if alpha:
+            array = array[..., :-1]
+        x = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None].float() / formats.data_range(array.dtype)
+        scores.append(AsIsScore(name, array.shape[0], array.shape[1], niqe_of(x.clamp(0, 1))))
+        if progress:
+            progress(scores[-1])
+    return scores

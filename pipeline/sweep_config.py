@@ -53,7 +53,7 @@ class Distribution(Section):
 class ObjectiveSection(Section):
     metric: str = Field("val/psnr", description="a reported metric, or 'score' for the weighted sum below")
     mode: Literal["max", "min"] = "max"
-    score: dict[str, float] | None = Field(None, description="score = sum(weight * metric), e.g. {val/psnr: 1, val/hf_error: -4}")
+    score: dict[str, float] | None = Field(None, description="score = sum(weight * metric), e.g. {val/psnr: 1, val/niqe: -1} (a perception-distortion trade-off)")
 
     @model_validator(mode="after")
     def _reported(self) -> "ObjectiveSection":

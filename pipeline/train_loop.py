@@ -12,6 +12,7 @@ step, epoch, phase): `start_phase` rebuilds optimisers and the weight average, a
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pipeline.config import TrainConfig
 from pipeline.data import stable_seed
 from pipeline.errors import DataError
 from pipeline.recipe import build_generator_loss, build_models, lr_at, phase_at
-from pipeline.scoring import ValidationSums, caption, sr_figures
+from pipeline.scoring import ValidationSums, caption, lpips_model, say_lpips_skipped, sr_figures
 from srgan.losses import PixelLoss
 from srgan.metrics import quantize
 from srgan.precision import Precision, resolve_precision
@@ -127,7 +128,17 @@ class Progress:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, rows, scale: int, grid_images: int, rank: int, world: int, device: torch.device) -> tuple[dict[str, float], list]:
+def validation_line(m: dict[str, float]) -> str:
+    """The validation means as one line: PSNR, SSIM, NIQE and LPIPS where measured."""
+    parts = [f"PSNR {m['val/psnr']:.2f} dB (bicubic {m['val/psnr_bicubic']:.2f})", f"SSIM {m['val/ssim']:.4f}"]
+    for key, label, digits in (("niqe", "NIQE", 2), ("lpips", "LPIPS", 3)):
+        if math.isfinite(m[f"val/{key}"]):
+            parts.append(f"{label} {m[f'val/{key}']:.{digits}f} (bicubic {m[f'val/{key}_bicubic']:.{digits}f})")
+    parts.append(f"HF ratio {m['val/hf_ratio']:.2f} (bicubic {m['val/hf_ratio_bicubic']:.2f})")
+    return "  ".join(parts)
+
+
+def validate(model: torch.nn.Module, rows, scale: int, grid_images: int, rank: int, world: int, device: torch.device, lpips=None) -> tuple[dict[str, float], list]:
     """Score `model` on this rank's share of the validation pairs (idx % world == rank) and
     reduce the sums over all ranks. Returns (pipeline.scoring.VALIDATION_METRICS, grid rows
     of this rank). PSNR/SSIM are on Y for 1- and 3-band data, all bands otherwise."""
@@ -145,7 +156,7 @@ def validate(model: torch.nn.Module, rows, scale: int, grid_images: int, rank: i
         bicubic = imresize(lr, float(scale)).clamp(0, 1)
         if int(row["levels"]):
             sr, bicubic = quantize(sr, int(row["levels"])), quantize(bicubic, int(row["levels"]))
-        ours, base = sr_figures(sr, hr, scale), sr_figures(bicubic, hr, scale)
+        ours, base = sr_figures(sr, hr, scale, lpips), sr_figures(bicubic, hr, scale, lpips)
         sums.add(ours, base)
         if len(grid) < grid_images:
             grid.append(GridRow(lr[0], bicubic[0], sr[0], hr[0], caption=caption(row["key"], ours, base)))
@@ -234,6 +245,9 @@ def train_loop_per_worker(loop: dict) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     val_rows = ray.train.get_dataset_shard("val") if loop["has_val"] else None
+    lpips, lpips_skipped = lpips_model(cfg.train.lpips_weights) if val_rows is not None else (None, "")
+    if rank == 0:
+        say_lpips_skipped(lpips_skipped)
     progress, last_val = Progress(), {}
     while state.step < total:
         batches = 0
@@ -267,15 +281,12 @@ def train_loop_per_worker(loop: dict) -> None:
             do_val = val_rows is not None and (step % cfg.train.val_every == 0 or step == total)
             do_ckpt = step % cfg.train.checkpoint_every == 0 or step == total or at_phase_end
             if do_val:
-                last_val, grid = validate(state.ema.model, val_rows.iter_rows(), scale, cfg.data.grid_images, rank, world, device)
+                last_val, grid = validate(state.ema.model, val_rows.iter_rows(), scale, cfg.data.grid_images, rank, world, device, lpips)
                 if rank == 0:
                     logger.metrics(last_val, step)
                     if grid:
                         logger.image(comparison_grid(grid, scale), f"grids/step_{step:08d}.png")
-                    log.info(
-                        f"[step {step}/{total} validation] PSNR {last_val['val/psnr']:.2f} dB (bicubic {last_val['val/psnr_bicubic']:.2f})  "
-                        f"SSIM {last_val['val/ssim']:.4f}  HF ratio {last_val['val/hf_ratio']:.2f} (bicubic {last_val['val/hf_ratio_bicubic']:.2f})"
-                    )
+                    log.info(f"[step {step}/{total} validation] {validation_line(last_val)}")
             if do_ckpt or do_val:
                 metrics = {"step": step, "epoch": state.epoch, "phase": state.phase, **{f"train/{k}": v for k, v in stats.items()}, **last_val}
                 if do_ckpt:

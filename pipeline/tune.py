@@ -6,8 +6,8 @@ Trials run `pipeline.train_driver.run_training` (a Ray Train TorchTrainer, insid
 with its own small CPU reservation; the trainer reserves its workers) and stream their
 validation metrics to Tune, where ASHA stops the weak ones early. MLflow gets a parent run
 for the sweep and a child run per trial; at the end the parent run holds results.csv /
-results.parquet and perception_distortion.png (PSNR against the high-frequency error, the
-Pareto front marked). Re-running the same command after an interruption restores the Tune
+results.parquet and perception_distortion.png (NIQE against PSNR, the Pareto front
+marked, bicubic as a star). Re-running the same command after an interruption restores the Tune
 experiment: finished trials stay finished, unfinished ones continue from their checkpoints.
 """
 
@@ -25,7 +25,8 @@ from pipeline.config import apply_overrides, flatten, parse_config
 from pipeline.sweep_config import SCORE, SweepConfig, load_sweep
 from pipeline.train_driver import SNAPSHOT, run_training
 
-DISTORTION, PERCEPTION = "val/psnr", "val/hf_error"
+DISTORTION, PERCEPTION = "val/psnr", "val/niqe"
+REPORTED = ("val/psnr", "val/ssim", "val/niqe", "val/lpips", "val/hf_ratio", "val/hf_error", "val/psnr_bicubic", "val/niqe_bicubic", "val/lpips_bicubic", "val/hf_ratio_bicubic")
 EXAMPLES = [
     "python -m pipeline.tune --config configs/tune_loss_weights.yaml --train-set train.gan.init_from=runs:/<pretraining run id>",
     "python -m pipeline.tune --config configs/quickstart_tune.yaml --set num_samples=4",
@@ -118,7 +119,7 @@ def results_table(results, sweep: SweepConfig, child_runs: dict[str, str], total
         status = "error" if r.error else ("finished" if step == total_steps else "stopped early")
         row = {"trial_id": trial_id, "mlflow_run_id": child_runs.get(trial_id), "status": status, "step": step}
         row.update({k: r.config.get(k) for k in sweep.search})
-        for key in ("val/psnr", "val/ssim", "val/hf_ratio", "val/hf_error", "val/psnr_bicubic", "val/hf_ratio_bicubic", SCORE):
+        for key in (*REPORTED, SCORE):
             row[key] = m.get(key)
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -146,13 +147,15 @@ def perception_distortion_plot(table, path: Path) -> Path:
     ax.scatter(others[DISTORTION], others[PERCEPTION], c="tab:gray", label="trial")
     ax.scatter(front[DISTORTION], front[PERCEPTION], c="tab:red", label="Pareto front", zorder=3)
     ax.plot(front[DISTORTION], front[PERCEPTION], c="tab:red", lw=1, zorder=2)
-    if data["val/psnr_bicubic"].notna().any():
-        b = data.iloc[0]
-        ax.scatter([b["val/psnr_bicubic"]], [abs(math.log2(max(b["val/hf_ratio_bicubic"], 1e-12)))], marker="*", s=160, c="tab:blue", label="bicubic")
+    if data[["val/psnr_bicubic", "val/niqe_bicubic"]].notna().all(axis=1).any():
+        b = data.dropna(subset=["val/psnr_bicubic", "val/niqe_bicubic"]).iloc[0]
+        ax.scatter([b["val/psnr_bicubic"]], [b["val/niqe_bicubic"]], marker="*", s=160, c="tab:blue", label="bicubic")
+    if data.empty:
+        ax.text(0.5, 0.5, "no trial reported NIQE\n(validation images need at least two 96 x 96 blocks after the border)", ha="center", va="center", transform=ax.transAxes)
     for _, row in data.iterrows():
         ax.annotate(str(row["trial_id"]), (row[DISTORTION], row[PERCEPTION]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel("distortion: validation PSNR (dB, higher is better)")
-    ax.set_ylabel("perception: |log2 high-frequency ratio| (lower is better)")
+    ax.set_ylabel("perception: NIQE (lower is more natural)")
     ax.set_title("SRGAN loss-weight sweep: perception vs distortion")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -281,7 +284,7 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
 def _print_table(table, sweep: SweepConfig) -> None:
     keys = list(sweep.search)
     short = {k: k.split(".")[-1] for k in keys}
-    header = f"{'trial':<14} {'status':<14} " + " ".join(f"{short[k]:>11}" for k in keys) + f" {'PSNR':>7} {'SSIM':>7} {'HF':>6}"
+    header = f"{'trial':<14} {'status':<14} " + " ".join(f"{short[k]:>11}" for k in keys) + f" {'PSNR':>7} {'SSIM':>7} {'NIQE':>6} {'LPIPS':>6} {'HF':>6}"
     if sweep.objective.metric == SCORE:
         header += f" {'score':>8}"
     print(header + "  pareto", flush=True)
@@ -291,7 +294,7 @@ def _print_table(table, sweep: SweepConfig) -> None:
 
     for _, r in table.iterrows():
         line = f"{str(r['trial_id']):<14} {r['status']:<14} " + " ".join(f"{fmt(r[k], '11.4g'):>11}" for k in keys)
-        line += f" {fmt(r['val/psnr'], '7.2f'):>7} {fmt(r['val/ssim'], '7.4f'):>7} {fmt(r['val/hf_ratio'], '6.2f'):>6}"
+        line += f" {fmt(r['val/psnr'], '7.2f'):>7} {fmt(r['val/ssim'], '7.4f'):>7} {fmt(r['val/niqe'], '6.2f'):>6} {fmt(r['val/lpips'], '6.3f'):>6} {fmt(r['val/hf_ratio'], '6.2f'):>6}"
         if sweep.objective.metric == SCORE:
             line += f" {fmt(r['score'], '8.3f'):>8}"
         print(line + ("  *" if r["pareto"] else ""), flush=True)

@@ -109,6 +109,30 @@ def _load_state_dict(path: Path, sha256: str | None) -> dict:
     return state
 
 
+def load_state_dict_source(source: str, sha256: str | None = None, fetch: Fetch | None = None, hint: str = "") -> dict:
+    """State dict from a local file path or a URI (fetched once into the cache, see
+    `cached_fetch`), checked against `sha256` when given. `hint` (the fix) ends the message
+    when the file does not exist."""
+    path = cached_fetch(source, sha256, fetch) if _is_uri(source) else Path(source).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist" + (f"; {hint}" if hint else ""))
+    return _load_state_dict(path, sha256)
+
+
+def load_features_state(features: nn.Sequential, state: dict, arch: str, hint: str) -> nn.Sequential:
+    """`features` (a torchvision model's `features` stack) loaded from a full state dict
+    (keys `features.N.*`) or a features-only one (keys `N.*`); WeightsError naming `arch` and
+    ending with `hint` when the keys or shapes do not fit."""
+    if any(k.startswith("features.") for k in state):
+        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    try:
+        features.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise WeightsError(f"not a {arch} state dict ({first}); {hint}") from exc
+    return features
+
+
 def vgg19_features(state: dict | None = None) -> nn.Sequential:
     """torchvision's VGG19 `features` stack, loaded from a full or a features-only state dict."""
     from torchvision.models import vgg19
@@ -116,14 +140,7 @@ def vgg19_features(state: dict | None = None) -> nn.Sequential:
     features = vgg19(weights=None).features
     if state is None:
         return features
-    if any(k.startswith("features.") for k in state):
-        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    try:
-        features.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise WeightsError(f"not a VGG19 state dict ({first}); {VGG_SOURCE_HELP}") from exc
-    return features
+    return load_features_state(features, state, "VGG19", VGG_SOURCE_HELP)
 
 
 def _torchvision_vgg19_state() -> dict:

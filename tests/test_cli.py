@@ -87,10 +87,10 @@ def test_a_sweep_objective_training_never_reports_is_refused_with_the_valid_name
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
         f"train_config: {QUICKSTART}\nsearch: {{loss.weights.content: {{loguniform: [0.1, 1.0]}}}}\n"
-        "objective: {metric: val/lpips, mode: min}\n"
+        "objective: {metric: val/fid, mode: min}\n"
     )
     line = one_error_line(capsys, tune.main(["--config", str(sweep)]))
-    assert "'val/lpips' is not a metric training reports" in line and "val/psnr, val/ssim" in line
+    assert "'val/fid' is not a metric training reports" in line and "val/psnr, val/ssim" in line and "val/niqe" in line
 
 
 def test_a_file_that_is_not_a_generator_gets_the_same_error_everywhere(capsys, tmp_path, images):

@@ -85,3 +85,54 @@ def test_errors_are_one_line_and_exit_2(tmp_path, hr_folder, capsys):
     for args, message in cases:
         code, _, err = _run(capsys, *args)
         assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_perceptual_figures_beside_distortion_for_model_and_bicubic(tmp_path, capsys):
+    import torch
+    from torchvision.models import alexnet
+
+    from pipeline.scoring import caption
+
+    data = tmp_path / "hr"
+    data.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(2):  # large enough for NIQE: 96 x 96 blocks after the 2 px border
+        Image.fromarray(rng.integers(0, 256, (120, 136, 3), dtype=np.uint8)).save(data / f"p{i}.png")
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / "small.png")  # too small for NIQE
+    model = tmp_path / "g.pt"
+    save_generator(model, SRResNet(scale=2, num_blocks=1, num_features=8, bicubic_skip=True))
+    backbone = tmp_path / "alexnet.pth"
+    torch.save(alexnet(weights=None).features.state_dict(), backbone)  # a weight file the test makes
+
+    code, out, err = _run(capsys, "--model", str(model), "--data", str(data), "--json", "--lpips-weights", str(backbone))
+    result = json.loads(out)
+    assert code == 0 and "LPIPS is skipped" not in err
+    for side in (result, result["bicubic"]):
+        assert side["niqe"] > 0 and side["lpips"] >= 0
+    by_name = {i["name"]: i for i in result["images"]}
+    assert by_name["small.png"]["niqe"] is None and by_name["p0.png"]["niqe"] > 0 and by_name["p0.png"]["bicubic_niqe"] > 0
+    assert by_name["p0.png"]["lpips"] is not None
+
+    code, out, err = _run(capsys, "--model", str(model), "--data", str(data), "--lpips-weights", str(tmp_path / "none.pth"))
+    assert code == 0 and "NIQE" in out and err.count("note: LPIPS is skipped") == 1 and "LPIPS" not in out.splitlines()[2]
+    figures = {"psnr_y": 30.0, "ssim_y": 0.9, "niqe": 4.25, "lpips": 0.123}
+    assert caption("a.png", figures, {**figures, "niqe": 7.5}) == "a.png  bicubic 30.00 dB NIQE 7.50 LPIPS 0.123  SR 30.00 dB NIQE 4.25 LPIPS 0.123"
+
+
+def test_no_reference_scores_images_as_they_are(tmp_path, capsys):
+    data = tmp_path / "out"
+    data.mkdir()
+    rng = np.random.default_rng(8)
+    Image.fromarray(rng.integers(0, 256, (200, 100, 3), dtype=np.uint8)).save(data / "a.png")
+    Image.fromarray(rng.integers(0, 256, (50, 50), dtype=np.uint8)).save(data / "tiny.png")
+    code, out, _ = _run(capsys, "--no-reference", "--data", str(data), "--json")
+    result = json.loads(out)
+    by_name = {i["name"]: i for i in result["images"]}
+    assert code == 0 and by_name["a.png"]["niqe"] > 0 and by_name["tiny.png"]["niqe"] is None
+    assert result["niqe"] == by_name["a.png"]["niqe"]
+    code, out, _ = _run(capsys, "--no-reference", "--data", str(data))
+    assert code == 0 and "NIQE" in out and "mean of 1" in out
+    code, _, err = _run(capsys, "--no-reference", "--model", "bicubic", "--data", str(data))
+    assert code == 2 and "drop --model" in err
+    code, _, err = _run(capsys, "--data", str(data))
+    assert code == 2 and "--model is required (or --no-reference" in err

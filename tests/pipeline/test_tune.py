@@ -18,7 +18,7 @@ from tests.helpers import write_images
 
 TRAIN = """
 run: {{storage_path: {root}/runs}}
-data: {{train: {root}/hr, val: {root}/val, patch_size: 16, patches_per_image: 4, val_crop: 32, grid_images: 1, shuffle_buffer: 16}}
+data: {{train: {root}/hr, val: {root}/val, patch_size: 16, patches_per_image: 4, val_crop: 100, grid_images: 1, shuffle_buffer: 16}}
 model: {{generator: {{scale: 2, num_blocks: 1, num_features: 8, bicubic_skip: true}}, discriminator: {{base_features: 4}}}}
 loss: {{content_backbone: discriminator}}
 train: {{batch_size: 4, phases: [gan], gan: {{steps: 6, lr: 1.0e-3, lr_drop_step: null}}, log_every: 2, val_every: 2, checkpoint_every: 2}}
@@ -33,7 +33,7 @@ search:
   loss.weights.content: {{loguniform: [0.1, 10.0]}}
   loss.weights.adversarial: {{loguniform: [1.0e-4, 1.0e-2]}}
   loss.weights.pixel: {{loguniform: [1.0e-3, 1.0]}}
-objective: {{metric: score, mode: max, score: {{val/psnr: 1.0, val/hf_error: -4.0}}}}
+objective: {{metric: score, mode: max, score: {{val/psnr: 1.0, val/niqe: -1.0}}}}
 scheduler: {{type: asha, grace_period: 2, reduction_factor: 2}}
 num_samples: 3
 max_concurrent_trials: 2
@@ -76,7 +76,7 @@ def _children(db: str):
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_and_reports_to_mlflow(tmp_path):
     write_images(tmp_path / "hr", 8, size=(48, 48))
-    write_images(tmp_path / "val", 2, size=(40, 40), seed=1)
+    write_images(tmp_path / "val", 2, size=(100, 100), seed=1)  # NIQE needs a 96 x 96 block after the border
     (tmp_path / "train.yaml").write_text(TRAIN.format(root=tmp_path))
     (tmp_path / "sweep.yaml").write_text(SWEEP.format(root=tmp_path))
     db = f"sqlite:///{tmp_path}/mlflow.db"
@@ -113,7 +113,7 @@ def test_interrupted_sweep_resumes_and_reports_to_mlflow(tmp_path):
     children = _children(db)
     assert len(children) == 3, [r.data.tags.get("srgan.trial_id") for r in children]  # no trial started twice
     for run in children:
-        assert {"val/psnr", "val/ssim", "val/hf_ratio", "val/hf_error"} <= set(run.data.metrics)
+        assert {"val/psnr", "val/ssim", "val/niqe", "val/niqe_bicubic", "val/hf_ratio", "val/hf_error"} <= set(run.data.metrics)
         assert run.info.status in ("FINISHED", "KILLED")  # finished, or stopped early by ASHA
         if run.info.status == "FINISHED":
             assert run.data.tags.get("srgan.model_uri", "").startswith("models:/")
@@ -127,4 +127,4 @@ def test_interrupted_sweep_resumes_and_reports_to_mlflow(tmp_path):
     assert {"results.csv", "results.parquet", "perception_distortion.png"} <= artifacts
     table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="results.csv", tracking_uri=db))
     assert len(table) == 3 and table["pareto"].any()
-    assert {"loss.weights.content", "loss.weights.adversarial", "loss.weights.pixel", "val/psnr", "val/hf_ratio", "score", "status"} <= set(table.columns)
+    assert {"loss.weights.content", "loss.weights.adversarial", "loss.weights.pixel", "val/psnr", "val/niqe", "val/hf_ratio", "score", "status"} <= set(table.columns)

@@ -50,28 +50,29 @@ def _pil_jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def reference_realistic(img: np.ndarray, rng: np.random.Generator, cfg: Realistic) -> np.ndarray:
-    """One (H, W, 3) float image through the same steps as `Realistic`, per image."""
+    """One (H, W, 3) float image through the same published steps as `Realistic`, per image:
+    two rounds (the second always, its blur with its probability), each sized from the target
+    LR size as Real-ESRGAN's feed_data does, then the final resize and JPEG. Gaussian kernels
+    of a random odd size stand in for the kernel mix (the costs are the same)."""
     h, w = img.shape[:2]
+    lr = (h // cfg.scale, w // cfg.scale)
 
-    def one_round(x, sigma, resize, noise, ref):
-        k = _gaussian_kernel(rng, cfg.kernel_size, sigma, cfg.aniso_prob)
-        x = np.stack([ndimage.convolve(x[..., c], k, mode="reflect") for c in range(3)], axis=-1)
+    def one_round(x, blur, sigma, aniso, resize, size, noise, gauss_prob, poisson):
+        if blur:
+            k = _gaussian_kernel(rng, int(rng.choice(np.arange(cfg.kernel_size_range[0], cfg.kernel_size_range[1] + 1, 2))), sigma, aniso)
+            x = np.stack([ndimage.convolve(x[..., c], k, mode="reflect") for c in range(3)], axis=-1)
         f = rng.uniform(*resize)
-        x = _pil_resize(x, (max(8, round(ref[0] * f)), max(8, round(ref[1] * f))))
-        if rng.random() < cfg.poisson_prob:
-            x = np.clip(x + (rng.poisson(x * 255) / 255 - x) * rng.uniform(*cfg.poisson_scale), 0, 1)
+        x = _pil_resize(x, (max(8, round(size[0] * f)), max(8, round(size[1] * f))))
+        if rng.random() < gauss_prob:
+            x = np.clip(x + rng.normal(0, rng.uniform(*noise) / 255, x.shape), 0, 1)
         else:
-            x = np.clip(x + rng.normal(0, rng.uniform(*noise), x.shape), 0, 1)
-        return x
+            x = np.clip(x + (rng.poisson(x * 255) / 255 - x) * rng.uniform(*poisson), 0, 1)
+        return _pil_jpeg(x, int(rng.uniform(*cfg.jpeg_range)))
 
-    x = one_round(img, cfg.blur_sigma, cfg.resize_range, cfg.noise_sigma, (h, w))
-    quality = cfg.jpeg_quality
-    if rng.random() < cfg.second_order_prob:
-        x = _pil_jpeg(x, int(rng.uniform(*cfg.jpeg_quality)))
-        x = one_round(x, cfg.blur_sigma2, cfg.resize_range2, cfg.noise_sigma2, x.shape[:2])
-        quality = cfg.jpeg_quality2
-    x = _pil_resize(x, (h // cfg.scale, w // cfg.scale))
-    return _pil_jpeg(x, int(rng.uniform(*quality)))
+    x = one_round(img, True, cfg.blur_sigma, cfg.kernel_prob[1], cfg.resize_range, (h, w), cfg.noise_range, cfg.gaussian_noise_prob, cfg.poisson_scale_range)
+    x = one_round(x, rng.random() < cfg.second_blur_prob, cfg.blur_sigma2, cfg.kernel_prob2[1], cfg.resize_range2, lr, cfg.noise_range2, cfg.gaussian_noise_prob2, cfg.poisson_scale_range2)
+    x = _pil_resize(x, lr)
+    return _pil_jpeg(x, int(rng.uniform(*cfg.jpeg_range2)))
 
 
 def reference_bicubic(img_u8: np.ndarray, scale: int) -> np.ndarray:

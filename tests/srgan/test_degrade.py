@@ -1,4 +1,5 @@
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from PIL import Image
 
 from srgan.degrade import MRI, Bicubic, Realistic, Satellite, blur, build_degradation, gaussian_kernels, jpeg
 from srgan.metrics import psnr
+from srgan.realistic import KERNEL_TYPES, RESIZE_DIRECTIONS, RESIZE_MODES, add_noise, usm_sharp
 from srgan.resize import imresize
 
 ALL = {
@@ -111,3 +113,172 @@ def test_bad_sizes_and_names_fail_with_the_fix():
     with pytest.raises(ValueError, match="no parameter"):
         build_degradation("satellite", 4, jpeg_quality=(30, 90))
     assert build_degradation("satellite", 2, bit_depth=12) == Satellite(2, bit_depth=12)
+
+
+# ------------------------------------------------ realistic: Real-ESRGAN's second-order degradation
+
+
+def _image_resizes(monkeypatch) -> list:
+    """Record the output size of every F.interpolate call on 3-channel images (JPEG's chroma
+    upsampling works on single planes and is left out)."""
+    calls, interpolate = [], torch.nn.functional.interpolate
+
+    def spy(x, *args, **kwargs):
+        y = interpolate(x, *args, **kwargs)
+        if x.shape[1] == 3:
+            calls.append(tuple(y.shape[-2:]))
+        return y
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", spy)
+    return calls
+
+
+def test_second_round_always_runs(monkeypatch):
+    # Round one's resize, round two's resize, then back to the LR size: three resizes, every seed.
+    calls = _image_resizes(monkeypatch)
+    hr = torch.rand(1, 3, 96, 96)
+    counts = []
+    for seed in range(100):
+        calls.clear()
+        Realistic(4)(hr, seed)
+        counts.append(len(calls))
+    assert counts == [3] * 100
+
+
+def test_second_round_is_sized_from_the_lr_size(monkeypatch):
+    # feed_data sizes round two as (h / scale) * factor, factor in [0.3, 1.2] with up/down/keep
+    # probabilities [0.3, 0.4, 0.3]: its median is the LR size itself.
+    calls = _image_resizes(monkeypatch)
+    hr = torch.rand(1, 3, 96, 96)
+    relative = []
+    for seed in range(400):
+        calls.clear()
+        Realistic(4)(hr, seed)
+        if len(calls) == 3:
+            relative.append(calls[1][0] / 24)
+    assert 0.6 <= float(np.median(relative)) <= 1.3
+    assert 0.3 - 1 / 24 <= min(relative) and max(relative) <= 1.2
+
+
+def _freq(values, expected, n):
+    # Within 4.5 binomial standard deviations (plus one count) of the published probability.
+    tol = 4.5 * (expected * (1 - expected) / n) ** 0.5 + 1 / n
+    return abs(values - expected) <= tol
+
+
+def test_every_stage_is_used_at_its_probability():
+    cfg = Realistic(4)
+    seeds, n = 1000, 16
+    plans = [cfg.plan(seed, n) for seed in range(seeds)]
+    per_sample = seeds * n
+
+    def check(name, observed, expected, count):
+        assert _freq(observed, expected, count), f"{name}: {observed:.4f} drawn, {expected:.4f} published"
+
+    for r, (rnd, kernel_prob, sinc_prob) in enumerate([("first", cfg.kernel_prob, cfg.sinc_prob), ("second", cfg.kernel_prob2, cfg.sinc_prob2)]):
+        kinds = torch.cat([getattr(p, rnd).kernel_type for p in plans])
+        expected = [(1 - sinc_prob) * p for p in kernel_prob] + [sinc_prob]
+        for i, name in enumerate(KERNEL_TYPES):
+            check(f"{rnd} {name}", (kinds == i).float().mean().item(), expected[i], per_sample)
+        blurred = torch.cat([getattr(p, rnd).blur for p in plans]).float().mean().item()
+        check(f"{rnd} blur", blurred, 1.0 if r == 0 else cfg.second_blur_prob, per_sample)
+        resize_prob = cfg.resize_prob if r == 0 else cfg.resize_prob2
+        for direction, p in zip(RESIZE_DIRECTIONS, resize_prob):
+            check(f"{rnd} resize {direction}", np.mean([getattr(q, rnd).resize == direction for q in plans]), p, seeds)
+        for mode in RESIZE_MODES:
+            check(f"{rnd} mode {mode}", np.mean([getattr(q, rnd).resize_mode == mode for q in plans]), 1 / 3, seeds)
+        gaussian = torch.cat([getattr(p, rnd).gaussian_noise for p in plans]).float().mean().item()
+        check(f"{rnd} gaussian noise", gaussian, cfg.gaussian_noise_prob if r == 0 else cfg.gaussian_noise_prob2, per_sample)
+        gray = torch.cat([getattr(p, rnd).gray_noise for p in plans]).float().mean().item()
+        check(f"{rnd} gray noise", gray, cfg.gray_noise_prob if r == 0 else cfg.gray_noise_prob2, per_sample)
+    check("final sinc", torch.cat([p.final_sinc for p in plans]).float().mean().item(), cfg.final_sinc_prob, per_sample)
+    check("resize+sinc before JPEG", np.mean([p.resize_then_jpeg for p in plans]), 0.5, seeds)
+    for mode in RESIZE_MODES:
+        check(f"final mode {mode}", np.mean([p.final_mode == mode for p in plans]), 1 / 3, seeds)
+
+
+def test_drawn_values_stay_in_their_published_ranges():
+    cfg = Realistic(4)
+    plans = [cfg.plan(seed, 16) for seed in range(200)]
+    for rnd, resize_range, noise, poisson in [
+        ("first", cfg.resize_range, cfg.noise_range, cfg.poisson_scale_range),
+        ("second", cfg.resize_range2, cfg.noise_range2, cfg.poisson_scale_range2),
+    ]:
+        rounds = [getattr(p, rnd) for p in plans]
+        sizes = torch.cat([r.kernel_size for r in rounds])
+        assert set(sizes.tolist()) == set(range(7, 22, 2))  # odd, 7..21, every size used
+        for r in rounds:
+            lo, hi = {"up": (1.0, resize_range[1]), "down": (resize_range[0], 1.0), "keep": (1.0, 1.0)}[r.resize]
+            assert lo <= r.resize_factor <= hi
+        sigma = torch.cat([r.noise_sigma for r in rounds]) * 255
+        assert noise[0] - 1e-4 <= sigma.min() and sigma.max() <= noise[1] + 1e-4
+        scale = torch.cat([r.poisson_scale for r in rounds])
+        assert poisson[0] <= scale.min() and scale.max() <= poisson[1]
+        quality = torch.cat([r.jpeg_quality for r in rounds])
+        assert 30 <= quality.min() and quality.max() <= 95 and torch.equal(quality, quality.round())
+    assert set(torch.cat([p.final_kernel_size for p in plans]).tolist()) == set(range(7, 22, 2))
+
+
+def test_kernels_are_normalised_and_zero_outside_their_size_and_sinc_rings():
+    plan = Realistic(4).plan(0, 256).first
+    k, size = plan.kernel, plan.kernel_size
+    assert k.shape == (256, 21, 21)
+    assert torch.allclose(k.sum(dim=(1, 2)), torch.ones(256), atol=1e-5)
+    for i in range(256):
+        pad = (21 - int(size[i])) // 2
+        outside = k[i].clone()
+        outside[pad : 21 - pad, pad : 21 - pad] = 0
+        assert not outside.any()
+        assert torch.allclose(k[i], k[i].flip(0, 1), atol=1e-7)  # point symmetric: correlation is convolution
+    sinc = plan.kernel_type == KERNEL_TYPES.index("sinc")
+    gaussian = plan.kernel_type <= KERNEL_TYPES.index("aniso")
+    assert sinc.any() and (k[sinc].amin(dim=(1, 2)) < 0).all()  # ringing lobes
+    assert (k[gaussian] >= 0).all()
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_realistic_lr_is_float32_in_range_with_the_lr_shape(scale):
+    hr = torch.rand(5, 3, 96, 96)
+    lr = Realistic(scale)(hr, 11)
+    assert lr.shape == (5, 3, 96 // scale, 96 // scale) and lr.dtype == torch.float32
+    assert 0 <= lr.min() and lr.max() <= 1
+    assert torch.allclose(lr * 255, (lr * 255).round(), atol=1e-4)  # 8-bit, as feed_data rounds it
+    assert torch.equal(lr, Realistic(scale)(hr, 11))
+    assert not torch.equal(lr, Realistic(scale)(hr, 12))
+
+
+def test_realistic_executes_its_plan():
+    cfg, hr = Realistic(4), torch.rand(3, 3, 64, 64)
+    assert torch.equal(cfg.apply(hr, cfg.plan(5, 3)), cfg(hr, 5))
+
+
+def test_usm_sharp_overshoots_at_an_edge_and_keeps_flat_images():
+    step = torch.full((1, 3, 64, 64), 0.25)
+    step[..., 32:] = 0.75
+    out = usm_sharp(step)
+    assert out[..., 32:].max() > 0.76 and out[..., :32].min() < 0.24  # sharper than the input edge
+    assert torch.allclose(out[..., :2], step[..., :2], atol=0.02)  # far from the edge, nearly unchanged
+    flat = torch.full((2, 3, 48, 48), 0.4)
+    assert torch.equal(usm_sharp(flat), flat)
+    assert Realistic(4).usm_target is False and Realistic(4, usm_target=True).usm_target is True
+
+
+@pytest.mark.parametrize("gaussian", [True, False])
+def test_gray_noise_is_one_field_for_all_channels(gaussian):
+    plan = Realistic(4).plan(0, 2).first
+    amounts = dict(noise_sigma=torch.tensor([0.02, 0.02]), poisson_scale=torch.tensor([0.5, 0.5]))  # nothing clips
+    plan = replace(plan, gaussian_noise=torch.tensor([gaussian] * 2), gray_noise=torch.tensor([True, False]), **amounts)
+    x = torch.rand(2, 3, 32, 32) * 0.5 + 0.25
+    noise = add_noise(x, torch.Generator().manual_seed(0), plan) - x
+    assert torch.allclose(noise[0, 0], noise[0, 1], atol=1e-6) and torch.allclose(noise[0, 1], noise[0, 2], atol=1e-6)
+    assert not torch.equal(noise[1, 0], noise[1, 1])
+    assert noise[1].std() > 0
+
+
+def test_realistic_takes_the_published_options_as_config_gives_them():
+    # YAML lists are accepted (and compared as the defaults); a bad probability names its key.
+    assert build_degradation("realistic", 4, kernel_prob=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03], resize_range2=[0.3, 1.2]) == Realistic(4)
+    with pytest.raises(ValueError, match="resize_prob must be probabilities"):
+        build_degradation("realistic", 4, resize_prob=[0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="noise_range2 must be a"):
+        build_degradation("realistic", 4, noise_range2=[25, 1])

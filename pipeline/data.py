@@ -29,7 +29,7 @@ import torch
 
 from pipeline import formats, storage
 from pipeline.errors import DecodeError
-from srgan.degrade import Degradation
+from srgan.degrade import Degradation, usm_sharp
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,8 @@ class PatchPairs:
             return {"lr": np.zeros((0, c, s, s), np.float32), "hr": np.zeros((0, c, self.patch, self.patch), np.float32)}
         hr = torch.stack(patches)
         lr = self.degrade(hr, stable_seed(self.seed, *batch["path"], *np.asarray(batch["draw"], float).tolist()))
+        if getattr(self.degrade, "usm_target", False):  # Real-ESRGAN's sharpened targets; the LR comes from the plain HR
+            hr = usm_sharp(hr)
         return {"lr": lr.numpy().astype(np.float32), "hr": hr.numpy().astype(np.float32)}
 
 

@@ -75,3 +75,18 @@ def test_val_dataset_keeps_whole_images_cropped_to_the_scale(ray_session, tmp_pa
     assert rows[0]["key"] == "a.png" and rows[0]["levels"] == 255
     assert np.asarray(rows[0]["hr"]).shape == (3, 44, 60)
     assert np.asarray(rows[0]["lr"]).shape == (3, 11, 15)  # degraded once, here, not at every validation
+
+
+def test_usm_sharpened_targets_keep_the_lr_and_sharpen_the_hr():
+    import torch
+
+    from srgan.degrade import usm_sharp
+
+    rng = np.random.default_rng(3)
+    batch = {"bytes": np.array([formats.encode(smooth_image(rng, 50, 70), "a.png")], dtype=object), "path": np.array(["b/a.png"]), "draw": np.array([0.25])}
+    spec = ImageSpec(channels=3, min_size=32)
+    plain = PatchPairs(spec, 32, 3, build_degradation("realistic", 4), seed=7)(batch)
+    sharp = PatchPairs(spec, 32, 3, build_degradation("realistic", 4, usm_target=True), seed=7)(batch)
+    np.testing.assert_array_equal(plain["lr"], sharp["lr"])  # the LR is made from the plain HR
+    np.testing.assert_allclose(sharp["hr"], usm_sharp(torch.from_numpy(plain["hr"])).numpy(), atol=1e-6)
+    assert not np.array_equal(sharp["hr"], plain["hr"])

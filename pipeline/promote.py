@@ -175,8 +175,9 @@ def promote(name: str, run_id: str, holdout: str, gate: Gate, tracking_uri: str)
     lpips, skipped = lpips_model(gate.lpips_weights) if criterion == "perceptual" else (None, "")
     cand = score(candidate, files, tracking_uri, lpips)
     say_lpips_skipped(skipped)
-    if champion is None:
-        judge(criterion, gate, cand, cand["bicubic"])  # refuses an unusable holdout before anything is written
+    # Before anything is written: refuses a holdout the criterion cannot use (no NIQE, no Y);
+    # the champion is scored on the same images, so it could not use them either.
+    against_bicubic = judge(criterion, gate, cand, cand["bicubic"])
     created = version is None
     if created:
         version = tracking.register_version(tracking_uri, name, candidate, run_id, {tracking.SOURCE_TAG: run_id})
@@ -184,10 +185,10 @@ def promote(name: str, run_id: str, holdout: str, gate: Gate, tracking_uri: str)
     print(f"{'registered' if created else 'already registered'}: {name} v{version} from run {run_id}; alias {CANDIDATE} -> v{version}", flush=True)
 
     if champion is None:
-        baseline, base = "bicubic", cand["bicubic"]
+        (baseline, base), (promoted, why, figures) = ("bicubic", cand["bicubic"]), against_bicubic
     else:
         baseline, base = f"v{champion}", score(f"models:/{name}/{champion}", files, tracking_uri, lpips)
-    promoted, why, figures = judge(criterion, gate, cand, base)
+        promoted, why, figures = judge(criterion, gate, cand, base)
     head = f"{criterion} criterion on {holdout} ({len(cand['images'])} images), candidate v{version} vs {baseline}"
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)

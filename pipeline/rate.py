@@ -156,17 +156,7 @@ def _source_run(ref: str, tracking_uri: str | None) -> str | None:
         return ref[len("runs:/"):].strip("/").split("/")[0]
     if not ref.startswith("models:/"):
         return None
-    c = tracking.client(tracking.resolve_tracking_uri(tracking_uri))
-    name, *rest = ref[len("models:/"):].strip("/").split("/")
-    if "@" in name:
-        version = c.get_model_version_by_alias(*name.split("@", 1))
-    elif rest and rest[0].isdigit():
-        version = c.get_model_version(name, rest[0])
-    elif rest and rest[0] == "latest":
-        version = max(c.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
-    else:
-        return c.get_logged_model(name).source_run_id or None
-    return version.run_id or None
+    return tracking.model_run(tracking.resolve_tracking_uri(tracking_uri), ref)
 
 
 @dataclass

@@ -267,8 +267,7 @@ def score_as_is(images: Iterable[tuple[str, np.ndarray, bool]], progress=None) -
     for name, array, alpha in images:
         if alpha:
             array = array[..., :-1]
-        x = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None].float() / formats.data_range(array.dtype)
-        scores.append(AsIsScore(name, array.shape[0], array.shape[1], niqe_of(x.clamp(0, 1))))
+        scores.append(AsIsScore(name, array.shape[0], array.shape[1], niqe_of(formats.to_unit(array)[None].clamp(0, 1))))
         if progress:
             progress(scores[-1])
     return scores

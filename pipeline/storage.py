@@ -98,6 +98,12 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return fs, f"{bucket}/{key}".rstrip("/")
 
 
+def _within(path: str, root: str) -> bool:
+    """Whether `path` is `root` or lies under it, '/'-separated (both already resolved)."""
+    root = root.rstrip("/")
+    return path.rstrip("/") == root or path.startswith(root + "/")
+
+
 def overlaps(a: str, b: str) -> bool:
     """Whether two folders or prefixes are the same or one lies inside the other: local paths
     after resolving symbolic links, S3 by bucket and '/'-separated prefix."""
@@ -109,8 +115,7 @@ def overlaps(a: str, b: str) -> bool:
         a, b = a[len("s3://"):], b[len("s3://"):]
     else:
         a, b = os.path.realpath(a), os.path.realpath(b)
-    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
-    return a.startswith(b) or b.startswith(a)
+    return _within(a, b) or _within(b, a)
 
 
 def check_inside(root: str, uri: str, what: str) -> None:
@@ -121,9 +126,8 @@ def check_inside(root: str, uri: str, what: str) -> None:
     root, uri = local_or_uri(root), local_or_uri(uri)
     if is_s3(uri):
         return
-    real_root = os.path.realpath(root)
     real = os.path.realpath(uri if what == "input" else os.path.dirname(uri))
-    if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+    if not _within(real, os.path.realpath(root)):
         raise StorageError(f"{what} {uri} leads outside {root} through a symbolic link; not {'read' if what == 'input' else 'written'}")
 
 
@@ -171,7 +175,7 @@ def _walk_local(root: str, wanted) -> tuple[list[StoredFile], list[StoredFile]]:
         raise StorageError(f"{root} does not exist")
     if path.is_file():
         return [StoredFile(uri=root, path=root, key=path.name, size=path.stat().st_size)], []
-    real_root = os.path.realpath(root).rstrip("/") + "/"
+    real_root = os.path.realpath(root)
     files, outside = [], []
     for folder, dirs, names in os.walk(root, followlinks=False, onerror=_raise_storage_error):
         for name in sorted(names) + sorted(d for d in dirs if os.path.islink(os.path.join(folder, d))):
@@ -180,7 +184,7 @@ def _walk_local(root: str, wanted) -> tuple[list[StoredFile], list[StoredFile]]:
             is_dir = os.path.isdir(full)
             if not is_dir and not wanted(name):
                 continue
-            if os.path.islink(full) and not (os.path.realpath(full) + ("/" if is_dir else "")).startswith(real_root):
+            if os.path.islink(full) and not _within(os.path.realpath(full), real_root):
                 outside.append(StoredFile(uri=full, path=full, key=key, size=0))
             elif not is_dir and os.path.isfile(full):
                 files.append(StoredFile(uri=full, path=full, key=key, size=os.path.getsize(full)))

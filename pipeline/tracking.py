@@ -130,27 +130,38 @@ def download(uri: str, tracking_uri: str) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri))
 
 
-def _model_location(c, uri: str) -> str:
-    """The artifact location of models:/<name>@<alias>, models:/<name>/<version>,
-    models:/<name>/latest or models:/m-<id> (optionally /<path> inside it), looked up through
-    client `c`: MLflow's own models:/ resolution reads the process-wide registry URI."""
+def _model_ref(c, uri: str):
+    """(registry version or None, logged model id or None, path inside) of models:/<name>@<alias>,
+    models:/<name>/<version>, models:/<name>/latest or models:/m-<id>[/<path>], looked up
+    through client `c`: MLflow's own models:/ resolution reads the process-wide registry URI."""
     name, *rest = uri[len("models:/"):].strip("/").split("/")
     if "@" in name:
-        name, alias = name.split("@", 1)
-        location = c.get_model_version_download_uri(name, c.get_model_version_by_alias(name, alias).version)
-    elif rest and rest[0].isdigit():
-        location = c.get_model_version_download_uri(name, rest.pop(0))
-    elif rest and rest[0] == "latest":
-        rest.pop(0)
-        versions = [int(v.version) for v in c.search_model_versions(f"name = '{name}'")]
+        return c.get_model_version_by_alias(*name.split("@", 1)), None, rest
+    if rest and rest[0].isdigit():
+        return c.get_model_version(name, rest[0]), None, rest[1:]
+    if rest and rest[0] == "latest":
+        versions = c.search_model_versions(f"name = '{name}'")
         if not versions:
             raise TrackingError(f"{uri}: registered model {name!r} has no versions")
-        location = c.get_model_version_download_uri(name, str(max(versions)))
-    elif not rest or name.startswith("m-"):
-        location = c.get_logged_model(name).artifact_location
-    else:
-        raise TrackingError(f"{uri}: not a model reference; use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/latest or models:/m-<id>")
+        return max(versions, key=lambda v: int(v.version)), None, rest[1:]
+    if not rest or name.startswith("m-"):
+        return None, name, rest
+    raise TrackingError(f"{uri}: not a model reference; use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/latest or models:/m-<id>")
+
+
+def _model_location(c, uri: str) -> str:
+    """The artifact location of a models:/ reference (see `_model_ref`), path inside included."""
+    version, model_id, rest = _model_ref(c, uri)
+    location = c.get_model_version_download_uri(version.name, version.version) if version else c.get_logged_model(model_id).artifact_location
     return "/".join([location.rstrip("/"), *rest])
+
+
+def model_run(tracking_uri: str, uri: str) -> str | None:
+    """The MLflow run behind models:/ reference `uri`: the registry version's run, or the
+    logged model's source run."""
+    c = client(tracking_uri)
+    version, model_id, _ = _model_ref(c, uri)
+    return (version.run_id if version else c.get_logged_model(model_id).source_run_id) or None
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:

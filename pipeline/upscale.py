@@ -117,22 +117,23 @@ def output_key(key: str) -> str:
     return PurePosixPath(key).as_posix()
 
 
-def plan_outputs(job: UpscaleJob, out_root: str, ident: dict) -> tuple[list[dict], list[dict]]:
+def plan_outputs(job: UpscaleJob, out_root: str, ident: dict, runs: dict | None = None) -> tuple[list[dict], list[dict]]:
     """(items to process, rows decided without processing: skipped or refused). `include`:
     shell-style patterns on the key relative to the input; a file must match one of them.
     An output that exists is skipped when the same model and settings (`ident`) made it, and
-    stops the job (UsageError) when another did, unless --overwrite."""
+    stops the job (UsageError) when another did, unless --overwrite. `runs`: the runs recorded
+    under `out_root` (manifest.recorded_runs), read here when not given."""
     in_root = storage.local_or_uri(job.input).rstrip("/")
     files, outside = storage.list_inputs(in_root, job.extensions)
     if job.include:
         files = [f for f in files if any(fnmatch.fnmatchcase(f.key, pattern) for pattern in job.include)]
         if not files:
             raise UsageError(f"no input under {in_root} matches --include {' '.join(job.include)} (patterns match the key relative to --input, e.g. 'satellite/*' or '*.tif')")
-    owners, runs, existing = {}, {}, set()
+    owners, existing = {}, set()
     if not job.overwrite and storage.exists(out_root):
         existing = {f.key for f in storage.list_files(out_root) if not f.key.startswith(MANIFEST_DIR + "/")}
         owners = {k: r for k, r in records.latest_rows(records.read_manifest(out_root)).items() if r["status"] in ("done", "skipped")}
-        runs = records.recorded_runs(out_root)
+    runs = records.recorded_runs(out_root) if runs is None else runs
     todo, decided, conflicts = [], [], []
     for f in outside:
         item = {"key": f.key, "input": f.uri, "output": "", "size": 0}
@@ -213,12 +214,12 @@ def run_upscale(job: UpscaleJob) -> Summary:
     out_root = storage.local_or_uri(job.output).rstrip("/")
     storage.check_destination(out_root, "--output")
     storage.check_inside(out_root, storage.join(out_root, MANIFEST_DIR, "runs", "x"), "output")
-    todo, decided = plan_outputs(job, out_root, ident)  # inputs, --include and earlier outputs, before anything is written
+    earlier_runs = records.recorded_runs(out_root)
+    todo, decided = plan_outputs(job, out_root, ident, earlier_runs)  # inputs, --include and earlier outputs, before anything is written
 
     manifest, summary = Manifest(out_root, run_id), Summary(run_id)
-    earlier_runs = set(records.recorded_runs(out_root)) if storage.exists(out_root) else set()
     manifest.start(ident)
-    removed = storage.remove_partials(out_root, earlier_runs)
+    removed = storage.remove_partials(out_root, set(earlier_runs))
     if removed:
         print(f"removed {removed} partial file(s) an interrupted run of this job left under {out_root}", file=sys.stderr)
     for row in decided:

@@ -89,11 +89,18 @@ def conform_bands(array: np.ndarray, channels: int, alpha: bool = False) -> np.n
     raise DecodeError(f"has {have} band(s), the model takes {channels}")
 
 
+def _arithmetic_dtype(dtype: np.dtype):
+    """The float type that maps `dtype`'s values without losing them: float64 for 32/64-bit
+    integers and float64 data, float32 otherwise."""
+    dtype = np.dtype(dtype)
+    wide_integer = np.issubdtype(dtype, np.integer) and dtype.itemsize > 2
+    return np.float64 if wide_integer or dtype == np.float64 else np.float32
+
+
 def to_unit(array: np.ndarray, value_range: float | None = None, offset: float = 0.0) -> torch.Tensor:
     """(H, W, C) array -> (C, H, W) float32 tensor in [0, 1]: (values + `offset`) /
     `value_range` (default the dtype's maximum; clipped when a range is given)."""
-    wide = array.dtype.itemsize > 2 and not np.issubdtype(array.dtype, np.floating)  # 32/64-bit integers: float64 first
-    work = np.float64 if wide or array.dtype == np.float64 else np.float32
+    work = _arithmetic_dtype(array.dtype)
     scaled = array.astype(work)
     if offset:
         scaled += work(offset)
@@ -108,7 +115,7 @@ def from_unit(tensor: torch.Tensor, dtype: np.dtype, value_range: float | None =
     rounded and clipped to the dtype if integer (inverse of `to_unit`). Works in place on one
     float copy, so a large image costs one float and one output array."""
     dtype = np.dtype(dtype)
-    work = np.float64 if dtype.itemsize > 2 and not np.issubdtype(dtype, np.float32) and dtype != np.float16 else np.float32
+    work = _arithmetic_dtype(dtype)
     values = tensor.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0).astype(work)  # copies
     np.multiply(values, work(value_range or data_range(dtype)), out=values)
     if offset:

@@ -142,3 +142,12 @@ def test_errors_name_the_problem(registry, capsys):
     bare = client.create_run(client.get_experiment_by_name("promote-tests").experiment_id).info.run_id
     code, out = _promote(capsys, registry, "--run-id", bare, "--name", "x")
     assert code == 2 and f"run {bare} logged no generator model" in out
+
+
+def test_a_holdout_the_criterion_cannot_use_changes_nothing_even_with_a_champion(registry, capsys):
+    name = f"m{uuid.uuid4().hex[:6]}"
+    assert _promote(capsys, registry, "--run-id", registry["runs"]["good"], "--name", name)[0] == 0
+    # 64 px holdout images hold no 96 x 96 NIQE block: the perceptual gate cannot judge on them.
+    code, out = _promote(capsys, registry, "--run-id", registry["runs"]["better"], "--name", name, "--criterion", "perceptual")
+    assert code == 2 and "the perceptual criterion needs NIQE" in out
+    assert len(registry["client"].search_model_versions(f"name = '{name}'")) == 1 and _champion(registry, name) == "1"

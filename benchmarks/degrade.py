@@ -1,130 +1,239 @@
-"""Degradation throughput: our batched torch degradations against a per-image numpy/PIL
-reference, same inputs, same process, one thread each. Prints one JSON line.
+"""Degradation throughput: ours against BasicSR / Real-ESRGAN's own code, same inputs, same
+process, interleaved (A B C A B C ...), one thread each. Prints one JSON line.
 
-    .venv/bin/python benchmarks/degrade.py [--repeats 5] [--batch 64] [--threads 1]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/degrade.py [--repeats 41] [--warmup 5] [--batch 64] [--threads 1]
 
-The reference is what a per-image CPU data loader does (the BasicSR dataset path):
-`bicubic` is Pillow's bicubic resize per image; `realistic` is, per image, a Gaussian
-kernel convolved with scipy.ndimage, a Pillow resize, numpy noise and a real libjpeg
-round trip through Pillow, with the same parameter ranges as `srgan.degrade.Realistic`.
-Figures are medians of `--repeats` runs; compare the ratios, not the absolute rates.
+References (installed only for benchmarks: `pip install --no-deps basicsr realesrgan
+opencv-python-headless`; basicsr 1.4.2 imports `torchvision.transforms.functional_tensor`,
+which current torchvision removed, so a stand-in module is registered first):
+  * bicubic: `basicsr.utils.matlab_functions.imresize` one image at a time (MATLAB-exact), and
+    `F.interpolate(bicubic, antialias=True)` on the batch as an inexact speed ceiling.
+  * realistic, per image: RealESRGANDataset's kernel draws (`random_mixed_kernels`,
+    `circular_lowpass_kernel`), then feed_data's steps with BasicSR's per-image functions:
+    `cv2.filter2D`, `cv2.resize`, `random_add_gaussian_noise` / `random_add_poisson_noise`,
+    `add_jpg_compression` (libjpeg through cv2).
+  * realistic, batched: the same per-sample kernel draws, then feed_data on CPU tensors:
+    `filter2D`, `F.interpolate`, `random_add_*_noise_pt`, `DiffJPEG(differentiable=False)`.
+    USM sharpening of the target is left out of every side (it is not part of the LR).
+Ours: `Bicubic(scale)(hr, 0)` and `Realistic(scale)(hr, seed)` (plan then apply, a new seed each
+run) on the batch (N, 3, H, W). Each side runs --warmup untimed rounds, then --repeats timed
+ones; the figures are medians in patches/s. Compare the `*_ratio` keys (ours over reference),
+not the rates: the machine is shared (`loadavg` is os.getloadavg() at the end).
+`realistic_ratio` is the smaller of the two realistic ratios.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import math
+import os
 import platform
+import random
 import statistics
+import sys
 import time
+import types
 
+import cv2
 import numpy as np
 import torch
-from PIL import Image
-from scipy import ndimage
+import torch.nn.functional as F
 
 from srgan.degrade import Bicubic, Realistic
+from srgan.realistic import KERNEL_TYPES, RESIZE_DIRECTIONS, RESIZE_MODES
+
+CV2_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
-def _gaussian_kernel(rng: np.random.Generator, size: int, sigma_range: tuple[float, float], aniso_prob: float) -> np.ndarray:
-    sx = rng.uniform(*sigma_range)
-    sy, theta = (rng.uniform(*sigma_range), rng.uniform(0, np.pi)) if rng.random() < aniso_prob else (sx, 0.0)
-    r = (size - 1) / 2
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    u = np.cos(theta) * xx + np.sin(theta) * yy
-    v = -np.sin(theta) * xx + np.cos(theta) * yy
-    k = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
-    return k / k.sum()
+def basicsr():
+    """The BasicSR modules the references use, imported behind the torchvision shim."""
+    import torchvision.transforms.functional as TF
+
+    shim = types.ModuleType("torchvision.transforms.functional_tensor")
+    shim.rgb_to_grayscale = TF.rgb_to_grayscale
+    sys.modules.setdefault("torchvision.transforms.functional_tensor", shim)
+    from basicsr.data import degradations
+    from basicsr.utils import DiffJPEG
+    from basicsr.utils.img_process_util import filter2D
+    from basicsr.utils.matlab_functions import imresize
+
+    return types.SimpleNamespace(deg=degradations, DiffJPEG=DiffJPEG, filter2D=filter2D, imresize=imresize)
 
 
-def _pil_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    out = [np.asarray(Image.fromarray(img[..., c].astype(np.float32), "F").resize((size[1], size[0]), Image.Resampling.BICUBIC)) for c in range(img.shape[2])]
-    return np.clip(np.stack(out, axis=-1), 0, 1)
+def dataset_kernels(cfg: Realistic, deg) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One sample's kernels as RealESRGANDataset.__getitem__ draws them, each at its own size
+    (the dataset then zero-pads them to 21 px to batch them; None: no final sinc)."""
+    sizes = list(range(cfg.kernel_size_range[0], cfg.kernel_size_range[1] + 1, 2))
+
+    def blur(kernel_prob, sinc_prob, sigma, betag, betap):
+        size = random.choice(sizes)
+        if np.random.uniform() < sinc_prob:
+            omega = np.random.uniform(np.pi / 3, np.pi) if size < 13 else np.random.uniform(np.pi / 5, np.pi)
+            return deg.circular_lowpass_kernel(omega, size, pad_to=False)
+        return deg.random_mixed_kernels(list(KERNEL_TYPES[:6]), list(kernel_prob), size, sigma, sigma, [-math.pi, math.pi], betag, betap, noise_range=None)
+
+    k1 = blur(cfg.kernel_prob, cfg.sinc_prob, cfg.blur_sigma, cfg.betag_range, cfg.betap_range)
+    k2 = blur(cfg.kernel_prob2, cfg.sinc_prob2, cfg.blur_sigma2, cfg.betag_range2, cfg.betap_range2)
+    sinc = None
+    if np.random.uniform() < cfg.final_sinc_prob:
+        sinc = deg.circular_lowpass_kernel(np.random.uniform(np.pi / 3, np.pi), random.choice(sizes), pad_to=False)
+    return k1, k2, sinc
 
 
-def _pil_jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray((img * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=quality)
-    return np.asarray(Image.open(buf), dtype=np.float32) / 255
+def _padded(k: np.ndarray | None, big: int) -> torch.Tensor:
+    """A kernel zero-padded to big x big as RealESRGANDataset batches it (None: its 21 px pulse)."""
+    if k is None:
+        k = np.zeros((1, 1))
+        k[0, 0] = 1
+    pad = (big - k.shape[0]) // 2
+    return torch.FloatTensor(np.pad(k, ((pad, pad), (pad, pad))))
 
 
-def reference_realistic(img: np.ndarray, rng: np.random.Generator, cfg: Realistic) -> np.ndarray:
-    """One (H, W, 3) float image through the same published steps as `Realistic`, per image:
-    two rounds (the second always, its blur with its probability), each sized from the target
-    LR size as Real-ESRGAN's feed_data does, then the final resize and JPEG. Gaussian kernels
-    of a random odd size stand in for the kernel mix (the costs are the same)."""
+def _factor(probs, bounds) -> float:
+    direction = random.choices(RESIZE_DIRECTIONS, probs)[0]
+    return {"up": lambda: np.random.uniform(1, bounds[1]), "down": lambda: np.random.uniform(bounds[0], 1), "keep": lambda: 1.0}[direction]()
+
+
+def reference_per_image(img: np.ndarray, cfg: Realistic, ref) -> np.ndarray:
+    """One (H, W, 3) float32 image in [0, 1] through feed_data's steps with BasicSR's per-image
+    (numpy / cv2) functions; every random choice per image."""
+    deg = ref.deg
     h, w = img.shape[:2]
+    k1, k2, sinc = dataset_kernels(cfg, deg)
+
+    def noise(x, gaussian_prob, sigma, poisson, gray):
+        if np.random.uniform() < gaussian_prob:
+            return deg.random_add_gaussian_noise(x, sigma_range=sigma, gray_prob=gray, clip=True, rounds=False)
+        return deg.random_add_poisson_noise(x, scale_range=poisson, gray_prob=gray, clip=True, rounds=False)
+
+    def resize(x, size):
+        return cv2.resize(x, (size[1], size[0]), interpolation=CV2_MODES[random.choice(RESIZE_MODES)])
+
+    x = cv2.filter2D(img, -1, k1)
+    f = _factor(cfg.resize_prob, cfg.resize_range)
+    x = resize(x, (int(h * f), int(w * f)))
+    x = noise(x, cfg.gaussian_noise_prob, cfg.noise_range, cfg.poisson_scale_range, cfg.gray_noise_prob)
+    x = deg.add_jpg_compression(x, int(np.random.uniform(*cfg.jpeg_range)))
+    if np.random.uniform() < cfg.second_blur_prob:
+        x = cv2.filter2D(x, -1, k2)
+    f = _factor(cfg.resize_prob2, cfg.resize_range2)
+    x = resize(x, (int(h / cfg.scale * f), int(w / cfg.scale * f)))
+    x = noise(x, cfg.gaussian_noise_prob2, cfg.noise_range2, cfg.poisson_scale_range2, cfg.gray_noise_prob2)
     lr = (h // cfg.scale, w // cfg.scale)
-
-    def one_round(x, blur, sigma, aniso, resize, size, noise, gauss_prob, poisson):
-        if blur:
-            k = _gaussian_kernel(rng, int(rng.choice(np.arange(cfg.kernel_size_range[0], cfg.kernel_size_range[1] + 1, 2))), sigma, aniso)
-            x = np.stack([ndimage.convolve(x[..., c], k, mode="reflect") for c in range(3)], axis=-1)
-        f = rng.uniform(*resize)
-        x = _pil_resize(x, (max(8, round(size[0] * f)), max(8, round(size[1] * f))))
-        if rng.random() < gauss_prob:
-            x = np.clip(x + rng.normal(0, rng.uniform(*noise) / 255, x.shape), 0, 1)
-        else:
-            x = np.clip(x + (rng.poisson(x * 255) / 255 - x) * rng.uniform(*poisson), 0, 1)
-        return _pil_jpeg(x, int(rng.uniform(*cfg.jpeg_range)))
-
-    x = one_round(img, True, cfg.blur_sigma, cfg.kernel_prob[1], cfg.resize_range, (h, w), cfg.noise_range, cfg.gaussian_noise_prob, cfg.poisson_scale_range)
-    x = one_round(x, rng.random() < cfg.second_blur_prob, cfg.blur_sigma2, cfg.kernel_prob2[1], cfg.resize_range2, lr, cfg.noise_range2, cfg.gaussian_noise_prob2, cfg.poisson_scale_range2)
-    x = _pil_resize(x, lr)
-    return _pil_jpeg(x, int(rng.uniform(*cfg.jpeg_range2)))
+    if np.random.uniform() < 0.5:
+        x = resize(x, lr)
+        x = x if sinc is None else cv2.filter2D(x, -1, sinc)
+        x = deg.add_jpg_compression(x, int(np.random.uniform(*cfg.jpeg_range2)))
+    else:
+        x = deg.add_jpg_compression(x, int(np.random.uniform(*cfg.jpeg_range2)))
+        x = resize(x, lr)
+        x = x if sinc is None else cv2.filter2D(x, -1, sinc)
+    return np.clip((x * 255).round(), 0, 255) / 255
 
 
-def reference_bicubic(img_u8: np.ndarray, scale: int) -> np.ndarray:
-    h, w = img_u8.shape[:2]
-    return np.asarray(Image.fromarray(img_u8).resize((w // scale, h // scale), Image.Resampling.BICUBIC))
+def reference_batched(gt: torch.Tensor, cfg: Realistic, ref, jpeger) -> torch.Tensor:
+    """RealESRGANDataset's per-sample kernels, then RealESRGANModel.feed_data's degradation on
+    (N, 3, H, W) CPU tensors (no USM, crop or training-pair queue)."""
+    deg, filter2D, big = ref.deg, ref.filter2D, cfg.kernel_size_range[1]
+    drawn = [dataset_kernels(cfg, deg) for _ in range(gt.shape[0])]
+    kernel1, kernel2, sinc = (torch.stack([_padded(k, big) for k in ks]) for ks in zip(*drawn))
+    ori_h, ori_w = gt.shape[2:4]
+
+    def noise(out, gaussian_prob, sigma, poisson, gray):
+        if np.random.uniform() < gaussian_prob:
+            return deg.random_add_gaussian_noise_pt(out, sigma_range=sigma, clip=True, rounds=False, gray_prob=gray)
+        return deg.random_add_poisson_noise_pt(out, scale_range=poisson, gray_prob=gray, clip=True, rounds=False)
+
+    def compress(out, jpeg_range):
+        quality = out.new_zeros(out.size(0)).uniform_(*jpeg_range)
+        # DiffJPEG returns a channels-last view, which F.pad / F.interpolate keep on CPU and filter2D's .view rejects.
+        return jpeger(torch.clamp(out, 0, 1), quality=quality).contiguous()
+
+    def back(out):
+        out = F.interpolate(out, size=(ori_h // cfg.scale, ori_w // cfg.scale), mode=random.choice(RESIZE_MODES))
+        return filter2D(out, sinc)
+
+    out = filter2D(gt, kernel1)
+    out = F.interpolate(out, scale_factor=_factor(cfg.resize_prob, cfg.resize_range), mode=random.choice(RESIZE_MODES))
+    out = noise(out, cfg.gaussian_noise_prob, cfg.noise_range, cfg.poisson_scale_range, cfg.gray_noise_prob)
+    out = compress(out, cfg.jpeg_range)
+    if np.random.uniform() < cfg.second_blur_prob:
+        out = filter2D(out, kernel2)
+    f = _factor(cfg.resize_prob2, cfg.resize_range2)
+    out = F.interpolate(out, size=(int(ori_h / cfg.scale * f), int(ori_w / cfg.scale * f)), mode=random.choice(RESIZE_MODES))
+    out = noise(out, cfg.gaussian_noise_prob2, cfg.noise_range2, cfg.poisson_scale_range2, cfg.gray_noise_prob2)
+    out = compress(back(out), cfg.jpeg_range2) if np.random.uniform() < 0.5 else back(compress(out, cfg.jpeg_range2))
+    return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
 
 
-def _rate(fn, n_patches: int, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return n_patches / statistics.median(times)
+def interleaved_rates(sides: dict, n_patches: int, repeats: int, warmup: int) -> dict[str, float]:
+    """Median patches/s of each side, run A B C A B C ... after `warmup` untimed rounds."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for r in range(warmup + repeats):
+        for name, fn in sides.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: n_patches / statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=41)
+    parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--patch", type=int, default=96)
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # add_jpg_compression's CV_32F -> CV_8U notice
+    ref = basicsr()
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
     rng = np.random.default_rng(0)
     hr_u8 = rng.integers(0, 256, (args.batch, args.patch, args.patch, 3), dtype=np.uint8)
-    # Real photo statistics matter little for throughput; smooth the noise a bit anyway.
-    hr_u8 = np.stack([ndimage.uniform_filter(im, size=(3, 3, 1)) for im in hr_u8])
-    hr_t = torch.from_numpy(hr_u8).permute(0, 3, 1, 2).float() / 255
-    hr_f = hr_u8.astype(np.float32) / 255
+    # Smoothed noise: throughput hardly depends on content, but the Poisson path counts levels.
+    hr_u8 = np.stack([cv2.blur(im, (3, 3)) for im in hr_u8])
+    hr_t = torch.from_numpy(hr_u8).permute(0, 3, 1, 2).contiguous().float() / 255
+    hr_f = [im.astype(np.float32) / 255 for im in hr_u8]
+    lr_size = (args.patch // args.scale, args.patch // args.scale)
 
     bicubic, realistic = Bicubic(args.scale), Realistic(args.scale)
-    seed = iter(range(10**6))
-    results = {}
-    ours = _rate(lambda: bicubic(hr_t, 0), args.batch, args.repeats)
-    ref = _rate(lambda: [reference_bicubic(im, args.scale) for im in hr_u8], args.batch, args.repeats)
-    results["bicubic"] = {"ours_patches_per_s": round(ours, 1), "reference_patches_per_s": round(ref, 1), "ratio": round(ours / ref, 3)}
-    ours = _rate(lambda: realistic(hr_t, next(seed)), args.batch, args.repeats)
-    ref_rng = np.random.default_rng(1)
-    ref = _rate(lambda: [reference_realistic(im, ref_rng, realistic) for im in hr_f], args.batch, args.repeats)
-    results["realistic"] = {"ours_patches_per_s": round(ours, 1), "reference_patches_per_s": round(ref, 1), "ratio": round(ours / ref, 3)}
-
+    jpeger = ref.DiffJPEG(differentiable=False)
+    seeds = iter(range(10**9))
+    with torch.inference_mode():
+        b = interleaved_rates({
+            "ours": lambda: bicubic(hr_t, 0),
+            "basicsr_imresize": lambda: [ref.imresize(im, 1 / args.scale) for im in hr_f],
+            "torch_interpolate": lambda: F.interpolate(hr_t, size=lr_size, mode="bicubic", antialias=True).clamp(0, 1),
+        }, args.batch, args.repeats, args.warmup)  # fmt: skip
+        r = interleaved_rates({
+            "ours": lambda: realistic(hr_t, next(seeds)),
+            "basicsr": lambda: [reference_per_image(im, realistic, ref) for im in hr_f],
+            "realesrgan_batched": lambda: reference_batched(hr_t, realistic, ref, jpeger),
+        }, args.batch, args.repeats, args.warmup)  # fmt: skip
+    ratios = {
+        "realistic_vs_basicsr_ratio": r["ours"] / r["basicsr"],
+        "realistic_vs_realesrgan_batched_ratio": r["ours"] / r["realesrgan_batched"],
+        "bicubic_ratio": b["ours"] / b["basicsr_imresize"],
+        "bicubic_vs_torch_interpolate_ratio": b["ours"] / b["torch_interpolate"],
+    }
+    ratios = {"realistic_ratio": min(ratios["realistic_vs_basicsr_ratio"], ratios["realistic_vs_realesrgan_batched_ratio"]), **ratios}
     print(json.dumps({
         "benchmark": "degrade",
-        "hr_patch": args.patch, "scale": args.scale, "batch": args.batch, "threads": args.threads, "repeats": args.repeats,
-        "reference": {"bicubic": "Pillow BICUBIC per image", "realistic": "scipy.ndimage + Pillow resize/JPEG + numpy noise per image"},
-        **results,
-        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-    }))
+        **{k: round(v, 3) for k, v in ratios.items()},
+        **{f"realistic_{k}_patches_per_s": round(v, 1) for k, v in r.items()},
+        **{f"bicubic_{k}_patches_per_s": round(v, 1) for k, v in b.items()},
+        "loadavg": [round(v, 2) for v in os.getloadavg()],
+        "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads, "batch": args.batch, "hr_patch": args.patch, "scale": args.scale,
+        "torch": torch.__version__, "cv2": cv2.__version__, "cpu": platform.processor() or platform.machine(),
+    }))  # fmt: skip
 
 
 if __name__ == "__main__":

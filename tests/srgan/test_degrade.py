@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from srgan.degrade import MRI, Bicubic, Realistic, Satellite, blur, build_degradation, gaussian_kernels, jpeg
+from srgan import realistic
 from srgan.metrics import psnr
 from srgan.realistic import KERNEL_TYPES, RESIZE_DIRECTIONS, RESIZE_MODES, add_noise, usm_sharp
 from srgan.resize import imresize
@@ -119,17 +120,15 @@ def test_bad_sizes_and_names_fail_with_the_fix():
 
 
 def _image_resizes(monkeypatch) -> list:
-    """Record the output size of every F.interpolate call on 3-channel images (JPEG's chroma
-    upsampling works on single planes and is left out)."""
-    calls, interpolate = [], torch.nn.functional.interpolate
+    """Record the output size of every image resize (JPEG's chroma upsampling is not one)."""
+    calls, resize = [], realistic.resize
 
     def spy(x, *args, **kwargs):
-        y = interpolate(x, *args, **kwargs)
-        if x.shape[1] == 3:
-            calls.append(tuple(y.shape[-2:]))
+        y = resize(x, *args, **kwargs)
+        calls.append(tuple(y.shape[-2:]))
         return y
 
-    monkeypatch.setattr(torch.nn.functional, "interpolate", spy)
+    monkeypatch.setattr(realistic, "resize", spy)
     return calls
 
 

@@ -48,6 +48,8 @@ bench: setup
 	$(PY) benchmarks/data_pipeline.py
 	$(PY) benchmarks/upscale.py
 	$(PY) benchmarks/niqe.py
+	$(PY) benchmarks/prepare.py
+	$(PY) benchmarks/precision.py
 
 clean:
 	rm -rf $(QUICKSTART_DIR) .pytest_cache ray_results .stack

@@ -7,7 +7,10 @@ A moto S3 server is started on 127.0.0.1 and the images uploaded to it; the pipe
 one training uses (pipeline.data: read -> decode -> crop/augment -> degrade -> shuffle), on a
 local Ray with --cpus CPUs, consumed with iter_torch_batches as a worker would. The
 degradation-only rate runs the same degradation on in-memory patches in this process with
-the same number of torch threads as CPUs. Figures: median over epochs after the first.
+the same number of torch threads as CPUs. The same pipeline with data.degrade_on: device
+(HR crops only; the worker's GPU would degrade them) shows what the CPUs deliver when the
+degradation leaves them. Figures: median over epochs after the first; per-CPU figures divide
+by --cpus, so CPUs needed to feed one GPU = the GPU's training patches/s / patches/s per CPU.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def main() -> None:
     import torch
 
     from pipeline import storage
-    from pipeline.data import ImageSpec, PatchPairs, scan, train_dataset
+    from pipeline.data import ImageSpec, PatchBatches, scan, train_dataset
     from srgan.degrade import build_degradation
 
     files = storage.list_files(args.images, [".png", ".jpg", ".jpeg", ".bmp"])[: args.max_images]
@@ -66,15 +69,19 @@ def main() -> None:
     ensure_ray(num_cpus=args.cpus, logging_level="ERROR", log_to_driver=False)
     spec = ImageSpec(channels=3, min_size=args.patch)
     good, _ = scan(remote, spec)
-    pairs = PatchPairs(spec, args.patch, args.patches_per_image, build_degradation(args.degradation, 4), seed=0)
-    ds = train_dataset(good, pairs, read_cpus=0.25, images_per_task=4, seed=0)
-    rates = []
-    for _ in range(args.epochs):
-        t0, n = time.perf_counter(), 0
-        for batch in ds.iter_torch_batches(batch_size=args.batch, drop_last=True):
-            n += batch["hr"].shape[0]
-        rates.append(n / (time.perf_counter() - t0))
-    pipeline_rate = statistics.median(rates[1:] or rates)
+    degrade = build_degradation(args.degradation, 4)
+    rates = {}
+    for side in ("cpu", "device"):  # device: Ray Data ships HR crops, the worker degrades (here: not at all)
+        batches = PatchBatches(spec, args.patch, args.patches_per_image, args.batch, degrade, seed=0, degrade_on=side)
+        ds = train_dataset(good, batches, read_cpus=0.25, images_per_task=4, seed=0)
+        rates[side] = []
+        for _ in range(args.epochs):
+            t0, n = time.perf_counter(), 0
+            for batch in ds.iter_torch_batches(batch_size=1):
+                n += batch["hr"].shape[1]
+            rates[side].append(n / (time.perf_counter() - t0))
+    pipeline_rate = statistics.median(rates["cpu"][1:] or rates["cpu"])
+    hr_only_rate = statistics.median(rates["device"][1:] or rates["device"])
 
     # The degradation alone, on the same kind of patches, in this process.
     torch.set_num_threads(args.cpus)
@@ -89,7 +96,7 @@ def main() -> None:
     times = []
     for seed in range(6):
         t0 = time.perf_counter()
-        pairs.degrade(hr, seed)
+        degrade(hr, seed)
         times.append(time.perf_counter() - t0)
     degrade_rate = len(hr) / statistics.median(times[1:])
 
@@ -100,9 +107,15 @@ def main() -> None:
         "source": "moto S3 on 127.0.0.1", "images": len(good), "degradation": args.degradation, "hr_patch": args.patch,
         "patches_per_image": args.patches_per_image, "cpus": args.cpus, "epochs": args.epochs,
         "pipeline_patches_per_s": round(pipeline_rate, 1),
-        "pipeline_epochs_patches_per_s": [round(r, 1) for r in rates],
+        "pipeline_patches_per_s_per_cpu": round(pipeline_rate / args.cpus, 1),
+        "pipeline_epochs_patches_per_s": [round(r, 1) for r in rates["cpu"]],
+        "hr_crops_only_patches_per_s": round(hr_only_rate, 1),
+        "hr_crops_only_patches_per_s_per_cpu": round(hr_only_rate / args.cpus, 1),
         "degradation_only_patches_per_s": round(degrade_rate, 1),
-        "ratio_pipeline_to_degradation": round(pipeline_rate / degrade_rate, 3),
+        "degradation_only_patches_per_s_per_cpu": round(degrade_rate / args.cpus, 1),
+        "pipeline_to_degradation_ratio": round(pipeline_rate / degrade_rate, 3),
+        "hr_crops_only_to_pipeline_ratio": round(hr_only_rate / pipeline_rate, 3),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
     }))
 
 

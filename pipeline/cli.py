@@ -83,6 +83,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def print_first(lines: list[str], shown: int = 20) -> None:
+    """Print the first `shown` of `lines` to stderr, then how many more the manifest holds."""
+    for line in lines[:shown]:
+        print(f"  {line}", file=sys.stderr)
+    if len(lines) > shown:
+        print(f"  ... and {len(lines) - shown} more (see the manifest)", file=sys.stderr)
+
+
 def one_line(exc: BaseException) -> str:
     """The exception's message on one line (a message should be one already; this is the net)."""
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())

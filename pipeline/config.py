@@ -65,9 +65,10 @@ class DataSection(Section):
     val_crop: int | None = Field(None, description="centre-crop validation images to this HR size; none: whole images")
     val_max_images: int | None = Field(None, ge=1, description="use at most this many validation images")
     grid_images: int = Field(4, ge=0, description="validation images shown in each LR|bicubic|SR|HR grid")
-    shuffle_buffer: int = Field(256, ge=0, description="rows in each worker's local shuffle buffer")
+    shuffle_buffer: int = Field(16, ge=0, description="training batches in each worker's local shuffle buffer")
     read_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data read/decode task")
-    images_per_task: int = Field(4, ge=1, description="images decoded and cropped per Ray Data task batch")
+    images_per_task: int = Field(4, ge=1, description="images decoded and cropped per Ray Data task (at least a worker's batch, so a batch's crops come from distinct images)")
+    degrade_on: Literal["cpu", "device"] = Field("cpu", description="cpu: Ray Data tasks make the LR; device: workers degrade each batch on their own device (GPU), Ray Data ships HR crops")
 
     @field_validator("extensions")
     @classmethod
@@ -157,6 +158,7 @@ class TrainSection(Section):
     adam_betas: tuple[float, float] = (0.9, 0.999)
     precision: str = Field("auto", description=f"one of {', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it, fp32 otherwise")
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    sync_batch_norm: Literal["auto"] | bool = Field("auto", description="BatchNorm statistics over all workers' batches (DDP); auto: on with more than one worker")
     log_every: int = Field(100, ge=1)
     val_every: int = Field(5000, ge=1)
     lpips_weights: str | None = Field("torchvision", description="LPIPS AlexNet backbone for validation: 'torchvision' (its cache, never downloaded), a local file or s3:// URI; null: no LPIPS. Not found: validation says so once and goes on without it")

@@ -5,10 +5,13 @@ One HR image's way to a loss value:
   list files (driver) -> scan: read and decode every file once; files that are empty,
   truncated, not images, smaller than a patch or of the wrong band count are reported by
   key and counted, the rest go on ->
-  per epoch: read bytes -> decode (16-bit and extra bands kept) -> `patches_per_image`
-  random HR crops with flips/rotations -> the configured srgan degradation makes their LR
-  -> block order shuffled -> equal shards to the Ray Train workers, where each worker's
-  local shuffle buffer mixes patches of different images.
+  per epoch: read bytes -> decode (16-bit and extra bands kept; divided by the range the
+  file declares, see ImageSpec) -> `patches_per_image`
+  random HR crops with flips/rotations per image -> interleaved into worker-sized batches of
+  crops of distinct images -> each batch degraded by the configured srgan degradation with a
+  seed of its own (on the CPU here, or on the worker's device: data.degrade_on) -> block
+  order shuffled -> equal shards to the Ray Train workers, where each worker's local shuffle
+  buffer mixes batches of different tasks.
 
 Randomness: each file row carries a draw from Ray Data's seeded `random()` expression, which
 Ray reseeds at every pass over the dataset (every epoch); crops, augmentations and
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,62 +59,128 @@ class ImageSpec:
     min_size: int = 1
 
     def decode(self, data: bytes, name: str) -> tuple[torch.Tensor, int]:
-        """(tensor, quantisation levels of the source: 255, 65535, or 0 for float data)."""
-        array, alpha = formats.decode_with_alpha(data, name)
+        """(tensor, quantisation levels of the source: the maximum of its range, e.g. 255,
+        4095 or 65535, or 0 for float data)."""
+        tensor, levels, _ = self.decode_with_range(data, name)
+        return tensor, levels
+
+    def decode_with_range(self, data: bytes, name: str) -> tuple[torch.Tensor, int, formats.ValueRange]:
+        """`decode`, plus the range integers are divided by and where it comes from:
+        data.data_range when set, else the file's declaration (PNG sBIT, TIFF MaxSampleValue
+        or BitsPerSample, GDAL statistics as a last resort), else the dtype's maximum. A value
+        above that range makes the file bad input: it is never clipped."""
+        array, alpha, declared = formats.decode_with_range(data, name)
         h, w = array.shape[:2]
         if min(h, w) < self.min_size:
             raise DecodeError(f"is {w}x{h}, smaller than the {self.min_size}x{self.min_size} patch")
         array = formats.conform_bands(array, self.channels, alpha)
-        levels = int(formats.data_range(array.dtype)) if np.issubdtype(array.dtype, np.integer) else 0
-        if self.data_range:
-            levels = int(self.data_range) if levels else 0
-        return formats.to_unit(array, self.data_range), levels
+        used = formats.ValueRange(float(self.data_range), f"data.data_range {self.data_range:g}") if self.data_range else declared
+        if not np.issubdtype(array.dtype, np.integer):
+            return formats.to_unit(array, self.data_range), 0, used
+        top = int(array.max())
+        if top > used.high:
+            fix = "raise data.data_range to the data's true maximum" if self.data_range else "fix the file or set data.data_range to the data's true maximum"
+            raise DecodeError(f"has values up to {top}, above {used.high:g} ({used.source}); {fix}")
+        # Signed data that declares nothing is divided by its dtype's maximum unclipped, so that
+        # its negative values are not lost; everything else by its range (nothing exceeds it).
+        divisor = None if used.from_dtype and np.issubdtype(array.dtype, np.signedinteger) else used.high
+        return formats.to_unit(array, divisor), int(used.high), used
 
 
 def _scan_batch(batch: dict, spec: ImageSpec) -> dict:
-    ok, reasons = [], []
+    ok, reasons, highs, sources, from_dtype = [], [], [], [], []
     for data, path in zip(batch["bytes"], batch["path"]):
         try:
-            spec.decode(data, str(path))
+            used = spec.decode_with_range(data, str(path))[2]
             ok.append(True)
             reasons.append("")
         except DecodeError as exc:
+            used = formats.ValueRange(0.0, "", True)
             ok.append(False)
             reasons.append(str(exc))
-    return {"path": batch["path"], "ok": np.array(ok), "reason": np.array(reasons, dtype=object)}
+        highs.append(used.high)
+        sources.append(used.source)
+        from_dtype.append(used.from_dtype)
+    return {
+        "path": batch["path"], "ok": np.array(ok), "reason": np.array(reasons, dtype=object),
+        "high": np.array(highs, float), "source": np.array(sources, dtype=object), "from_dtype": np.array(from_dtype),
+    }
+
+
+@dataclass
+class Scan:
+    """What a scan found: usable files, bad inputs, and the value ranges the usable ones are read with."""
+
+    good: list[storage.StoredFile]
+    bad: list[BadInput]
+    ranges: Counter  # formats.ValueRange -> how many usable files were read with it
 
 
 def scan(files: list[storage.StoredFile], spec: ImageSpec, read_cpus: float = 0.25) -> tuple[list[storage.StoredFile], list[BadInput]]:
     """Decode every file once; return (usable files, bad inputs with their reasons)."""
+    found = scan_files(files, spec, read_cpus)
+    return found.good, found.bad
+
+
+def scan_files(files: list[storage.StoredFile], spec: ImageSpec, read_cpus: float = 0.25) -> Scan:
+    """`scan`, plus the value ranges the usable files are read with (see ImageSpec)."""
     import ray
 
     if not files:
-        return [], []
+        return Scan([], [], Counter())
     fs, _ = storage.filesystem(files[0].uri)
     ds = ray.data.read_binary_files([f.path for f in files], filesystem=fs, include_paths=True, num_cpus=read_cpus)
     ds = ds.map_batches(_scan_batch, fn_kwargs={"spec": spec}, batch_size=8, num_cpus=read_cpus, batch_format="numpy")
     ds.context.enable_progress_bars = False  # the caller prints what it scans and what it skipped
     rows = ds.take_all()
-    good, bad = [], []
-    verdict = {r["path"]: (bool(r["ok"]), r["reason"]) for r in rows}
+    found = Scan([], [], Counter())
+    verdict = {r["path"]: r for r in rows}
     for f in files:
-        ok, reason = verdict.get(f.path, (False, "could not be read"))
-        if ok:
-            good.append(f)
+        row = verdict.get(f.path, {"ok": False, "reason": "could not be read"})
+        if row["ok"]:
+            found.good.append(f)
+            found.ranges[formats.ValueRange(float(row["high"]), str(row["source"]), bool(row["from_dtype"]))] += 1
         else:
-            bad.append(BadInput(f.key, reason))
-    return good, bad
+            found.bad.append(BadInput(f.key, row["reason"]))
+    return found
 
 
-class PatchPairs:
-    """map_batches callable: file bytes -> LR/HR patch pairs (see module docstring)."""
+def describe_ranges(ranges: Counter) -> tuple[str, float | None]:
+    """(the value ranges a run read its files with, for its params, e.g. "PNG sBIT 12 bits
+    (4095) on 40 files"; the one range all files were read with when it was declared by them
+    or by data.data_range, for the model's metadata, else None: a range that is only a dtype's
+    stays the dtype's of each file the model later upscales)."""
+    text = "; ".join(f"{r.source} on {n} file{'s' * (n != 1)}" for r, n in sorted(ranges.items(), key=lambda item: -item[1]))
+    highs = {r.high for r in ranges}
+    uniform = len(highs) == 1 and not any(r.from_dtype for r in ranges)
+    return text or "no files", (highs.pop() if uniform else None)
 
-    def __init__(self, spec: ImageSpec, patch_size: int, patches_per_image: int, degrade: Degradation, seed: int) -> None:
+
+def degrade_pair(hr: torch.Tensor, seed: int, degrade: Degradation) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LR, target) of one training batch of HR crops (N, C, H, W): the same function, seed and
+    batch wherever it runs (data.degrade_on cpu or device), so the LR is the same on either side.
+    The target is Real-ESRGAN's USM-sharpened HR where configured; the LR comes from the plain HR."""
+    lr = degrade(hr, seed)
+    return lr, (usm_sharp(hr) if getattr(degrade, "usm_target", False) else hr)
+
+
+class PatchBatches:
+    """map_batches callable: file bytes -> training batches (see module docstring).
+
+    Each output row is one worker batch of `batch` HR crops with its seed, and with
+    `degrade_on="cpu"` its LR and target. Crops are interleaved (crop j of every image in the
+    task before crop j+1 of any), so a batch's crops come from distinct images whenever the
+    task holds at least `batch` images, as the paper's 16 crops come from 16 images.
+    """
+
+    def __init__(self, spec: ImageSpec, patch_size: int, patches_per_image: int, batch: int, degrade: Degradation, seed: int, degrade_on: str = "cpu") -> None:
         self.spec = spec
         self.patch = patch_size
         self.per_image = patches_per_image
+        self.batch = batch
         self.degrade = degrade
         self.seed = seed
+        self.on_cpu = degrade_on == "cpu"
 
     @staticmethod
     def _augment(x: torch.Tensor, code: int) -> torch.Tensor:
@@ -119,35 +189,55 @@ class PatchPairs:
             x = x.flip(-1)
         return torch.rot90(x, code & 3, dims=(-2, -1))
 
+    def _crops(self, data: bytes, path: str, draw: float) -> list[torch.Tensor]:
+        image, _ = self.spec.decode(data, path)
+        rng = np.random.default_rng(stable_seed(self.seed, path, draw))
+        _, h, w = image.shape
+        crops = []
+        for _ in range(self.per_image):
+            top = int(rng.integers(0, h - self.patch + 1))
+            left = int(rng.integers(0, w - self.patch + 1))
+            crops.append(self._augment(image[:, top : top + self.patch, left : left + self.patch], int(rng.integers(0, 8))))
+        return crops  # views: the decoded image goes once they are stacked
+
     def __call__(self, batch: dict) -> dict:
-        """{bytes, path, draw} rows -> {lr, hr} patch pairs ((N, C, h, w) float32 in [0, 1])."""
-        patches = []
+        """{bytes, path, draw} rows -> rows {hr (B, C, H, W), [lr (B, C, h, w)], seed, image (B,)}."""
+        crops, images = [], []
         for data, path, draw in zip(batch["bytes"], batch["path"], batch["draw"]):
             try:
-                image, _ = self.spec.decode(data, str(path))
+                crops.append(self._crops(data, str(path), float(draw)))
             except DecodeError as exc:  # the scan passed it: a transient read problem
                 log.warning("skipping %s this epoch: %s", path, exc)
                 continue
-            rng = np.random.default_rng(stable_seed(self.seed, path, float(draw)))
-            _, h, w = image.shape
-            for _ in range(self.per_image):
-                top = int(rng.integers(0, h - self.patch + 1))
-                left = int(rng.integers(0, w - self.patch + 1))
-                crop = image[:, top : top + self.patch, left : left + self.patch]
-                patches.append(self._augment(crop, int(rng.integers(0, 8))))
-        if not patches:
-            c = self.spec.channels
-            s = self.patch // self.degrade.scale
-            return {"lr": np.zeros((0, c, s, s), np.float32), "hr": np.zeros((0, c, self.patch, self.patch), np.float32)}
-        hr = torch.stack(patches)
-        lr = self.degrade(hr, stable_seed(self.seed, *batch["path"], *np.asarray(batch["draw"], float).tolist()))
-        if getattr(self.degrade, "usm_target", False):  # Real-ESRGAN's sharpened targets; the LR comes from the plain HR
-            hr = usm_sharp(hr)
-        return {"lr": lr.numpy().astype(np.float32), "hr": hr.numpy().astype(np.float32)}
+            images.append(stable_seed(path))
+        order = [(i, j) for j in range(self.per_image) for i in range(len(crops))]
+        task_seed = stable_seed(self.seed, *batch["path"], *np.asarray(batch["draw"], float).tolist())
+        rows: dict[str, list] = {"hr": [], "lr": [], "seed": [], "image": []}
+        for start in range(0, len(order) - self.batch + 1, self.batch):
+            chosen = order[start : start + self.batch]
+            hr, seed = torch.stack([crops[i][j] for i, j in chosen]), stable_seed(task_seed, start)
+            if self.on_cpu:
+                lr, hr = degrade_pair(hr, seed, self.degrade)
+                rows["lr"].append(lr.numpy().astype(np.float32))
+            rows["hr"].append(hr.numpy().astype(np.float32))
+            rows["seed"].append(seed)
+            rows["image"].append([images[i] for i, _ in chosen])
+        c, s = self.spec.channels, self.patch // self.degrade.scale
+        out = {
+            "hr": np.stack(rows["hr"]) if rows["hr"] else np.zeros((0, self.batch, c, self.patch, self.patch), np.float32),
+            "seed": np.array(rows["seed"], dtype=np.int64),
+            "image": np.array(rows["image"], dtype=np.int64).reshape(-1, self.batch),
+        }
+        if self.on_cpu:
+            out["lr"] = np.stack(rows["lr"]) if rows["lr"] else np.zeros((0, self.batch, c, s, s), np.float32)
+        return out
 
 
-def train_dataset(files: list[storage.StoredFile], pairs: PatchPairs, read_cpus: float, images_per_task: int, seed: int):
-    """The per-epoch LR/HR pair pipeline over already-scanned files."""
+def train_dataset(files: list[storage.StoredFile], batches: PatchBatches, read_cpus: float, images_per_task: int, seed: int):
+    """The per-epoch pipeline of training batches over already-scanned files. Each read task
+    (one block) holds at least `images_per_task` and a batch's worth of images, and is cut
+    into batches whole, so that its batches hold crops of distinct images (Ray fuses read and
+    map into one task, so a map batch never spans two read tasks)."""
     import ray
     from ray.data.expressions import random
 
@@ -158,11 +248,12 @@ def train_dataset(files: list[storage.StoredFile], pairs: PatchPairs, read_cpus:
         include_paths=True,
         shuffle=ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True),
         num_cpus=read_cpus,
+        override_num_blocks=max(1, len(files) // max(images_per_task, batches.batch)),
     )
     # A new draw per file at every pass over the data (public API: Ray reseeds it per execution).
     # (As every stage here, on a fraction of a CPU: a whole one may be more than Ray Train leaves free.)
     ds = ds.with_column("draw", random(seed=stable_seed(seed, "draws") % 2**32, reseed_after_execution=True), num_cpus=read_cpus)
-    ds = ds.map_batches(pairs, batch_size=images_per_task, num_cpus=read_cpus, batch_format="numpy")
+    ds = ds.map_batches(batches, batch_size=None, num_cpus=read_cpus, batch_format="numpy")
     return ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
 
 

@@ -227,6 +227,9 @@ class RunLogger:
     def json(self, data, name: str) -> None:
         self._client.log_dict(self.run_id, data, name)
 
+    def tag(self, key: str, value: str) -> None:
+        self._client.set_tag(self.run_id, key, value)
+
     def finish(self, status: str = "FINISHED") -> None:
         self._client.set_terminated(self.run_id, status=status)
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from pipeline import storage, tracking
 from pipeline.cluster import ensure_ray
 from pipeline.config import TrainConfig, flatten
-from pipeline.data import ImageSpec, PatchPairs, scan, train_dataset, val_dataset
+from pipeline.data import ImageSpec, PatchBatches, describe_ranges, train_dataset, val_dataset
+from pipeline.datasets import open_prepared, scan_images
 from pipeline.errors import ConfigError, DataError, ModelRefError, UserError
 from pipeline.models import fetch_generator
 from pipeline.recipe import load_vgg, needs_vgg
@@ -106,22 +107,28 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
     init_generator = None
     if cfg.train.phases == ["gan"] and cfg.train.gan.init_from and not resume:
         init_generator = resolve_init_generator(cfg.train.gan.init_from, tracking_uri)
-    train_files = _list_images(cfg.data.train, cfg, "train")
-    val_files = _list_images(cfg.data.val, cfg, "val")[: cfg.data.val_max_images] if cfg.data.val else []
+    # A prepared dataset (python -m pipeline.prepare) lists its files in its manifest.
+    prepared = {what: open_prepared(getattr(cfg.data, what), f"data.{what}") for what in ("train", "val")}
+    train_files = prepared["train"].files if prepared["train"] else _list_images(cfg.data.train, cfg, "train")
+    val_files = (prepared["val"].files if prepared["val"] else _list_images(cfg.data.val, cfg, "val"))[: cfg.data.val_max_images] if cfg.data.val else []
 
     ensure_ray()
     g = cfg.model.generator
     spec = ImageSpec(channels=g.in_channels, data_range=cfg.data.data_range, min_size=cfg.data.patch_size)
-    print(f"scanning {len(train_files)} training images under {redact_uri(cfg.data.train)} ...", flush=True)
-    train_good, bad = scan(train_files, spec, cfg.data.read_cpus)
+    if not prepared["train"]:
+        print(f"scanning {len(train_files)} training images under {redact_uri(cfg.data.train)} ...", flush=True)
+    train_scan = scan_images(prepared["train"], train_files, spec, cfg.data.read_cpus, "data.train")
+    train_good, bad = train_scan.good, train_scan.bad
     val_spec = ImageSpec(channels=g.in_channels, data_range=cfg.data.data_range, min_size=max(g.scale * 4, 11 + 2 * g.scale))
-    val_good, val_bad = scan(val_files, val_spec, cfg.data.read_cpus)
+    val_scan = scan_images(prepared["val"], val_files, val_spec, cfg.data.read_cpus, "data.val")
+    val_good, val_bad = val_scan.good, val_scan.bad
+    range_used, model_range = describe_ranges(train_scan.ranges + val_scan.ranges)
     bad_inputs = [{"split": "train", "key": b.key, "reason": b.reason} for b in bad] + [{"split": "val", "key": b.key, "reason": b.reason} for b in val_bad]
     for b in bad_inputs:
         print(f"warning: skipping {b['split']} image {b['key']}: {b['reason']}", file=sys.stderr, flush=True)
     if not train_good:
         raise DataError(f"data.train: none of the {len(train_files)} images under {cfg.data.train} is usable (see the warnings above)")
-    print(f"{len(train_good)} training images, {len(val_good)} validation images, {len(bad_inputs)} skipped", flush=True)
+    print(f"{len(train_good)} training images, {len(val_good)} validation images, {len(bad_inputs)} skipped; value range: {range_used}", flush=True)
     patches = len(train_good) * cfg.data.patches_per_image
     if patches < cfg.train.batch_size:
         raise DataError(
@@ -130,7 +137,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
         )
 
     experiment_id = tracking.ensure_experiment(tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_location)
-    params = {**flatten(cfg), "run.name": name}
+    params = {**flatten(cfg), "run.name": name, "data.range_used": range_used}
     run_id = tracking.start_run(tracking_uri, experiment_id, name, run_uri, params, tags={tracking.PHASES_TAG: ",".join(cfg.train.phases), **(mlflow_tags or {})})
     logger = tracking.RunLogger(tracking_uri, run_id)
     started = time.perf_counter()
@@ -141,7 +148,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
         if is_remote_cluster() and tracking.is_local_store(tracking_uri):
             print(f"warning: MLflow store {tracking_uri} is a local file, but Ray runs on a cluster: workers on other nodes cannot reach it; use an http:// tracking server", file=sys.stderr)
         datasets = _datasets(cfg, spec, val_spec, train_good, val_good)
-        loop_config = {"config": cfg.model_dump(mode="json"), "run_id": run_id, "tracking_uri": tracking_uri, "run_uri": run_uri, "has_val": bool(val_good), "init_generator": init_generator}
+        loop_config = {"config": cfg.model_dump(mode="json"), "run_id": run_id, "tracking_uri": tracking_uri, "run_uri": run_uri, "has_val": bool(val_good), "init_generator": init_generator, "data_range": model_range}
         result = _trainer(cfg, name, storage_uri, datasets, loop_config, callbacks).fit()
         model_uri = None
         if result.checkpoint is not None:
@@ -162,8 +169,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
 def _datasets(cfg: TrainConfig, spec: ImageSpec, val_spec: ImageSpec, train_good: list, val_good: list) -> dict:
     """The training pairs (per epoch) and the validation pairs (made once), as Ray Datasets."""
     degradation = build_degradation(cfg.data.degradation.name, cfg.model.generator.scale, **cfg.data.degradation.params)
-    pairs = PatchPairs(spec, cfg.data.patch_size, cfg.data.patches_per_image, degradation, cfg.run.seed)
-    datasets = {"train": train_dataset(train_good, pairs, cfg.data.read_cpus, cfg.data.images_per_task, cfg.run.seed)}
+    batches = PatchBatches(spec, cfg.data.patch_size, cfg.data.patches_per_image, cfg.worker_batch_size, degradation, cfg.run.seed, cfg.data.degrade_on)
+    datasets = {"train": train_dataset(train_good, batches, cfg.data.read_cpus, cfg.data.images_per_task, cfg.run.seed)}
     if val_good:
         datasets["val"] = val_dataset(val_good, val_spec, cfg.data.val_crop, degradation, cfg.data.read_cpus, cfg.run.seed)
     for ds in datasets.values():

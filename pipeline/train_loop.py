@@ -5,7 +5,7 @@
 
 The worker's whole training state is one `TrainState` (models, optimisers, scalers, EMA,
 step, epoch, phase): `start_phase` rebuilds optimisers and the weight average, and
-`state_dict` / `load` are what a checkpoint holds. Checkpoints and metrics leave through
+`state_dict` / `load` are what a checkpoint holds (pipeline.checkpoints). Checkpoints and metrics leave through
 `ray.train.report`; only rank 0 writes to MLflow.
 """
 
@@ -13,30 +13,42 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from pipeline import storage
+from pipeline.checkpoints import load_checkpoint, restore_rng, save_checkpoint
 from pipeline.config import TrainConfig
-from pipeline.data import stable_seed
+from pipeline.data import degrade_pair, stable_seed
 from pipeline.errors import DataError
 from pipeline.recipe import build_generator_loss, build_models, lr_at, phase_at
 from pipeline.scoring import ValidationSums, caption, lpips_model, say_lpips_skipped, sr_figures
-from srgan.losses import PixelLoss
+from srgan.degrade import build_degradation
+from srgan.losses import PAPER_BALANCE, LossWeights, PixelLoss, balance_warning, loss_balance
 from srgan.metrics import quantize
 from srgan.precision import Precision, resolve_precision
 from srgan.resize import imresize
+from srgan.sync_bn import broadcast_state, sync_batch_norm
 from srgan.tiling import upscale_tiled
 from srgan.train_step import EMA, gan_step, make_scaler, pretrain_step, unwrap
-from srgan.weights import save_generator
 
 log = logging.getLogger("pipeline.train")  # on workers Ray Train routes this to the console once
 
 FAIL_MARKER = ".debug_failed_once"
+
+
+def sync_batch_norm_on(cfg: TrainConfig, world: int, rank: int) -> bool:
+    """train.sync_batch_norm resolved (auto: on with more than one worker); rank 0 says so, and
+    warns when it is off and each worker's BatchNorm normalises fewer than 8 images."""
+    setting, batch = cfg.train.sync_batch_norm, cfg.worker_batch_size
+    on = world > 1 and setting is not False
+    if rank == 0 and world > 1 and on:
+        log.info(f"BatchNorm statistics over all {world} workers' images (train.sync_batch_norm={setting})")
+    elif rank == 0 and world > 1 and batch < 8:
+        log.warning(f"warning: train.sync_batch_norm=false: each worker's BatchNorm normalises its own {batch} images and the workers' running statistics drift apart; set train.sync_batch_norm=auto")
+    return on
 
 
 class TrainState:
@@ -56,6 +68,8 @@ class TrainState:
             d.load_state_dict(state["discriminator"])
         elif init_generator is not None:
             g.load_state_dict(init_generator)
+        if sync_batch_norm_on(cfg, ray.train.get_context().get_world_size(), ray.train.get_context().get_world_rank()):
+            g, d = sync_batch_norm(g, device), sync_batch_norm(d, device)
         self.g, self.d = ray.train.torch.prepare_model(g), ray.train.torch.prepare_model(d)
         self.start_phase(state["phase"] if state is not None else phase_at(cfg, 0))
         if state is not None:
@@ -139,12 +153,14 @@ def validation_line(m: dict[str, float]) -> str:
 
 
 def validate(model: torch.nn.Module, rows, scale: int, grid_images: int, rank: int, world: int, device: torch.device, lpips=None) -> tuple[dict[str, float], list]:
-    """Score `model` on this rank's share of the validation pairs (idx % world == rank) and
-    reduce the sums over all ranks. Returns (pipeline.scoring.VALIDATION_METRICS, grid rows
-    of this rank). PSNR/SSIM are on Y for 1- and 3-band data, all bands otherwise."""
+    """Score rank 0's `model` (the one it saves; broadcast to all) on this rank's share of the
+    validation pairs (idx % world == rank) and reduce the sums over all ranks. Returns
+    (pipeline.scoring.VALIDATION_METRICS, grid rows of this rank). PSNR/SSIM are on Y for 1-
+    and 3-band data, all bands otherwise."""
     from pipeline.grids import GridRow
 
     sums, grid = ValidationSums(), []
+    broadcast_state(model, src=0)  # without synced BatchNorm the ranks' buffers differ
     was_training = model.training
     model.eval()
     for row in rows:
@@ -170,39 +186,16 @@ def validate(model: torch.nn.Module, rows, scale: int, grid_images: int, rank: i
     return sums.metrics(), grid
 
 
-def save_checkpoint(rank: int, metrics: dict, state: TrainState, meta: dict) -> None:
-    """Report `metrics` with a checkpoint step_XXXXXXXX: rank 0's state.pt and generator.pt
-    (the EMA generator with its spec), every rank's RNG state."""
-    import ray.train
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        if rank == 0:
-            torch.save(state.state_dict(), folder / "state.pt")
-            save_generator(folder / "generator.pt", state.ema.model, {**meta, "trained_steps": state.step})
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, folder / f"rng_rank{rank}.pt")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{state.step:08d}")
-
-
-def load_checkpoint(checkpoint, rank: int) -> tuple[dict, dict | None]:
-    """(state.pt, this rank's RNG state or None) of `checkpoint`."""
-    with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
-        rng_file = Path(folder) / f"rng_rank{rank}.pt"
-        rng = torch.load(rng_file, map_location="cpu", weights_only=True) if rng_file.exists() else None
-    return state, rng
-
-
-def restore_rng(rng: dict | None) -> None:
-    """Put back a rank's RNG state (after the models are built: building draws from it)."""
-    if rng is None:
+def say_balance(logger, stats: dict[str, float], cfg: TrainConfig, step: int) -> None:
+    """Log the first GAN step's content vs weighted adversarial loss; warn when far from the paper's."""
+    ratio = loss_balance({k.removeprefix("loss_"): v for k, v in stats.items()}, LossWeights(**cfg.loss.weights.model_dump()))
+    if ratio is None:
         return
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    logger.metrics({"train/content_to_adversarial": ratio}, step)
+    log.info(f"step {step}: content/adversarial loss ratio {ratio:.3g} (paper about {PAPER_BALANCE:g})")
+    warning = balance_warning(ratio)
+    if warning:
+        log.warning(f"warning: {warning}")
 
 
 def _maybe_fail(cfg: TrainConfig, step: int, rank: int, world: int, run_uri: str) -> None:
@@ -231,7 +224,7 @@ def train_loop_per_worker(loop: dict) -> None:
     torch.manual_seed(stable_seed(cfg.run.seed, "worker", rank) % 2**63)
     logger = RunLogger(loop["tracking_uri"], loop["run_id"]) if rank == 0 else None
     total, batch, scale = cfg.total_steps, cfg.worker_batch_size, cfg.model.generator.scale
-    meta = {"data_range": cfg.data.data_range, "degradation": cfg.data.degradation.name}
+    meta = {"data_range": loop.get("data_range", cfg.data.data_range), "degradation": cfg.data.degradation.name}
 
     checkpoint = ray.train.get_checkpoint()
     saved, rng = load_checkpoint(checkpoint, rank) if checkpoint is not None else (None, None)
@@ -239,6 +232,10 @@ def train_loop_per_worker(loop: dict) -> None:
     restore_rng(rng)
     g_loss = build_generator_loss(cfg, state.d, device) if "gan" in cfg.train.phases else None
     pixel = PixelLoss(cfg.loss.pixel)
+    degrade = build_degradation(cfg.data.degradation.name, scale, **cfg.data.degradation.params)  # data.degrade_on: device
+    if rank == 0:  # what `train.precision: auto` became on this hardware
+        logger.tag("train.precision_used", state.precision)
+        log.info(f"precision {state.precision} on {device.type}")
     if saved is not None and rank == 0:
         log.info(f"resuming from checkpoint at step {state.step} (epoch {state.epoch}, phase {saved['phase']})")
         logger.metrics({"train/resumed_from_step": state.step}, state.step)
@@ -251,23 +248,27 @@ def train_loop_per_worker(loop: dict) -> None:
     progress, last_val = Progress(), {}
     while state.step < total:
         batches = 0
-        for data in shard.iter_torch_batches(
-            batch_size=batch,
-            drop_last=True,
+        for data in shard.iter_torch_batches(  # one row is one batch (pipeline.data.PatchBatches)
+            batch_size=1,
             local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
             local_shuffle_seed=stable_seed(cfg.run.seed, state.epoch, rank) % 2**32,
-            dtypes=torch.float32,
             device=device,
         ):
             batches += 1
+            if "lr" in data:
+                lr_batch, hr_batch = data["lr"][0], data["hr"][0]
+            else:
+                lr_batch, hr_batch = degrade_pair(data["hr"][0], int(data["seed"][0]), degrade)
             if phase_at(cfg, state.step) != state.phase:
                 state.start_phase(phase_at(cfg, state.step))
                 progress = Progress()
                 if rank == 0:
                     log.info(f"step {state.step}: pretraining done, GAN phase starts")
-            stats = state.train_step(data["lr"], data["hr"], g_loss, pixel)
+            stats = state.train_step(lr_batch, hr_batch, g_loss, pixel)
             step = state.step
             progress.add(stats)
+            if rank == 0 and state.phase == "gan" and state.ema_updates == 1:
+                say_balance(logger, stats, cfg, step)
 
             if rank == 0 and (step % cfg.train.log_every == 0 or step == total):
                 rate, means, lr = progress.rate(batch * world), progress.means(), lr_at(cfg, step - 1)

@@ -167,6 +167,35 @@ class LossWeights:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
 
 
+# Content over weighted adversarial loss at the start of the GAN phase. In the paper the VGG
+# loss was rescaled (1/12.75) to be comparable to the pixel MSE (about 1e-2 after
+# pretraining) while the adversarial term is 1e-3 x -log D(G(z)) (about 0.7 when D is
+# undecided): about 10 to 1. Outside this band the two are orders of magnitude off that.
+PAPER_BALANCE = 10.0
+BALANCE_BAND = (1.0, 1000.0)
+
+
+def loss_balance(terms: dict[str, float], weights: LossWeights) -> float | None:
+    """Weighted content (VGG or feature-matching, plus pixel) loss over weighted adversarial
+    loss, from one GAN step's unweighted terms {'content', 'pixel', 'adversarial'};
+    None when there is no adversarial term to compare with."""
+    adversarial = weights.adversarial * abs(terms.get("adversarial", 0.0))
+    content = weights.content * terms.get("content", 0.0) + weights.pixel * terms.get("pixel", 0.0)
+    return content / adversarial if adversarial > 0 else None
+
+
+def balance_warning(ratio: float | None) -> str | None:
+    """What to tell the user when `ratio` (see loss_balance) is outside BALANCE_BAND."""
+    if ratio is None or BALANCE_BAND[0] <= ratio <= BALANCE_BAND[1]:
+        return None
+    side = "the adversarial term dominates" if ratio < BALANCE_BAND[0] else "the adversarial term is negligible"
+    return (
+        f"content/adversarial loss ratio {ratio:.3g} at the start of the GAN phase is far from the paper's balance "
+        f"(about {PAPER_BALANCE:g}; expected {BALANCE_BAND[0]:g}-{BALANCE_BAND[1]:g}): {side}; "
+        "adjust loss.feature_scale or loss.weights.adversarial before a long run"
+    )
+
+
 class GeneratorLoss(nn.Module):
     """Weighted perceptual loss for G (paper eq. 3): returns (total, {term: value})."""
 

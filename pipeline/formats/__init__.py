@@ -17,6 +17,7 @@ import torch
 from pipeline.errors import DecodeError
 from pipeline.formats import dicom, geotiff, png_tiff
 from pipeline.formats.base import MAX_PIXELS, Codec, Raster, RasterWriter, Window
+from pipeline.formats.png_tiff import ValueRange
 
 # Probe order: a codec listed first gets a file its extension shares with a later one when
 # its probe accepts the bytes (a georeferenced .tif is a GeoTIFF, any other .tif a plain TIFF).
@@ -26,7 +27,7 @@ EXTENSIONS = tuple(dict.fromkeys(ext for codec in CODECS for ext in codec.extens
 
 __all__ = [
     "CODECS", "EXTENSIONS", "IMAGE_EXTENSIONS", "MAX_PIXELS", "Codec", "DecodeError", "Raster", "RasterWriter", "Window",
-    "open_raster", "decode", "decode_with_alpha", "encode", "to_unit", "from_unit", "data_range", "conform_bands",
+    "ValueRange", "open_raster", "decode", "decode_with_alpha", "decode_with_range", "encode", "to_unit", "from_unit", "data_range", "conform_bands",
 ]
 
 
@@ -55,6 +56,12 @@ def decode_with_alpha(data: bytes, name: str) -> tuple[np.ndarray, bool]:
     """Decode a plain image's bytes (format from `name`'s extension) to an (H, W, C) array,
     and whether its last channel is alpha according to the file itself."""
     return png_tiff.decode(data, name)
+
+
+def decode_with_range(data: bytes, name: str) -> tuple[np.ndarray, bool, ValueRange]:
+    """`decode_with_alpha`, plus the stored value the file declares as its maximum (PNG sBIT,
+    TIFF MaxSampleValue, ...; see png_tiff), else its dtype's, and where that comes from."""
+    return png_tiff.decode_with_range(data, name)
 
 
 def decode(data: bytes, name: str) -> np.ndarray:

@@ -4,7 +4,8 @@ Decoding keeps what the file holds: bit depth (8/16-bit, float TIFF) and every b
 PNG goes through imagecodecs (libpng: 16-bit RGB/RGBA too, which Pillow would truncate to
 8 bit), TIFF through tifffile, JPEG/BMP through Pillow. Arrays are (H, W, C). These formats
 are decoded and encoded whole, so each file's size is read from its header first and an
-image over the pixel limit is refused before any pixel is allocated.
+image over the pixel limit is refused before any pixel is allocated. Each file also states
+the stored value that is its maximum (`ValueRange`): see `png_range` and `tiff_range`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import json
 import re
 import struct
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -21,6 +23,22 @@ from pipeline.errors import DecodeError
 from pipeline.formats.base import MAX_PIXELS, Codec, Raster, RasterWriter, WholeFrames, Window, check_pixels, dtype_range
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """The stored value that maps to 1.0 (0 maps to 0), and where it comes from."""
+
+    high: float
+    source: str  # e.g. "PNG sBIT 12 bits (4095)", "TIFF MaxSampleValue 4095", "dtype uint16 (65535)"
+    from_dtype: bool = False  # the range is just the dtype's (the file declares nothing narrower; [0, 1] for floats)
+
+
+def dtype_value_range(dtype: np.dtype) -> ValueRange:
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        return ValueRange(float(np.iinfo(dtype).max), f"dtype {dtype} ({np.iinfo(dtype).max})", True)
+    return ValueRange(1.0, f"dtype {dtype} (read as [0, 1])", True)
 
 
 def _ext(name: str) -> str:
@@ -34,17 +52,25 @@ def decode(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tuple[np.nda
     return _decode(data, name, max_pixels)[:2]
 
 
-def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, bool, tuple[str, ...]]:
-    """(array, alpha, the colour of each band as the file declares it, or ())."""
+def decode_with_range(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool, ValueRange]:
+    """`decode`, plus the value range the file declares (else its dtype's)."""
+    array, alpha, _, declared = _decode(data, name, max_pixels)
+    return array, alpha, declared
+
+
+def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, bool, tuple[str, ...], ValueRange]:
+    """(array, alpha, the colour of each band as the file declares it, or (), value range)."""
     if not data:
         raise DecodeError("empty file (0 bytes)")
     ext = _ext(name)
     colours: tuple[str, ...] = ()
+    declared = None
     if ext == ".png":
         check_pixels(*_png_size(data), 1, max_pixels)
         array, alpha = decode_png(data)
+        declared = png_range(data, array)
     elif ext in (".tif", ".tiff"):
-        array, alpha, colours = decode_tiff(data, max_pixels)
+        array, alpha, colours, declared = decode_tiff(data, max_pixels)
     elif ext in (".jpg", ".jpeg", ".bmp"):
         array, alpha = decode_pillow(data, max_pixels)
     else:
@@ -53,7 +79,72 @@ def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, bool, 
         array = array[..., None]
     if array.ndim != 3 or min(array.shape[:2]) < 1:
         raise DecodeError(f"decoded to an array of shape {array.shape}, not an image")
-    return array, alpha, colours
+    plain = dtype_value_range(array.dtype)
+    if declared is not None and declared.high == plain.high:
+        declared = replace(declared, from_dtype=True)
+    return array, alpha, colours, declared or plain
+
+
+def _png_chunk(data: bytes, kind: bytes) -> bytes | None:
+    """The whole chunk (length, type, data, CRC) of the first `kind` chunk before the image data."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, found = struct.unpack(">I4s", data[pos : pos + 8])
+        if found == kind:
+            return data[pos : pos + 12 + length]
+        if found == b"IDAT":
+            return None
+        pos += 12 + length
+    return None
+
+
+def png_range(data: bytes, array: np.ndarray) -> ValueRange | None:
+    """The range a PNG's sBIT chunk (significant bits per channel) declares. The PNG spec has
+    writers scale n-bit samples up to the full bit depth (sBIT then only tells the original
+    depth, and the dtype's range is right), but many scientific writers store the raw n-bit
+    values: those are recognised by no value above 2^n - 1 while not every value is a
+    multiple of 2^(depth - n), as shifted-up samples would be."""
+    chunk = _png_chunk(data, b"sBIT")
+    if chunk is None or data[25] == 3:  # palette images: sBIT is about the palette entries
+        return None
+    bits, depth = max(chunk[8:-4], default=0), 8 * array.dtype.itemsize
+    if not 0 < bits < depth:
+        return None
+    raw_max = 2**bits - 1
+    if int(array.max()) <= raw_max and bool((array % (2 ** (depth - bits))).any()):
+        return ValueRange(float(raw_max), f"PNG sBIT {bits} bits ({raw_max})")
+    return ValueRange(float(2**depth - 1), f"PNG sBIT {bits} bits, samples scaled to {depth} bits ({2**depth - 1})")
+
+
+def _with_chunk(png: bytes, chunk: bytes | None) -> bytes:
+    """`png` with `chunk` (whole, with its CRC) right after the IHDR chunk (33 bytes in)."""
+    return png if chunk is None else png[:33] + chunk + png[33:]
+
+
+def tiff_range(page, array: np.ndarray) -> ValueRange | None:
+    """The range a TIFF declares for unsigned integer data, first found of: MaxSampleValue,
+    SMaxSampleValue, a BitsPerSample below the dtype's (as GDAL's NBITS writes it), and as a
+    last resort GDAL's STATISTICS_MAXIMUM, rounded up to a whole number of bits (statistics
+    describe the data, not the range: a dark file gives a smaller one)."""
+    if not np.issubdtype(array.dtype, np.unsignedinteger):
+        return None
+    top = np.iinfo(array.dtype).max
+    for code, name in ((281, "MaxSampleValue"), (341, "SMaxSampleValue")):
+        tag = page.tags.get(code)
+        if tag is not None:
+            value = int(np.max(tag.value))
+            if 0 < value <= top:
+                return ValueRange(float(value), f"TIFF {name} {value}")
+    bits = int(page.bitspersample)
+    if bits < 8 * array.dtype.itemsize:
+        return ValueRange(float(2**bits - 1), f"TIFF BitsPerSample {bits} ({2**bits - 1})")
+    gdal = page.tags.get("GDAL_METADATA")
+    found = re.findall(r'<Item name="STATISTICS_MAXIMUM"[^>]*>\s*([0-9.eE+]+)\s*</Item>', str(gdal.value)) if gdal is not None else []
+    if found:
+        stat = max(float(v) for v in found)
+        bits = min(int(np.ceil(np.log2(max(stat, 1.0) + 1))), 8 * array.dtype.itemsize)
+        return ValueRange(float(2**bits - 1), f"GDAL STATISTICS_MAXIMUM {stat:g} -> {bits} bits ({2**bits - 1}; statistics, not a declaration)")
+    return None
 
 
 # Header readers: (width, height) from the first bytes, nothing decoded.
@@ -167,10 +258,10 @@ def encode_pillow(array: np.ndarray, fmt: str, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def decode_tiff(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool, tuple[str, ...]]:
-    """(array, has alpha, band colours): alpha where the TIFF's ExtraSamples tag or GDAL's
-    colour interpretation says so (a plain 4-band raster stays 4 bands); colours from the
-    RGB photometric or GDAL's per-band COLORINTERP metadata."""
+def decode_tiff(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool, tuple[str, ...], ValueRange | None]:
+    """(array, has alpha, band colours, declared range): alpha where the TIFF's ExtraSamples
+    tag or GDAL's colour interpretation says so (a plain 4-band raster stays 4 bands); colours
+    from the RGB photometric or GDAL's per-band COLORINTERP metadata; range: `tiff_range`."""
     import tifffile
 
     try:
@@ -182,16 +273,17 @@ def decode_tiff(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, 
             array = series.asarray()
             colours = _tiff_colours(page)
             alpha = any(int(e) in (1, 2) for e in (page.extrasamples or ())) or colours[-1:] == ("alpha",)
+            declared = tiff_range(page, array)
     except DecodeError:
         raise
     except Exception as exc:
         raise DecodeError(f"not a readable TIFF ({type(exc).__name__}: {exc})") from exc
     if axes == "YX":
-        return array[..., None], False, colours[:1]
+        return array[..., None], False, colours[:1], declared
     if axes == "YXS":
-        return array, alpha, colours
+        return array, alpha, colours, declared
     if len(axes) == 3 and axes.endswith("YX"):  # planar bands: SYX, CYX, IYX, ...
-        return np.moveaxis(array, 0, -1), alpha, colours
+        return np.moveaxis(array, 0, -1), alpha, colours, declared
     raise DecodeError(f"unsupported TIFF layout (axes {axes!r}); expected one 2-D image with bands")
 
 
@@ -210,10 +302,10 @@ def _tiff_colours(page) -> tuple[str, ...]:
     return ()
 
 
-def encode_tiff(array: np.ndarray, alpha: bool = False, notes: dict[str, str] | None = None) -> bytes:
+def encode_tiff(array: np.ndarray, alpha: bool = False, notes: dict[str, str] | None = None, max_value: int | None = None) -> bytes:
     """Deflate-compressed TIFF; RGB photometric for 3 colour bands (+ alpha when `alpha`),
     otherwise every band a plain sample (a 4-band raster is not RGBA). `notes` go into the
-    ImageDescription as JSON."""
+    ImageDescription as JSON; `max_value` into MaxSampleValue."""
     import tifffile
 
     buf = io.BytesIO()
@@ -223,19 +315,23 @@ def encode_tiff(array: np.ndarray, alpha: bool = False, notes: dict[str, str] | 
     extrasamples = ("unassalpha",) if alpha else None
     data = array[..., 0] if channels == 1 else array
     description = json.dumps({"srgan": notes}) if notes else None
-    tifffile.imwrite(buf, data, photometric=photometric, planarconfig="contig", compression="zlib", extrasamples=extrasamples, description=description, metadata=None)
+    extratags = [(281, "H", 1, int(max_value), True)] if max_value is not None and max_value <= 65535 else []
+    tifffile.imwrite(buf, data, photometric=photometric, planarconfig="contig", compression="zlib", extrasamples=extrasamples, description=description, metadata=None, extratags=extratags)
     return buf.getvalue()
 
 
 class ImageRaster(Raster):
-    """A whole decoded image; integers span their dtype, floats are taken as [0, 1]."""
+    """A whole decoded image; integers span the range the file declares (else their dtype's),
+    floats are taken as [0, 1]. The output keeps the input's declaration."""
 
     def __init__(self, path: Path, max_pixels: int = MAX_PIXELS) -> None:
         self.name = path.name
-        self.array, self.alpha, self.colours = _decode(path.read_bytes(), path.name, max_pixels)
+        data = path.read_bytes()
+        self.array, self.alpha, self.colours, self.declared = _decode(data, path.name, max_pixels)
         self.height, self.width, self.bands = self.array.shape
         self.dtype = self.array.dtype
-        self.value_range = dtype_range(self.dtype)
+        self.value_range = (0.0, self.declared.high) if not self.declared.from_dtype else dtype_range(self.dtype)
+        self._sbit = _png_chunk(data, b"sBIT") if _ext(self.name) == ".png" else None
 
     def read(self, window: Window) -> tuple[np.ndarray, None]:
         (top, bottom), (left, right) = window.rows, window.cols
@@ -243,8 +339,9 @@ class ImageRaster(Raster):
 
     def create(self, path: Path, scale: int, notes: dict[str, str]) -> RasterWriter:
         if _ext(self.name) in (".tif", ".tiff"):
-            return WholeFrames(path, self, scale, lambda frames: encode_tiff(frames[0], self.alpha, notes))
-        return WholeFrames(path, self, scale, lambda frames: encode(frames[0], self.name, self.alpha))
+            max_value = None if self.declared.from_dtype else int(self.declared.high)
+            return WholeFrames(path, self, scale, lambda frames: encode_tiff(frames[0], self.alpha, notes, max_value))
+        return WholeFrames(path, self, scale, lambda frames: _with_chunk(encode(frames[0], self.name, self.alpha), self._sbit))
 
 
 CODEC = Codec("image", EXTENSIONS, ImageRaster)

@@ -1,9 +1,9 @@
 import numpy as np
 
 from pipeline import formats, storage
-from pipeline.data import ImageSpec, PatchPairs, scan, train_dataset, val_dataset
+from pipeline.data import ImageSpec, PatchBatches, degrade_pair, scan, train_dataset, val_dataset
 from srgan.degrade import build_degradation
-from tests.helpers import put_images, smooth_image
+from tests.helpers import put_images, smooth_image, write_images
 
 
 def test_scan_skips_every_kind_of_bad_input_and_names_it(ray_session, bucket):
@@ -27,30 +27,64 @@ def test_scan_rejects_band_counts_the_model_cannot_take(ray_session, tmp_path):
     assert bad[0].key == "five.tif" and "has 5 band(s), the model takes 3" in bad[0].reason
 
 
-def _pairs(channels=3, **kw):
+def _batches(channels=3, batch=3, degrade_on="cpu", **kw):
     spec = ImageSpec(channels=channels, min_size=32)
-    return PatchPairs(spec, patch_size=32, patches_per_image=3, degrade=build_degradation(kw.pop("degradation", "bicubic"), 4), seed=7)
+    degrade = build_degradation(kw.pop("degradation", "bicubic"), 4, **kw)
+    return PatchBatches(spec, patch_size=32, patches_per_image=3, batch=batch, degrade=degrade, seed=7, degrade_on=degrade_on)
 
 
-def test_patch_pairs_shapes_and_determinism():
-    rng = np.random.default_rng(0)
-    batch = {"bytes": np.array([formats.encode(smooth_image(rng, 50, 70), "a.png") for _ in range(2)], dtype=object), "path": np.array(["b/a.png", "b/c.png"]), "draw": np.array([0.25, 0.5])}
-    pairs = _pairs(degradation="realistic")
-    out1, out2 = pairs(batch), pairs(batch)
-    assert out1["hr"].shape == (6, 3, 32, 32) and out1["lr"].shape == (6, 3, 8, 8)
+def _rows(n, seed=0, size=(50, 70)):
+    rng = np.random.default_rng(seed)
+    return {
+        "bytes": np.array([formats.encode(smooth_image(rng, *size), "a.png") for _ in range(n)], dtype=object),
+        "path": np.array([f"b/{i}.png" for i in range(n)]),
+        "draw": np.linspace(0.1, 0.9, n),
+    }
+
+
+def test_patch_batches_shapes_and_determinism():
+    batches = _batches(degradation="realistic")
+    out1, out2 = batches(_rows(2)), batches(_rows(2))
+    assert out1["hr"].shape == (2, 3, 3, 32, 32) and out1["lr"].shape == (2, 3, 3, 8, 8)  # 6 crops -> 2 batches of 3
     assert out1["hr"].dtype == np.float32 and 0 <= out1["lr"].min() and out1["lr"].max() <= 1
-    np.testing.assert_array_equal(out1["hr"], out2["hr"])
-    np.testing.assert_array_equal(out1["lr"], out2["lr"])
-    assert not np.array_equal(out1["hr"][0], out1["hr"][1])  # different crops of one image
+    for key in ("hr", "lr", "seed", "image"):
+        np.testing.assert_array_equal(out1[key], out2[key])
+    assert len(set(out1["seed"].tolist())) == 2  # each batch is degraded with a seed of its own
 
 
-def test_patch_pairs_keep_16_bit_and_extra_bands():
+def test_a_batch_holds_crops_of_distinct_images_when_the_task_has_enough():
+    out = _batches(batch=4)(_rows(5))  # 5 images x 3 crops = 15 crops -> 3 batches of 4
+    assert out["image"].shape == (3, 4)
+    for row in out["image"]:
+        assert len(set(row.tolist())) == 4, row
+    assert len(set(out["image"].ravel().tolist())) == 5  # every image is used
+    few = _batches(batch=4)(_rows(2))  # 2 images, 6 crops: 1 batch, each image twice (as even as it can be)
+    assert sorted(np.unique(few["image"][0], return_counts=True)[1].tolist()) == [2, 2]
+
+
+def test_degrading_on_the_device_gives_the_same_lr_for_the_same_seed():
+    """data.degrade_on: device ships HR crops and a seed; the worker's degrade_pair makes the
+    same LR (and USM target) as the Ray Data task does (exact on the same device)."""
+    import torch
+
+    rows = _rows(4)
+    kw = {"degradation": "realistic", "usm_target": True, "batch": 4}
+    on_cpu, shipped = _batches(**kw)(rows), _batches(degrade_on="device", **kw)(rows)
+    assert "lr" not in shipped
+    degrade = build_degradation("realistic", 4, usm_target=True)
+    for i, seed in enumerate(shipped["seed"]):
+        lr, target = degrade_pair(torch.from_numpy(shipped["hr"][i]), int(seed), degrade)
+        np.testing.assert_array_equal(lr.numpy(), on_cpu["lr"][i])
+        np.testing.assert_array_equal(target.numpy(), on_cpu["hr"][i])
+
+
+def test_patch_batches_keep_16_bit_and_extra_bands():
     rng = np.random.default_rng(1)
     raster = smooth_image(rng, 48, 48, 4, np.uint16)
     batch = {"bytes": np.array([formats.encode(raster, "s.tif")], dtype=object), "path": np.array(["s.tif"]), "draw": np.array([0.5])}
     spec = ImageSpec(channels=4, min_size=32)
-    out = PatchPairs(spec, 32, 2, build_degradation("satellite", 4), seed=0)(batch)
-    assert out["hr"].shape == (2, 4, 32, 32)
+    out = PatchBatches(spec, 32, 2, 2, build_degradation("satellite", 4), seed=0)(batch)
+    assert out["hr"].shape == (1, 2, 4, 32, 32)
     levels = np.unique(np.round(out["hr"] * 65535))
     assert len(levels) > 256  # 16-bit precision survived (8-bit would give <= 256 levels)
 
@@ -58,13 +92,29 @@ def test_patch_pairs_keep_16_bit_and_extra_bands():
 def test_epochs_see_different_crops_from_s3(ray_session, bucket):
     put_images(bucket, "hr", 4, size=(80, 80))
     files = storage.list_files(f"s3://{bucket}/hr/")
-    ds = train_dataset(files, _pairs(), read_cpus=0.25, images_per_task=2, seed=3)
+    ds = train_dataset(files, _batches(batch=2), read_cpus=0.25, images_per_task=2, seed=3)
     epochs = []
     for _ in range(2):
         hr = np.concatenate([b["hr"] for b in ds.iter_batches(batch_size=None, batch_format="numpy")])
-        assert hr.shape == (4 * 3, 3, 32, 32)
-        epochs.append(np.sort(hr.reshape(len(hr), -1).sum(axis=1)))
+        assert hr.shape == (4 * 3 // 2, 2, 3, 32, 32)
+        epochs.append(np.sort(hr.reshape(len(hr) * 2, -1).sum(axis=1)))
     assert not np.allclose(epochs[0], epochs[1])
+
+
+def test_training_batches_from_the_pipeline_hold_crops_of_distinct_images(ray_session, tmp_path):
+    """The paper draws 16 crops from 16 images. Before, about a third of a batch of 16 were
+    crops of an image already in it; now a worker batch never repeats an image when the
+    dataset has enough of them."""
+    write_images(tmp_path, 24, size=(40, 40))
+    files = storage.list_files(str(tmp_path))
+    spec = ImageSpec(channels=3, min_size=32)
+    batches = PatchBatches(spec, 32, 4, 8, build_degradation("bicubic", 4), seed=0)
+    ds = train_dataset(files, batches, read_cpus=0.25, images_per_task=4, seed=0)
+    for _ in range(2):
+        rows = list(ds.iter_batches(batch_size=1, batch_format="numpy", local_shuffle_buffer_size=4))
+        assert len(rows) == 24 * 4 // 8
+        for row in rows:
+            assert len(set(row["image"][0].tolist())) == 8
 
 
 def test_val_dataset_keeps_whole_images_cropped_to_the_scale(ray_session, tmp_path):
@@ -82,11 +132,9 @@ def test_usm_sharpened_targets_keep_the_lr_and_sharpen_the_hr():
 
     from srgan.degrade import usm_sharp
 
-    rng = np.random.default_rng(3)
-    batch = {"bytes": np.array([formats.encode(smooth_image(rng, 50, 70), "a.png")], dtype=object), "path": np.array(["b/a.png"]), "draw": np.array([0.25])}
-    spec = ImageSpec(channels=3, min_size=32)
-    plain = PatchPairs(spec, 32, 3, build_degradation("realistic", 4), seed=7)(batch)
-    sharp = PatchPairs(spec, 32, 3, build_degradation("realistic", 4, usm_target=True), seed=7)(batch)
+    rows = _rows(1)
+    plain = _batches(degradation="realistic")(rows)
+    sharp = _batches(degradation="realistic", usm_target=True)(rows)
     np.testing.assert_array_equal(plain["lr"], sharp["lr"])  # the LR is made from the plain HR
-    np.testing.assert_allclose(sharp["hr"], usm_sharp(torch.from_numpy(plain["hr"])).numpy(), atol=1e-6)
+    np.testing.assert_allclose(sharp["hr"][0], usm_sharp(torch.from_numpy(plain["hr"][0])).numpy(), atol=1e-6)
     assert not np.array_equal(sharp["hr"], plain["hr"])

@@ -74,8 +74,9 @@ def test_ddp_run_over_s3_checkpoints_to_the_bucket_and_logs_everything(ray_sessi
     assert not any("testing-secret" in v or "s3cr3t" in v for v in run.data.params.values())  # credentials never logged
     assert run.data.params["loss.vgg_weights"] == "https://***@weights.example.com/vgg19.pth?X-Amz-Signature=***"
     metrics = run.data.metrics
-    for key in ("train/loss_pixel", "train/loss_d", "train/d_real", "train/d_fake", "train/samples_per_s", "val/psnr", "val/ssim", "val/psnr_bicubic"):
+    for key in ("train/loss_pixel", "train/loss_d", "train/d_real", "train/d_fake", "train/samples_per_s", "val/psnr", "val/ssim", "val/psnr_bicubic", "train/content_to_adversarial"):
         assert key in metrics, key
+    assert run.data.tags["train.precision_used"] == "fp32"  # what precision auto became here
     assert metrics["data/bad_inputs"] == 4 and metrics["data/train_images"] == 8 and metrics["val/images"] == 2
     assert [m.step for m in _history(client, run.info.run_id, "train/lr")] == list(range(1, 9))
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "grids")}

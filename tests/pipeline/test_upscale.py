@@ -357,3 +357,21 @@ def test_killed_job_resumes_and_does_every_file_exactly_once(tmp_path, bucket, s
 
     latest = pd.read_parquet(io.BytesIO(s3.get_object(Bucket=bucket, Key="out/_manifest/manifest.parquet")["Body"].read()))
     assert sorted(latest["key"]) == sorted(good) and latest["model_id"].nunique() == 1
+
+
+def test_auto_precision_upscales_16_bit_and_float_files_in_fp32(tmp_path):
+    """On a GPU `--precision auto` means bf16, whose rounding would move 16-bit outputs by up
+    to ~100 units: files finer than 8 bits run in fp32 unless bf16 is asked for by name."""
+    rng = np.random.default_rng(5)
+    image16 = smooth_image(rng, 20, 18, 3, np.uint16)
+    bf16 = upscaler(precision="bf16")  # what auto resolves to on a GPU with bf16
+    fp32 = upscaler(precision="fp32")
+    row, out = run_one(tmp_path, "deep.png", png_bytes(image16), bf16, precision="auto")
+    assert row["status"] == "done", row
+    assert np.array_equal(formats.decode(out.read_bytes(), out.name), model_output(fp32, image16))
+    _, out = run_one(tmp_path, "asked.png", png_bytes(image16), bf16, precision="bf16")
+    assert np.array_equal(formats.decode(out.read_bytes(), out.name), model_output(bf16, image16))
+    image8 = smooth_image(rng, 20, 18, 3, np.uint8)
+    _, out = run_one(tmp_path, "photo.png", png_bytes(image8), bf16, precision="auto")
+    assert np.array_equal(formats.decode(out.read_bytes(), out.name), model_output(bf16, image8))
+    assert not np.array_equal(model_output(bf16, image16), model_output(fp32, image16))  # the rule matters here

@@ -97,3 +97,17 @@ def test_generator_loss_is_the_weighted_sum(vgg):
     assert total.item() == pytest.approx(2.0 * terms["pixel"].item() + 0.5 * terms["content"].item() + 0.1 * terms["adversarial"].item(), rel=1e-6)
     with pytest.raises(ValueError, match="content weight"):
         GeneratorLoss(None, LossWeights())
+
+
+def test_the_loss_balance_check_warns_only_far_from_the_papers_balance():
+    from srgan.losses import LossWeights, balance_warning, loss_balance
+
+    paper = LossWeights()  # content 1, adversarial 1e-3
+    # A content loss comparable to MSE after pretraining, D undecided: about the paper's 10:1.
+    assert loss_balance({"content": 0.007, "adversarial": 0.69}, paper) == pytest.approx(10.1, rel=0.01)
+    assert balance_warning(loss_balance({"content": 0.007, "adversarial": 0.69}, paper)) is None
+    # An unrescaled VGG or a large adversarial weight: the adversarial term dominates.
+    dominated = balance_warning(loss_balance({"content": 0.007, "adversarial": 0.69}, LossWeights(adversarial=0.1)))
+    assert "adversarial term dominates" in dominated and "loss.weights.adversarial" in dominated and "loss.feature_scale" in dominated
+    assert "negligible" in balance_warning(loss_balance({"content": 5.0, "adversarial": 0.69}, paper))
+    assert loss_balance({"content": 1.0, "adversarial": 0.7}, LossWeights(adversarial=0.0)) is None  # nothing to compare

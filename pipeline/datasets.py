@@ -1,0 +1,170 @@
+"""Prepared datasets: what `python -m pipeline.prepare` leaves under <root>/_prepared/, and how
+training takes its file list from the manifest there instead of listing and decoding every file.
+
+The manifest (`manifest.jsonl`) is written last, whole: its presence means the prepare finished.
+Its first line is a header (input, settings, counts); then one line per usable image or
+sub-image and one per bad input with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from pipeline import storage
+from pipeline.data import BadInput, ImageSpec, Scan, scan_files
+from pipeline.errors import DataError
+from pipeline.formats import ValueRange
+from pipeline.redact import redact_uri
+
+PREPARED_DIR = "_prepared"
+SETTINGS = "settings.json"  # written first: what the folder is being prepared with
+MANIFEST = "manifest.jsonl"  # written last
+FORMAT = 1
+
+
+def prepared_uri(root: str, *parts: str) -> str:
+    return storage.join(root, PREPARED_DIR, *parts)
+
+
+def write_manifest(root: str, header: dict, images: list[dict], bad: list[dict], owner: str) -> str:
+    """Write <root>/_prepared/manifest.jsonl whole; returns its URI. `images` rows: key (relative
+    to the folder header["files"] names), bytes, width, height, bands, dtype, source, high,
+    range, from_dtype; `bad` rows: source, reason."""
+    lines = [{"kind": "header", "format": FORMAT, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **header}]
+    lines += [{"kind": "image", **row} for row in images] + [{"kind": "bad", **row} for row in bad]
+    uri = prepared_uri(root, MANIFEST)
+    storage.write_bytes(uri, "".join(json.dumps(line) + "\n" for line in lines).encode(), owner)
+    return uri
+
+
+def read_records(out_root: str) -> tuple[dict[str, dict], set[str]]:
+    """(the latest result prepare recorded per source, the ids of the runs that recorded them)."""
+    root = prepared_uri(out_root, "runs")
+    latest, runs = {}, set()
+    if storage.exists(root):
+        for f in storage.list_files(root, [".jsonl"]):
+            runs.add(PurePosixPath(f.key).stem.rsplit("-", 1)[0])
+            for line in storage.read_bytes(f.uri).decode().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    latest[record["source"]] = record
+    return latest, runs
+
+
+class RunLog:
+    """A prepare run's results, written under _prepared/runs/ every `every_s` seconds as a new part
+    (each part whole; earlier parts are never rewritten)."""
+
+    def __init__(self, out_root: str, run_id: str, every_s: float = 10.0) -> None:
+        self.out_root, self.run_id, self.every_s = out_root, run_id, every_s
+        self.pending: list[dict] = []
+        self.parts = 0
+        self.flushed = time.monotonic()
+
+    def add(self, record: dict) -> None:
+        self.pending.append(record)
+        if time.monotonic() - self.flushed >= self.every_s:
+            self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        if not (self.pending or force):
+            return
+        uri = prepared_uri(self.out_root, "runs", f"{self.run_id}-{self.parts:05d}.jsonl")
+        storage.write_bytes(uri, "".join(json.dumps(r) + "\n" for r in self.pending).encode(), self.run_id)
+        self.pending, self.parts, self.flushed = [], self.parts + 1, time.monotonic()
+
+
+def remove_manifest(root: str) -> None:
+    """Mark `root` as not a finished dataset (while a prepare works on it)."""
+    uri = prepared_uri(root, MANIFEST)
+    if storage.exists(uri):
+        fs, path = storage.filesystem(uri)
+        fs.delete_file(path)
+
+
+@dataclass
+class Prepared:
+    """A prepared dataset's manifest, read."""
+
+    root: str
+    header: dict
+    images: list[dict]
+    bad: list[BadInput]
+    files: list[storage.StoredFile] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Sub-images live beside the manifest (found again if the folder is moved or copied);
+        # a manifest-only prepare points at the input it validated.
+        files_root = self.root if self.header["files"] == "output" else self.header["input"]
+        for row in self.images:
+            uri = storage.join(files_root, row["key"])
+            self.files.append(storage.StoredFile(uri=uri, path=uri[len("s3://"):] if storage.is_s3(uri) else uri, key=row["key"], size=int(row["bytes"])))
+
+    def describe(self) -> str:
+        s = self.header["settings"]
+        cut = f"sub-images {s['sub_images']} px, step {s['step']}" if s["sub_images"] else "whole images"
+        return f"{len(self.images)} images ({cut}) prepared from {redact_uri(s['input'])} at {self.header['prepared_at']}"
+
+    def scan(self, files: list[storage.StoredFile], spec: ImageSpec, what: str) -> Scan:
+        """What `pipeline.data.scan_files` would find in `files` (some of this manifest's), from
+        the manifest: prepare decoded every one with the same checks. Images smaller than
+        `spec.min_size` are skipped here; a prepare made for other bands or another data range
+        is refused, since its verdicts do not hold for this spec."""
+        settings = self.header["settings"]
+        fix = f"re-run python -m pipeline.prepare --input {settings['input']} with {{}} and a new --output, or point {what} at the raw images"
+        if settings["channels"] != spec.channels:
+            raise DataError(f"{what}: {self.root} was prepared for {settings['channels']}-band models (--channels {settings['channels']}), the model takes {spec.channels}; " + fix.format(f"--channels {spec.channels}"))
+        if settings["data_range"] != spec.data_range:
+            flag = f"--data-range {spec.data_range:g}" if spec.data_range else "no --data-range"
+            raise DataError(f"{what}: {self.root} was prepared with --data-range {settings['data_range']}, data.data_range is {spec.data_range}; " + fix.format(flag))
+        rows = {row["key"]: row for row in self.images}
+        found = Scan([], list(self.bad), Counter())
+        for f in files:
+            row = rows[f.key]
+            if min(row["width"], row["height"]) < spec.min_size:
+                found.bad.append(BadInput(f.key, f"is {row['width']}x{row['height']}, smaller than the {spec.min_size}x{spec.min_size} patch"))
+                continue
+            found.good.append(f)
+            found.ranges[ValueRange(float(row["high"]), row["range"], bool(row["from_dtype"]))] += 1
+        return found
+
+
+def open_prepared(uri: str | None, what: str = "data.train") -> Prepared | None:
+    """The prepared dataset at `uri`, or None when `uri` is not one (plain images to list and
+    scan). A folder whose prepare has not finished is refused rather than half-used."""
+    if not uri:
+        return None
+    root = storage.local_or_uri(uri).rstrip("/")
+    manifest = prepared_uri(root, MANIFEST)
+    if not storage.exists(manifest):
+        if storage.exists(prepared_uri(root, SETTINGS)):
+            raise DataError(f"{what}: {uri} is a prepared dataset whose prepare has not finished (no {PREPARED_DIR}/{MANIFEST}); re-run python -m pipeline.prepare with the same arguments")
+        return None
+    header, images, bad = {}, [], []
+    for line in storage.read_bytes(manifest).decode().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        kind = row.pop("kind")
+        if kind == "header":
+            header = row
+        elif kind == "image":
+            images.append(row)
+        else:
+            bad.append(BadInput(row["source"], row["reason"]))
+    if header.get("format") != FORMAT:
+        raise DataError(f"{what}: {manifest} is not a manifest this version reads (format {header.get('format')}); re-run python -m pipeline.prepare into a new --output")
+    return Prepared(root, header, images, bad)
+
+
+def scan_images(prepared: Prepared | None, files: list[storage.StoredFile], spec: ImageSpec, read_cpus: float, what: str) -> Scan:
+    """Usable files and bad inputs for training: from a prepared dataset's manifest (decoded and
+    checked when it was prepared), else by decoding every file once on Ray Data."""
+    if prepared is None:
+        return scan_files(files, spec, read_cpus)
+    print(f"{what}: prepared dataset {redact_uri(prepared.root)}, {prepared.describe()}; taking its manifest, not scanning", flush=True)
+    return prepared.scan(files, spec, what)

@@ -28,7 +28,7 @@ from pipeline import formats, storage
 from pipeline.errors import DecodeError, UserError
 from pipeline.manifest import new_row
 from pipeline.models import BICUBIC, Upscaler
-from srgan.precision import resolve_precision
+from srgan.precision import resolve_inference_precision
 from srgan.resize import imresize
 from srgan.tiling import crop_region
 from srgan.weights import load_generator
@@ -195,9 +195,10 @@ def check_values(array: np.ndarray, mask: np.ndarray | None, low: float, high: f
 
 def file_precision(upscaler: Upscaler, requested: str, dtype: np.dtype) -> Upscaler:
     """The upscaler to run a file of `dtype` with: `--precision auto` computes 8-bit files in
-    bf16 where the device has it, everything finer (16-bit, float) in fp32. Measured on an
-    SRResNet-16 x4 (benchmarks/precision.py): bf16 moves 8-bit outputs by at most one level,
-    16-bit ones by over a hundred units."""
+    bf16 where the device computes it natively (GPUs with bf16, CPUs with AVX512-BF16 or
+    AMX), everything finer (16-bit, float) in fp32. Measured on an SRResNet-16 x4
+    (benchmarks/precision.py): bf16 moves 8-bit outputs by at most one level, 16-bit ones
+    by over a hundred units."""
     if requested != "auto" or upscaler.precision == "fp32" or np.dtype(dtype) == np.uint8:
         return upscaler
     return replace(upscaler, precision="fp32")
@@ -266,7 +267,7 @@ def build_upscaler(settings: WorkerSettings, generator_bytes: bytes | None, devi
         meta=meta,
         tile=settings.tile,
         batch_size=settings.batch_tiles,
-        precision=resolve_precision(settings.precision, device),
+        precision=resolve_inference_precision(settings.precision, device),
     )
 
 

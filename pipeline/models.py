@@ -19,6 +19,7 @@ import io
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ from torch import nn
 from pipeline import storage, tracking
 from pipeline.errors import ModelRefError
 from srgan.generator import SRResNet, check_scale
-from srgan.precision import AMP_DTYPES
+from srgan.fast import inference_form
 from srgan.resize import imresize
 from srgan.tiling import crop_region, upscale_tiled
 from srgan.weights import WeightsError, load_generator
@@ -40,7 +41,9 @@ class Upscaler:
     """A generator (or bicubic) with what is needed to run it.
 
     Call with (N, C, h, w) float in [0, 1]; returns (N, C_out, h*scale, w*scale) in [0, 1]
-    on the CPU. `tile` bounds memory (0: whole image at once).
+    on the CPU. `tile` bounds memory (0: whole image at once). The generator runs in its
+    inference form (srgan.fast: BatchNorm folded, channels_last, in `precision`), built once
+    per precision and shared by copies made with dataclasses.replace.
     """
 
     name: str
@@ -49,7 +52,8 @@ class Upscaler:
     meta: dict = field(default_factory=dict)
     tile: int = 256
     batch_size: int = 4
-    precision: str = "fp32"  # or bf16 / fp16: autocast for the generator (srgan.precision)
+    precision: str = "fp32"  # or bf16 / fp16: the weights and activations of the inference form
+    forms: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def in_channels(self) -> int | None:
@@ -62,20 +66,26 @@ class Upscaler:
 
     @property
     def device(self) -> torch.device:
-        return torch.device("cpu") if self.generator is None else next(self.generator.parameters()).device
+        if self.generator is None:
+            return torch.device("cpu")
+        return getattr(self.generator, "device", None) or next(self.generator.parameters()).device
 
-    @torch.no_grad()
+    def form(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The generator as it runs: its inference form in this precision (built once)."""
+        if self.precision not in self.forms:
+            self.forms[self.precision] = inference_form(self.generator, self.precision) if isinstance(self.generator, nn.Module) else self.generator
+        return self.forms[self.precision]
+
     def __call__(self, lr: torch.Tensor, region: tuple[int, int, int, int] | None = None) -> torch.Tensor:
         """`region` (top, bottom, left, right): upscale only that part of `lr`, the rest
         being context (see srgan.tiling.upscale_tiled)."""
-        if self.generator is None:
-            return crop_region(imresize(lr.float(), float(self.scale)).clamp(0, 1), region, self.scale)
-        if lr.shape[1] != self.in_channels:
-            raise ModelRefError(f"model {self.name} takes {self.in_channels}-channel images, got {lr.shape[1]} channels")
-        dtype = AMP_DTYPES.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = upscale_tiled(self.generator, lr.float(), self.scale, tile=self.tile, batch_size=self.batch_size, region=region)
-        return out.float().clamp(0, 1)
+        with torch.inference_mode():
+            if self.generator is None:
+                return crop_region(imresize(lr.float(), float(self.scale)).clamp(0, 1), region, self.scale)
+            if lr.shape[1] != self.in_channels:
+                raise ModelRefError(f"model {self.name} takes {self.in_channels}-channel images, got {lr.shape[1]} channels")
+            out = upscale_tiled(self.form(), lr.float(), self.scale, tile=self.tile, pad=self.pad, batch_size=self.batch_size, region=region)
+            return out.clamp_(0, 1)
 
 
 def default_device() -> torch.device:

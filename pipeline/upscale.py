@@ -305,7 +305,7 @@ def build_parser() -> cli.Parser:
     p.add_argument("--value-range", type=_value_range, default="auto", metavar="auto|stats|LOW,HIGH", help="stored values that become the model's 0..1, mapped back after: auto = the model's data_range, else the integer type's range (signed ones from their minimum) or DICOM's BitsStored, and [0, 1] for floats; stats = each file's own min and max; LOW,HIGH = these. A value outside fails the file, never clipped; the range goes into the manifest and TIFF/GeoTIFF metadata")
     p.add_argument("--max-pixels", type=cli.positive_int, default=formats.MAX_PIXELS, help="largest PNG/JPEG/BMP/TIFF/DICOM image (all frames) decoded whole, checked from the header before any pixel is allocated; larger ones fail with the reason; GeoTIFFs are read by windows and never refused")
     p.add_argument("--window-pixels", type=cli.positive_int, default=1_000_000, help="input pixels upscaled at once, every format (1000000: about 1.5 GB per worker for a 4-band x4 model)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: 8-bit files in bf16 on GPUs that have it, 16-bit and float files and everything on CPUs in fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: 8-bit files in bf16 where the device computes it natively (GPUs with bf16, CPUs with AVX512-BF16 or AMX), 16-bit and float files in fp32")
     p.add_argument("--workers", type=cli.positive_int, help="actors in the pool (default: one per GPU share / per --threads CPUs)")
     p.add_argument("--threads", type=cli.positive_int, help="CPU threads per actor (default: min(4, CPUs))")
     p.add_argument("--gpus-per-worker", type=cli.positive_float, default=1.0, help="GPU share per actor; 0.5 runs two actors per GPU")

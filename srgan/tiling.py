@@ -2,13 +2,22 @@
 
 Each output tile is computed from an input window that extends `pad` pixels beyond the
 tile on every side that is inside the image. With `pad` at least the model's receptive
-radius, the zero padding at a window's inner edges never reaches the kept tile, so tiles
-agree with a whole-image pass (up to float rounding). Windows all have the same size --
-at the image border they slide inward instead of shrinking -- so they batch together.
+radius (`measure_radius`: measured on the architecture, not declared), the zero padding at
+a window's inner edges never reaches the kept tile, so tiles agree with a whole-image pass
+(up to float rounding). At the image border a window simply stops: the model's own zero
+padding there is the whole image's.
+
+Tiles divide each side evenly, and the grid is chosen to compute the fewest pixels: `tile`
+bounds a window's area at that of a tile x tile tile's window ((tile + 2 pad)^2 pixels,
+the memory a tile of that size needs), and among the grids (rows x columns) whose windows
+fit, the one whose windows add up to the fewest pixels is taken: a 384 px image at tile
+256 is two full-width strips (1.21x its pixels computed), not four 256 px tiles sliding
+inward (3.06x).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -26,22 +35,27 @@ class Span:
     keep_start: int
     keep_stop: int
 
+    @property
+    def size(self) -> int:
+        return self.win_stop - self.win_start
+
+
+def split(length: int, n: int, pad: int, start: int = 0, stop: int | None = None) -> list[Span]:
+    """[start, stop) (default the whole axis) cut into `n` tiles of equal size (give or take
+    a pixel), each inside a window of `pad` more pixels on each side, cut at [0, length)."""
+    stop = length if stop is None else stop
+    n = max(1, min(n, stop - start))
+    bounds = [start + (i * (stop - start)) // n for i in range(n + 1)]
+    return [Span(max(0, a - pad), min(length, b + pad), a, b) for a, b in zip(bounds, bounds[1:])]
+
 
 def spans(length: int, tile: int, pad: int, start: int = 0, stop: int | None = None) -> list[Span]:
-    """Cover [start, stop) (default the whole axis) with tiles of `tile` pixels, each inside
-    a window of tile + 2*pad within [0, length)."""
+    """Cover [start, stop) (default the whole axis) with tiles of at most `tile` pixels,
+    as few as that allows and of equal size (see `split`)."""
     if tile <= 0:
         raise ValueError(f"tile size must be > 0, got {tile}")
     stop = length if stop is None else stop
-    if length <= tile + 2 * pad:  # one window holds the whole axis: one tile, no repeated work
-        return [Span(0, length, start, stop)]
-    window = tile + 2 * pad
-    out = []
-    for first in range(start, stop, tile):
-        last = min(first + tile, stop)
-        win_start = min(max(first - pad, 0), length - window)
-        out.append(Span(win_start, win_start + window, first, last))
-    return out
+    return split(length, math.ceil((stop - start) / tile), pad, start, stop)
 
 
 @dataclass(frozen=True)
@@ -59,11 +73,53 @@ def crop_region(x: torch.Tensor, region: tuple[int, int, int, int] | None, scale
     return x[..., top:bottom, left:right]
 
 
-def tiles(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> Iterator[Tile]:
+def _axis_options(length: int, pad: int, start: int, stop: int, most: int) -> list[tuple[int, int, int]]:
+    """(tiles, largest window, sum of windows) along one axis for 1..`most` tiles."""
+    out = []
+    for n in range(1, min(most, stop - start) + 1):
+        windows = [s.size for s in split(length, n, pad, start, stop)]
+        out.append((n, max(windows), sum(windows)))
+    return out
+
+
+def grid(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> tuple[list[Span], list[Span]]:
+    """(row spans, column spans) of the tiles of `region` (top, bottom, left, right; default
+    the whole image): the grid whose windows each hold at most (tile + 2 pad)^2 pixels and
+    together the fewest pixels (fewest windows on a tie)."""
+    if tile <= 0:
+        raise ValueError(f"tile size must be > 0, got {tile}")
     top, bottom, left, right = region or (0, height, 0, width)
-    for r in spans(height, tile, pad, top, bottom):
-        for c in spans(width, tile, pad, left, right):
+    budget = (tile + 2 * pad) ** 2
+    # A grid of tile x tile tiles always fits. Thinner rows can let wider columns fit (and the
+    # other way round), so each axis may take up to twice as many tiles as that grid's.
+    rows = _axis_options(height, pad, top, bottom, 2 * math.ceil((bottom - top) / tile) + 1)
+    cols = _axis_options(width, pad, left, right, 2 * math.ceil((right - left) / tile) + 1)
+    best = None
+    for nr, tallest, rows_sum in rows:
+        fits = [(nc, cols_sum) for nc, widest, cols_sum in cols if tallest * widest <= budget]
+        if fits:
+            nc, cols_sum = fits[0]  # the fewest columns that fit compute the fewest pixels
+            key = (rows_sum * cols_sum, nr * nc)
+            best = min(best, (key, nr, nc)) if best else (key, nr, nc)
+    assert best is not None
+    _, nr, nc = best
+    return split(height, nr, pad, top, bottom), split(width, nc, pad, left, right)
+
+
+def tiles(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> Iterator[Tile]:
+    rows, cols = grid(height, width, tile, pad, region)
+    for r in rows:
+        for c in cols:
             yield Tile(r, c)
+
+
+def computed_pixels(height: int, width: int, tile: int, pad: int) -> float:
+    """Input pixels the tiler computes per input pixel of a height x width image (1.0: none
+    twice); tile <= 0 runs the whole image at once."""
+    if tile <= 0:
+        return 1.0
+    rows, cols = grid(height, width, tile, pad)
+    return sum(r.size for r in rows) * sum(c.size for c in cols) / (height * width)
 
 
 def model_pad(model: nn.Module) -> int:
@@ -72,6 +128,38 @@ def model_pad(model: nn.Module) -> int:
     if radius is None:
         raise ValueError(f"{type(model).__name__} does not declare receptive_radius; pass pad= explicitly")
     return int(radius)
+
+
+def measure_radius(model: nn.Module, scale: int, channels: int, guess: int = 16) -> int:
+    """How far (in input pixels) an output pixel of `model` can see, measured: the model is
+    run in float64 with positive weights (every path through it then carries a non-zero
+    gradient, so no tap hides behind a cancellation or a dead ReLU) on a positive image, and
+    the input pixels with a non-zero gradient of the output block of the centre pixel are
+    found. `model` is changed: give a throwaway copy of the architecture (a narrow one does:
+    the radius depends on the layers, not their width)."""
+    with torch.enable_grad():  # callers often run under no_grad (and must build `model` outside inference_mode)
+        return _measure_radius(model.double().eval(), scale, channels, guess)
+
+
+def _measure_radius(model: nn.Module, scale: int, channels: int, guess: int) -> int:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+            for name, p in m.named_parameters(recurse=False):
+                fan_in = p[0].numel() if p.dim() > 1 else 1
+                p.uniform_(0.5, 1.5).div_(fan_in if name == "weight" and p.dim() > 1 else 10)
+    size = 2 * guess + 1
+    while True:
+        x = torch.ones(1, channels, size, size, dtype=torch.float64, requires_grad=True)
+        c = size // 2
+        model(x)[..., c * scale : (c + 1) * scale, c * scale : (c + 1) * scale].sum().backward()
+        rows, cols = torch.nonzero(x.grad.abs().sum(dim=(0, 1)), as_tuple=True)
+        radius = int(max((rows - c).abs().max(), (cols - c).abs().max()))
+        if radius < c:  # the field fits inside the image: this is all of it
+            return radius
+        size = 2 * size + 1
 
 
 @torch.no_grad()
@@ -108,21 +196,25 @@ def upscale_tiled(
         return out[0] if squeeze else out
 
     out: torch.Tensor | None = None
-    plan = list(tiles(h, w, tile, pad, region))
+    by_shape: dict[tuple[int, int], list[Tile]] = {}  # only windows of one shape batch together
+    for t in tiles(h, w, tile, pad, region):
+        by_shape.setdefault((t.rows.size, t.cols.size), []).append(t)
     for i in range(n):
-        for start in range(0, len(plan), batch_size):
-            chunk = plan[start : start + batch_size]
-            windows = torch.stack([x[i, :, t.rows.win_start : t.rows.win_stop, t.cols.win_start : t.cols.win_stop] for t in chunk])
-            result = model(windows.to(device)).to(out_device)
-            if out is None:
-                # float32 at least: a bf16/fp16 model's tiles are stored without further rounding.
-                out = torch.empty((n, result.shape[1], (bottom - top) * scale, (right - left) * scale), dtype=torch.promote_types(result.dtype, torch.float32), device=out_device)
-            for t, r in zip(chunk, result):
-                y = (t.rows.keep_start - t.rows.win_start) * scale
-                x0 = (t.cols.keep_start - t.cols.win_start) * scale
-                hh = (t.rows.keep_stop - t.rows.keep_start) * scale
-                ww = (t.cols.keep_stop - t.cols.keep_start) * scale
-                r0, c0 = (t.rows.keep_start - top) * scale, (t.cols.keep_start - left) * scale
-                out[i, :, r0 : r0 + hh, c0 : c0 + ww] = r[:, y : y + hh, x0 : x0 + ww]
+        for group in by_shape.values():
+            for start in range(0, len(group), batch_size):
+                chunk = group[start : start + batch_size]
+                windows = torch.stack([x[i, :, t.rows.win_start : t.rows.win_stop, t.cols.win_start : t.cols.win_stop] for t in chunk])
+                result = model(windows.to(device)).to(out_device)
+                if out is None:
+                    # float32 at least: a bf16/fp16 model's tiles are stored without further rounding.
+                    out = torch.empty((n, result.shape[1], (bottom - top) * scale, (right - left) * scale), dtype=torch.promote_types(result.dtype, torch.float32), device=out_device)
+                for t, r in zip(chunk, result):
+                    y = (t.rows.keep_start - t.rows.win_start) * scale
+                    x0 = (t.cols.keep_start - t.cols.win_start) * scale
+                    hh = (t.rows.keep_stop - t.rows.keep_start) * scale
+                    ww = (t.cols.keep_stop - t.cols.keep_start) * scale
+                    r0, c0 = (t.rows.keep_start - top) * scale, (t.cols.keep_start - left) * scale
+                    out[i, :, r0 : r0 + hh, c0 : c0 + ww] = r[:, y : y + hh, x0 : x0 + ww]
+                del result
     assert out is not None
     return out[0] if squeeze else out

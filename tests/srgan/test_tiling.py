@@ -2,24 +2,49 @@ import pytest
 import torch
 
 from srgan.generator import SRResNet
-from srgan.tiling import spans, upscale_tiled
+from srgan.tiling import computed_pixels, grid, split, spans, upscale_tiled
 
 
-@pytest.mark.parametrize("length,tile,pad", [(37, 8, 5), (10, 16, 4), (64, 16, 0), (5, 2, 3)])
-def test_spans_cover_every_pixel_once_inside_equal_windows(length, tile, pad):
-    covered = []
-    sizes = set()
+@pytest.mark.parametrize("length,tile,pad", [(37, 8, 5), (10, 16, 4), (64, 16, 0), (5, 2, 3), (384, 256, 40)])
+def test_spans_cover_every_pixel_once_with_even_tiles_and_windows_that_stop_at_the_border(length, tile, pad):
+    covered, tiles = [], []
     for s in spans(length, tile, pad):
         assert 0 <= s.win_start <= s.keep_start < s.keep_stop <= s.win_stop <= length
         covered.extend(range(s.keep_start, s.keep_stop))
-        sizes.add(s.win_stop - s.win_start)
-        # Interior window edges are at least `pad` away from the kept part.
-        if s.win_start > 0:
-            assert s.keep_start - s.win_start >= pad
-        if s.win_stop < length:
-            assert s.win_stop - s.keep_stop >= pad
+        tiles.append(s.keep_stop - s.keep_start)
+        # Exactly `pad` of context where the image goes on, none beyond its border.
+        assert s.keep_start - s.win_start == min(pad, s.keep_start)
+        assert s.win_stop - s.keep_stop == min(pad, length - s.keep_stop)
     assert covered == list(range(length))
-    assert len(sizes) == 1
+    assert max(tiles) <= tile and max(tiles) - min(tiles) <= 1
+    assert len(tiles) == -(-length // tile)  # as few as the tile size allows
+
+
+def _brute_force_least_pixels(h, w, tile, pad):
+    best = None
+    for nr in range(1, h + 1):
+        for nc in range(1, w + 1):
+            rows, cols = split(h, nr, pad), split(w, nc, pad)
+            if max(r.size for r in rows) * max(c.size for c in cols) <= (tile + 2 * pad) ** 2:
+                total = sum(r.size for r in rows) * sum(c.size for c in cols)
+                best = total if best is None else min(best, total)
+    return best
+
+
+@pytest.mark.parametrize("h,w,tile,pad", [(37, 53, 8, 5), (100, 30, 16, 10), (64, 64, 64, 0), (9, 120, 4, 3), (61, 47, 12, 9)])
+def test_the_grid_computes_the_fewest_pixels_its_window_budget_allows(h, w, tile, pad):
+    rows, cols = grid(h, w, tile, pad)
+    assert max(r.size for r in rows) * max(c.size for c in cols) <= (tile + 2 * pad) ** 2
+    assert sum(r.size for r in rows) * sum(c.size for c in cols) == _brute_force_least_pixels(h, w, tile, pad)
+
+
+def test_computed_pixels_of_the_paper_model_at_the_benchmark_sizes():
+    # SRResNet-16 (radius 40): a 384 px image at tile 256 is two full-width strips of 192 rows
+    # (232-row windows), not 2 x 2 tiles of 256 in 336 px windows sliding inward (3.06x).
+    assert computed_pixels(384, 384, 256, 40) == pytest.approx(384 * 2 * 232 / 384**2)  # 1.21
+    assert computed_pixels(384, 384, 512, 40) == 1.0
+    assert computed_pixels(1024, 1024, 512, 40) == pytest.approx((2 * 552 / 1024) ** 2)  # 1.16
+    assert computed_pixels(1024, 1024, 256, 40) < 1.53
 
 
 @pytest.mark.parametrize("scale,skip", [(2, False), (4, False), (4, True)])

@@ -59,9 +59,10 @@ def forget_dead_cluster() -> str | None:
         return address
 
 
-def ensure_ray(num_cpus: int | None = None, **init_kwargs) -> None:
+def ensure_ray(num_cpus: int | None = None, dashboard: bool = True, **init_kwargs) -> None:
     """Connect to RAY_ADDRESS if set (ray job submit sets it), else start a local Ray with
-    `num_cpus` (default: all of this machine's) that keeps its worker processes."""
+    `num_cpus` (default: all of this machine's) that keeps its worker processes; without the
+    dashboard when `dashboard` is False (batch upscaling needs no State API)."""
     import ray
 
     if ray.is_initialized():
@@ -75,4 +76,4 @@ def ensure_ray(num_cpus: int | None = None, **init_kwargs) -> None:
         print(f"note: removed {current_cluster_file()}: it named a Ray head at {dead} that no longer answers", file=sys.stderr)
     # address="local": always a new local Ray, never one that `ray start` left recorded in
     # /tmp/ray/ray_current_cluster (possibly long gone).
-    ray.init(address="local", num_cpus=cpus, _system_config=worker_reuse_config(cpus), **init_kwargs)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=None if dashboard else False, _system_config=worker_reuse_config(cpus), **init_kwargs)

@@ -5,10 +5,11 @@
 
 A job (`UpscaleJob`, what `run_upscale` takes) goes: resolve the model once in the driver ->
 refuse an output that overlaps the input or cannot take files -> list the inputs and plan an
-output for each -> record the run and its model identity -> a pool of Ray actors, each holding
-the generator, upscales files whole (pipeline.inference: any format, window by window) -> a
-manifest row per input back to the driver (pipeline.manifest). Decoding, inference and
-encoding happen in the same actor, so no image travels through the object store.
+output for each -> record the run and its model identity -> a worker holding the generator
+upscales files whole (pipeline.inference: any format, window by window), in this process or
+in a pool of Ray actors (pipeline.executors, --executor) -> a manifest row per input back to
+the driver (pipeline.manifest). Decoding, inference and encoding happen in the same worker,
+so no image travels through Ray's object store.
 
 The user's data is never changed: the input is never written (an overlapping output is
 refused), outputs appear whole or not at all (S3 upload completion, local temp + rename),
@@ -34,9 +35,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
-from pipeline import cli, formats, storage
+from pipeline import cli, executors, formats, storage
 from pipeline.errors import DecodeError, UsageError
-from pipeline.inference import UpscaleWorker, WorkerSettings
+from pipeline.inference import WorkerSettings
 from pipeline import manifest as records
 from pipeline.manifest import MANIFEST_DIR, Manifest, Summary, new_row
 from pipeline.models import BICUBIC, fetch_generator_bytes
@@ -75,6 +76,7 @@ class UpscaleJob:
     cpu: bool = False
     scale: int | None = None
     tracking_uri: str | None = None
+    executor: str = "auto"
 
     def __post_init__(self) -> None:
         least = {"--tile": (self.tile, 0), "--batch-tiles": (self.batch_tiles, 1), "--window-pixels": (self.window_pixels, 1), "--max-pixels": (self.max_pixels, 1), "--max-failures": (self.max_failures, 0), "--threads": (self.threads, 1), "--workers": (self.workers, 1)}
@@ -83,6 +85,8 @@ class UpscaleJob:
                 raise UsageError(f"{flag} {value}: give {low} or more")
         if not self.gpus_per_worker > 0:
             raise UsageError(f"--gpus-per-worker {self.gpus_per_worker}: give a share above 0, e.g. 0.5")
+        if self.executor not in executors.EXECUTORS:
+            raise UsageError(f"--executor {self.executor}: use one of {', '.join(executors.EXECUTORS)}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision {self.precision}: use one of {', '.join(PRECISIONS)}")
         if self.bands is not None and (not self.bands or min(self.bands) < 1):
@@ -184,23 +188,8 @@ def _not_ours(owner: dict, item: dict, ident: dict, runs: dict) -> str:
     return ""
 
 
-def _resources(job: UpscaleJob, cluster: dict) -> tuple[dict, int]:
-    """(Ray resources of one actor, number of actors): one per GPU share, else per CPU group."""
-    gpus = float(cluster.get("GPU", 0))
-    if gpus > 0 and not job.cpu:
-        workers = job.workers or max(1, int(gpus / job.gpus_per_worker))
-        return {"num_gpus": job.gpus_per_worker, "num_cpus": job.threads or 1}, workers
-    cpus = int(cluster.get("CPU", os.cpu_count() or 1))
-    threads = job.threads or max(1, min(4, cpus))
-    return {"num_cpus": threads}, job.workers or max(1, cpus // threads)
-
-
 def run_upscale(job: UpscaleJob) -> Summary:
     """Run (or resume) `job`; every input ends as a manifest row."""
-    import ray
-
-    from pipeline.cluster import ensure_ray
-
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     # Resolve the model once, here: workers get its bytes and need no MLflow access.
     generator_bytes, scale, model_id = None, job.scale, BICUBIC
@@ -229,17 +218,11 @@ def run_upscale(job: UpscaleJob) -> Summary:
 
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
     if todo:
-        ensure_ray()
+        rows = _rows(job, todo, run_id, ident, in_root, out_root, generator_bytes)
         started = time.perf_counter()  # Mpx/s of the job, not of Ray's start-up
-        resources, workers = _resources(job, ray.cluster_resources())
-        settings = job.worker_settings(int(resources["num_cpus"]), run_id, ident, in_root, out_root)
-        print(f"{workers} worker(s), each with {resources}; tile {job.tile}, window {job.window_pixels} px, images decoded whole up to {job.max_pixels} px", file=sys.stderr, flush=True)
-        ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 1000))
-        ds = ds.map(UpscaleWorker, fn_constructor_kwargs={"settings": settings, "generator_bytes": generator_bytes}, compute=ray.data.ActorPoolStrategy(size=workers), **resources)
         last_print, seen = time.monotonic(), 0
         try:
-            for row in ds.iter_rows():
-                row = dict(row)
+            for row in rows:
                 seen += 1
                 summary.count(row)
                 manifest.add(row)
@@ -256,6 +239,24 @@ def run_upscale(job: UpscaleJob) -> Summary:
             manifest.flush()
     summary.manifest = manifest.finish()
     return summary
+
+
+def _rows(job: UpscaleJob, todo: list[dict], run_id: str, ident: dict, in_root: str, out_root: str, generator_bytes: bytes | None):
+    """The rows of `todo` from the executor the job runs on (pipeline.executors), which it names."""
+    executor, why = executors.choose(job.executor, in_root, todo)
+    where = f"tile {job.tile}, window {job.window_pixels} px, images decoded whole up to {job.max_pixels} px"
+    if executor == "local":
+        threads = job.threads or executors.available_cpus()
+        print(f"executor local ({why}): in this process, {threads} CPU thread(s) or the GPU; {where}", file=sys.stderr, flush=True)
+        return executors.run_local(todo, job.worker_settings(threads, run_id, ident, in_root, out_root), generator_bytes)
+    import ray
+
+    from pipeline.cluster import ensure_ray
+
+    ensure_ray(dashboard=False)
+    resources, workers = executors.ray_resources(ray.cluster_resources(), job.gpus_per_worker, job.threads, job.workers, job.cpu)
+    print(f"executor ray ({why}): {workers} worker(s), each with {resources}; {where}", file=sys.stderr, flush=True)
+    return executors.run_ray(todo, job.worker_settings(int(resources["num_cpus"]), run_id, ident, in_root, out_root), generator_bytes, resources, workers)
 
 
 def print_summary(summary: Summary) -> None:
@@ -310,6 +311,7 @@ def build_parser() -> cli.Parser:
     p.add_argument("--threads", type=cli.positive_int, help="CPU threads per actor (default: min(4, CPUs))")
     p.add_argument("--gpus-per-worker", type=cli.positive_float, default=1.0, help="GPU share per actor; 0.5 runs two actors per GPU")
     p.add_argument("--cpu", action="store_true", help="ignore GPUs")
+    p.add_argument("--executor", choices=executors.EXECUTORS, default="auto", help="local: in this process; ray: a Ray Data actor pool; auto: local for a local input of at most 256 MiB when no Ray cluster is configured (RAY_ADDRESS), else ray")
     p.add_argument("--scale", type=int, choices=SCALES, help="scale for --model bicubic (default: the model's own)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line on stdout")
@@ -321,7 +323,7 @@ def job_from_args(args) -> UpscaleJob:
         model=args.model, input=args.input, output=args.output, extensions=tuple(args.ext) if args.ext else formats.EXTENSIONS,
         include=tuple(args.include or ()), overwrite=args.overwrite, max_failures=args.max_failures, bands=args.bands,
         tile=args.tile, batch_tiles=args.batch_tiles, window_pixels=args.window_pixels, max_pixels=args.max_pixels, value_range=args.value_range, precision=args.precision, workers=args.workers,
-        threads=args.threads, gpus_per_worker=args.gpus_per_worker, cpu=args.cpu, scale=args.scale, tracking_uri=args.tracking_uri,
+        threads=args.threads, gpus_per_worker=args.gpus_per_worker, cpu=args.cpu, scale=args.scale, tracking_uri=args.tracking_uri, executor=args.executor,
     )
 
 

@@ -1,22 +1,33 @@
-"""Upscaling throughput and memory: our job path against Real-ESRGAN's `RealESRGANer`, same
-generator, same image, same process. Prints one JSON line.
+"""Upscaling speed and memory: ours against Real-ESRGAN's `RealESRGANer` on the same weights,
+in the same run, interleaved. Prints one JSON line per case.
 
-    .venv/bin/pip install --no-deps basicsr realesrgan opencv-python-headless tqdm
-    .venv/bin/python benchmarks/upscale.py [--size 512] [--repeats 3] [--geotiff 4096]
+    .venv/bin/python benchmarks/upscale.py [--repeats 5] [--sizes 384 1024] [--tiles 0 256 512]
+    .venv/bin/python benchmarks/upscale.py --geotiff [--geotiff-sizes 1024 2048 4096]
 
-Throughput: an (size x size) 8-bit RGB array through the paper's SRResNet (16 blocks, 64
-features, x4, random weights), array in -> array out, fp32 on the CPU, tile 0 (whole image)
-and tile 256: ours is `pipeline.inference.upscale_array` (the job's per-image path minus file
-I/O); the reference is `RealESRGANer.enhance` with its defaults (tile_pad 10, pre_pad 10).
-Each is also compared with its own untiled output: our tiles carry the model's full
-receptive radius as context, so tiled == untiled; Real-ESRGAN's 10 px do not.
+References (installed only for benchmarks: `make bench`; basicsr 1.4.2 imports
+`torchvision.transforms.functional_tensor`, which current torchvision removed, so a stand-in
+module is registered first):
+  * per image: `RealESRGANer(scale=4, model=<the same nn.Module>, tile=t, tile_pad=10,
+    pre_pad=10, half=False)`.enhance on an 8-bit RGB array (its input is BGR: it gets the
+    reversed channels) against ours, `pipeline.inference.upscale_array` with an Upscaler of
+    the same weights and tile (array in, array out: the job's per-image path minus file
+    I/O), at `--precision auto` (bf16 on CPUs that compute it natively, as the job runs 8-bit
+    files) and at fp32. Case keys: `ratio` (ours at auto over the reference) and
+    `fp32_ratio`. Each side is also compared with its own untiled output (8-bit levels).
+  * a whole job: a folder of 8 PNGs of mixed sizes, timed as whole processes, start-up
+    included: `python -m pipeline.upscale --model g.pt --input in --output out` (defaults)
+    against Real-ESRGAN's folder loop (imports, then `cv2.imread` -> `enhance` ->
+    `cv2.imwrite` per file, as its inference_realesrgan.py, tile 0, its default).
+The generator is the paper's SRResNet-16 x4 (random weights, fp32 parameters). The
+generator's achieved GFLOP/s counts its own convolutions (277 kFLOP per output pixel) over
+the time of a whole-image pass, against this machine's 3x3 convolution peak measured in the
+same run (64 -> 64 channels, channels_last, the best of 64..256 px images), fp32 and bf16.
 
-Memory: a (geotiff x geotiff) 4-band uint16 GeoTIFF upscaled x4 with a small generator
-(1 block, 16 features) by the job's windowed path (default window budget), in a fresh
-process, and by one window for the whole raster; peak RSS of each (ru_maxrss).
-
-basicsr 1.4.2 imports `torchvision.transforms.functional_tensor`, which current torchvision
-removed; a stand-in module with its one used function is registered before the import.
+--geotiff: peak RSS of the whole process tree (the CLI process and every process it starts,
+sampled every 20 ms from /proc) of `python -m pipeline.upscale` on an N x N 4-band uint16
+GeoTIFF at x4 with a small generator (1 block, 16 features), and its ratio to the first size.
+Medians of --repeats after one untimed warm-up; the machine is shared, so compare ratios
+(`loadavg` is os.getloadavg() at the end of each case).
 """
 
 from __future__ import annotations
@@ -25,12 +36,14 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import platform
-import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 from pathlib import Path
@@ -38,11 +51,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from pipeline.inference import plan_bands, upscale_array  # noqa: E402
 from pipeline.models import Upscaler  # noqa: E402
-from pipeline.inference import WorkerSettings, plan_bands, process_file, upscale_array  # noqa: E402
 from srgan.generator import GeneratorSpec, build_generator  # noqa: E402
+from srgan.precision import resolve_inference_precision  # noqa: E402
+from srgan.tiling import computed_pixels  # noqa: E402
+from srgan.weights import save_generator  # noqa: E402
+
+SHIM = (
+    "import sys, types, torchvision.transforms.functional as F\n"
+    "shim = types.ModuleType('torchvision.transforms.functional_tensor'); shim.rgb_to_grayscale = F.rgb_to_grayscale\n"
+    "sys.modules.setdefault('torchvision.transforms.functional_tensor', shim)\n"
+)
 
 
 def realesrganer_class():
@@ -61,91 +84,255 @@ def paper_generator(seed: int = 0):
     return build_generator(GeneratorSpec(scale=4, num_blocks=16, num_features=64)).eval()
 
 
-def timed(fn, repeats: int) -> tuple[float, np.ndarray]:
-    out = fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+def flops_per_input_pixel(model: torch.nn.Module) -> float:
+    """The generator's convolution FLOPs (2 per multiply-add) per input pixel."""
+    total = 0
+
+    def count(conv, _, out):
+        nonlocal total
+        total += 2 * conv.in_channels // conv.groups * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] * out.shape[-2] * out.shape[-1]
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        model(torch.zeros(1, model.spec.in_channels, 16, 16))
+    for h in hooks:
+        h.remove()
+    return total / 256
 
 
-def throughput(size: int, repeats: int) -> dict:
+def conv_peak(dtype: torch.dtype) -> float:
+    """GFLOP/s of this machine's best 3x3 convolution (64 -> 64, channels_last)."""
+    best = 0.0
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval().to(dtype=dtype, memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for side in (64, 96, 128, 192, 256):
+            x = torch.randn(1, 64, side, side, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            conv(x)
+            times = []
+            for _ in range(7):
+                start = time.perf_counter()
+                conv(x)
+                times.append(time.perf_counter() - start)
+            best = max(best, 2 * 64 * 64 * 9 * side * side / min(times) / 1e9)
+    return best
+
+
+def interleaved(sides: dict, repeats: int) -> tuple[dict[str, float], dict]:
+    """Median seconds of each side, run A B C A B C ... after one untimed round; last outputs."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    outputs = {}
+    for r in range(repeats + 1):
+        for name, fn in sides.items():
+            start = time.perf_counter()
+            outputs[name] = fn()
+            if r:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}, outputs
+
+
+def image_cases(sizes: list[int], tiles: list[int], repeats: int, threads: int) -> list[dict]:
     RealESRGANer = realesrganer_class()
     generator = paper_generator()
-    image = (np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)
-    mpx_out = (size * 4) ** 2 / 1e6
+    auto = resolve_inference_precision("auto", torch.device("cpu"))
+    per_px = flops_per_input_pixel(generator)
+    peaks = {"fp32": conv_peak(torch.float32), "bf16": conv_peak(torch.bfloat16)}
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "g.pth"
         torch.save({"params": generator.state_dict()}, weights)
-        ref = {t: RealESRGANer(scale=4, model_path=str(weights), model=paper_generator(), tile=t, half=False, device=torch.device("cpu")) for t in (0, 256)}
-    figures: dict = {}
-    outputs = {}
-    for tile in (0, 256):
-        ours = Upscaler(name="srresnet", scale=4, generator=generator, tile=tile)
-        t_ours, outputs[("ours", tile)] = timed(lambda: upscale_array(ours, image, plan_bands(3, False, 3)), repeats)
-        # RealESRGANer takes BGR (cv2); hand it the reversed channels so outputs compare.
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per tile
-            t_ref, out = timed(lambda: ref[tile].enhance(image[..., ::-1].copy(), outscale=4)[0], repeats)
-        outputs[("ref", tile)] = out[..., ::-1]
-        figures[f"tile{tile}"] = {"ours_mpx_per_s": round(mpx_out / t_ours, 4), "ref_mpx_per_s": round(mpx_out / t_ref, 4), "ratio": round(t_ref / t_ours, 3)}
-    for who in ("ours", "ref"):
-        diff = np.abs(outputs[(who, 256)].astype(int) - outputs[(who, 0)].astype(int))
-        figures[f"{who}_tiled_vs_untiled_max_abs_diff_8bit"] = int(diff.max())
-    return figures
+        refs = {t: RealESRGANer(scale=4, model_path=str(weights), model=paper_generator(), tile=t, tile_pad=10, pre_pad=10, half=False, device=torch.device("cpu")) for t in tiles}
+    cases, untiled = [], {}
+    for size in sizes:
+        image = (np.random.default_rng(size).random((size, size, 3)) * 255).astype(np.uint8)
+        plan = plan_bands(3, False, 3)
+        for tile in tiles:
+            ours = {p: Upscaler(name="srresnet", scale=4, generator=generator, tile=tile, batch_size=1, precision=p) for p in (auto, "fp32")}
+
+            def reference(t=tile):
+                with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per tile
+                    return refs[t].enhance(image[..., ::-1].copy(), outscale=4)[0][..., ::-1]
+
+            sides = {"ours": lambda: upscale_array(ours[auto], image, plan), "ours_fp32": lambda: upscale_array(ours["fp32"], image, plan), "ref": reference}
+            seconds, outputs = interleaved(sides, repeats)
+            if tile == 0:
+                untiled[size] = outputs
+            mpx = (4 * size) ** 2 / 1e6
+            case = {
+                "benchmark": "upscale", "case": f"{size}px_tile{tile}", "input": f"{size}x{size} RGB uint8", "tile": tile, "precision": auto,
+                "ratio": round(seconds["ref"] / seconds["ours"], 3), "fp32_ratio": round(seconds["ref"] / seconds["ours_fp32"], 3),
+                "ours_mpx_per_s": round(mpx / seconds["ours"], 4), "ours_fp32_mpx_per_s": round(mpx / seconds["ours_fp32"], 4), "ref_mpx_per_s": round(mpx / seconds["ref"], 4),
+                "ours_computed_pixels_ratio": round(computed_pixels(size, size, tile, generator.receptive_radius), 3),
+            }
+            if tile == 0:  # the generator's own speed: one pass, nothing computed twice
+                for p, side in ((auto, "ours"), ("fp32", "ours_fp32")):
+                    gflops = per_px * size * size / seconds[side] / 1e9
+                    case[f"{p}_gflop_per_s"] = round(gflops, 1)
+                    case[f"{p}_conv_peak_gflop_per_s"] = round(peaks[p], 1)
+                    case[f"{p}_peak_fraction_ratio"] = round(gflops / peaks[p], 3)
+            else:
+                for side in ("ours", "ours_fp32", "ref"):
+                    case[f"{side}_tiled_vs_untiled_max_levels"] = int(np.abs(outputs[side].astype(int) - untiled[size][side].astype(int)).max())
+            case.update(repeats=repeats, threads=threads, loadavg=[round(v, 2) for v in os.getloadavg()], torch=torch.__version__, machine=platform.machine())
+            print(json.dumps(case), flush=True)
+            cases.append(case)
+    return cases
 
 
-def _peak_rss_child(path: str, out: str, max_pixels: int) -> None:
-    """Run in a fresh process: upscale one GeoTIFF, print peak RSS (MiB) and seconds."""
-    torch.manual_seed(0)
-    g = build_generator(GeneratorSpec(scale=4, in_channels=4, out_channels=4, num_blocks=1, num_features=16)).eval()
-    up = Upscaler(name="tiny", scale=4, generator=g, tile=256, batch_size=4)
+REFERENCE_LOOP = SHIM + """
+import glob, os, sys, cv2, torch
+from realesrgan import RealESRGANer
+sys.path.insert(0, {root!r})
+from srgan.generator import GeneratorSpec, build_generator
+torch.set_num_threads({threads})
+model = build_generator(GeneratorSpec(scale=4, num_blocks=16, num_features=64))
+up = RealESRGANer(scale=4, model_path={weights!r}, model=model, tile=0, tile_pad=10, pre_pad=10, half=False, device=torch.device('cpu'))
+os.makedirs({out!r}, exist_ok=True)
+for path in sorted(glob.glob(os.path.join({src!r}, '*.png'))):
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    out, _ = up.enhance(img, outscale=4)
+    cv2.imwrite(os.path.join({out!r}, os.path.basename(path)), out)
+"""
+
+
+def job_case(repeats: int, threads: int) -> dict:
+    from PIL import Image
+
+    sizes = [(64, 48), (96, 96), (120, 80), (128, 128), (100, 150), (160, 120), (200, 200), (256, 192)]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rng = np.random.default_rng(0)
+        (work / "in").mkdir()
+        for i, (w, h) in enumerate(sizes):
+            Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(work / "in" / f"{i}.png")
+        generator = paper_generator()
+        save_generator(work / "g.pt", generator, {})
+        torch.save({"params": generator.state_dict()}, work / "g.pth")
+        env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "OMP_NUM_THREADS": str(threads)}
+        runs = iter(range(10**6))
+
+        def ours():
+            out = work / f"ours{next(runs)}"
+            subprocess.run([sys.executable, "-m", "pipeline.upscale", "--model", str(work / "g.pt"), "--input", str(work / "in"), "--output", str(out)], cwd=ROOT, env=env, check=True, capture_output=True)
+            shutil.rmtree(out)
+
+        def reference():
+            out = work / f"ref{next(runs)}"
+            code = REFERENCE_LOOP.format(root=str(ROOT), threads=threads, weights=str(work / "g.pth"), out=str(out), src=str(work / "in"))
+            subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True)
+            shutil.rmtree(out)
+
+        seconds, _ = interleaved({"ours": ours, "ref": reference}, repeats)
+    return {
+        "benchmark": "upscale", "case": "job_8_pngs", "input": f"8 PNGs, {sum(w * h for w, h in sizes) / 1e6:.3f} Mpx, sizes {sizes}",
+        "ratio": round(seconds["ref"] / seconds["ours"], 3), "ours_s": round(seconds["ours"], 2), "ref_s": round(seconds["ref"], 2),
+        "repeats": repeats, "threads": threads, "loadavg": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def _tree_rss_bytes(root: int) -> int:
+    """RSS of `root` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def peak_tree_rss(cmd: list[str], env: dict) -> tuple[int, float]:
+    """(peak RSS in bytes of the process tree of `cmd`, seconds)."""
     start = time.perf_counter()
-    row = process_file({"key": "scene.tif", "input": path, "output": out, "size": 0}, up, WorkerSettings(model="tiny", window_pixels=max_pixels))
-    assert row["status"] == "done", row
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": time.perf_counter() - start, "windows": row["windows"]}))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = 0
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss_bytes(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    _, err = proc.communicate()
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {err.decode()[-2000:]}")
+    return peak, time.perf_counter() - start
 
 
-def geotiff_memory(side: int, max_pixels: int) -> dict:
+def geotiff_cases(sizes: list[int], repeats: int) -> list[dict]:
     import rasterio
     from rasterio.transform import from_origin
 
+    cases = []
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "scene.tif"
-        rng = np.random.default_rng(0)
-        profile = {"driver": "GTiff", "width": side, "height": side, "count": 4, "dtype": "uint16", "crs": "EPSG:32633", "transform": from_origin(500000, 4600000, 10, 10), "tiled": True, "compress": "deflate"}
-        with rasterio.open(src, "w", **profile) as dst:
-            for top in range(0, side, 512):
-                block = rng.integers(0, 10000, (4, min(512, side - top), side), dtype=np.uint16)
-                dst.write(block, window=rasterio.windows.Window(0, top, side, block.shape[1]))
-        result = {"geotiff_side": side, "output_side": side * 4, "output_bytes_uint16": side * side * 16 * 4 * 2}
-        for name, budget in (("windowed", max_pixels), ("one_window", side * side)):
-            code = f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import upscale as b; b._peak_rss_child({str(src)!r}, {str(Path(tmp) / (name + '.tif'))!r}, {budget})"
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-            child = json.loads(proc.stdout.strip().splitlines()[-1])
-            result[name] = {"peak_rss_mib": round(child["peak_rss_mib"], 1), "seconds": round(child["seconds"], 1), "windows": child["windows"]}
-            (Path(tmp) / (name + ".tif")).unlink(missing_ok=True)
-        result["rss_ratio_one_window_over_windowed"] = round(result["one_window"]["peak_rss_mib"] / result["windowed"]["peak_rss_mib"], 2)
-    return result
+        work = Path(tmp)
+        torch.manual_seed(0)
+        save_generator(work / "g.pt", build_generator(GeneratorSpec(scale=4, in_channels=4, out_channels=4, num_blocks=1, num_features=16)).eval(), {})
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        first = None
+        for side in sizes:
+            src = work / f"in{side}"
+            src.mkdir()
+            rng = np.random.default_rng(0)
+            profile = {"driver": "GTiff", "width": side, "height": side, "count": 4, "dtype": "uint16", "crs": "EPSG:32633", "transform": from_origin(500000, 4600000, 10, 10), "tiled": True, "compress": "deflate"}
+            with rasterio.open(src / "scene.tif", "w", **profile) as dst:
+                for top in range(0, side, 512):
+                    block = rng.integers(0, 10000, (4, min(512, side - top), side), dtype=np.uint16)
+                    dst.write(block, window=rasterio.windows.Window(0, top, side, block.shape[1]))
+            peaks, seconds = [], []
+            for r in range(repeats):
+                out = work / f"out{side}_{r}"
+                peak, took = peak_tree_rss([sys.executable, "-m", "pipeline.upscale", "--model", str(work / "g.pt"), "--input", str(src), "--output", str(out)], env)
+                peaks.append(peak)
+                seconds.append(took)
+                shutil.rmtree(out)
+            peak_mib = statistics.median(peaks) / 2**20
+            first = first or peak_mib
+            case = {
+                "benchmark": "upscale", "case": f"geotiff_{side}px", "input": f"{side}x{side} 4-band uint16 GeoTIFF, x4, SRResNet 1 block 16 features", "output_side": side * 4,
+                "peak_tree_rss_mib": round(peak_mib, 1), "peak_tree_rss_runs_mib": [round(p / 2**20, 1) for p in peaks],
+                "rss_to_first_size_ratio": round(peak_mib / first, 3), "seconds": round(statistics.median(seconds), 1), "repeats": repeats,
+                "loadavg": [round(v, 2) for v in os.getloadavg()],
+            }
+            print(json.dumps(case), flush=True)
+            cases.append(case)
+            shutil.rmtree(src)
+    return cases
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=512, help="input side for the throughput test")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--geotiff", type=int, default=4096, help="GeoTIFF side for the memory test (0 skips it)")
-    parser.add_argument("--window-pixels", type=int, default=WorkerSettings(model="").window_pixels)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[384, 1024])
+    parser.add_argument("--tiles", type=int, nargs="+", default=[0, 256, 512])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--skip-throughput", action="store_true", help="only the GeoTIFF memory test")
+    parser.add_argument("--skip-images", action="store_true", help="no per-image cases")
+    parser.add_argument("--skip-job", action="store_true", help="no whole-job case")
+    parser.add_argument("--geotiff", action="store_true", help="only the GeoTIFF memory cases")
+    parser.add_argument("--geotiff-sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    figures = {"benchmark": "upscale", "machine": platform.machine(), "threads": args.threads, "torch": torch.__version__, "input": f"{args.size}x{args.size} RGB uint8, SRResNet-16 x4 fp32 CPU", "repeats": args.repeats}
-    if not args.skip_throughput:
-        figures.update(throughput(args.size, args.repeats))
     if args.geotiff:
-        figures["geotiff"] = geotiff_memory(args.geotiff, args.window_pixels)
-    print(json.dumps(figures))
+        geotiff_cases(args.geotiff_sizes, min(args.repeats, 3))
+        return
+    if not args.skip_images:
+        image_cases(args.sizes, sorted(set(args.tiles) | {0}), args.repeats, args.threads)
+    if not args.skip_job:
+        print(json.dumps(job_case(args.repeats, args.threads)), flush=True)
 
 
 if __name__ == "__main__":

@@ -36,14 +36,17 @@ from srgan.weights import load_generator
 log = logging.getLogger(__name__)
 
 
+WINDOW_PIXELS = 512 * 512  # default window: a 4-band x4 output window is 64 MB in float32
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """What every worker needs to know (plain values: shipped to each worker once)."""
 
     model: str
     tile: int = 256
-    batch_tiles: int = 4
-    window_pixels: int = 1_000_000  # input pixels upscaled at once (memory per worker)
+    batch_tiles: int | None = None  # None: 4 on a GPU, 1 on a CPU (batching gains nothing there and multiplies memory)
+    window_pixels: int = WINDOW_PIXELS  # input pixels upscaled at once (memory per worker)
     max_pixels: int = formats.MAX_PIXELS  # largest image decoded whole (GeoTIFF: windowed, any size)
     bands: tuple[int, ...] | None = None
     value_range: str | tuple[float, float] = "auto"  # or "stats", or (low, high)
@@ -139,10 +142,11 @@ def upscale_array(upscaler: Upscaler, array: np.ndarray, plan: BandPlan, value_r
 
 
 def window_block(upscaler: Upscaler, window_pixels: int) -> int:
-    """Side of a window holding at most `window_pixels` input pixels, in whole tiles (the tiler
-    then wastes nothing inside a window)."""
+    """Side of a window holding at most `window_pixels` input pixels, a multiple of 256 when
+    it can be (windows of a tiled output format then fill whole 256 px blocks of it at any
+    scale, so no block is written twice)."""
     side = max(16, int(math.sqrt(window_pixels)))
-    return max(upscaler.tile, side // upscaler.tile * upscaler.tile) if upscaler.tile > 0 else side
+    return side // 256 * 256 if side >= 256 else side
 
 
 def _valid(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -257,8 +261,9 @@ def process_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> di
 
 
 def build_upscaler(settings: WorkerSettings, generator_bytes: bytes | None, device: torch.device) -> Upscaler:
+    batch = settings.batch_tiles or (4 if device.type == "cuda" else 1)
     if generator_bytes is None:
-        return Upscaler(name=BICUBIC, scale=int(settings.scale or 4), tile=settings.tile, batch_size=settings.batch_tiles)
+        return Upscaler(name=BICUBIC, scale=int(settings.scale or 4), tile=settings.tile, batch_size=batch)
     generator, meta = load_generator(io.BytesIO(generator_bytes), map_location=device)
     return Upscaler(
         name=settings.model,
@@ -266,7 +271,7 @@ def build_upscaler(settings: WorkerSettings, generator_bytes: bytes | None, devi
         generator=generator,
         meta=meta,
         tile=settings.tile,
-        batch_size=settings.batch_tiles,
+        batch_size=batch,
         precision=resolve_inference_precision(settings.precision, device),
     )
 

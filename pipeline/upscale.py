@@ -37,7 +37,7 @@ from pathlib import PurePosixPath
 
 from pipeline import cli, executors, formats, storage
 from pipeline.errors import DecodeError, UsageError
-from pipeline.inference import WorkerSettings
+from pipeline.inference import WINDOW_PIXELS, WorkerSettings
 from pipeline import manifest as records
 from pipeline.manifest import MANIFEST_DIR, Manifest, Summary, new_row
 from pipeline.models import BICUBIC, fetch_generator_bytes
@@ -65,8 +65,8 @@ class UpscaleJob:
     max_failures: int = 0
     bands: tuple[int, ...] | None = None
     tile: int = 256
-    batch_tiles: int = 4
-    window_pixels: int = 1_000_000
+    batch_tiles: int | None = None
+    window_pixels: int = WINDOW_PIXELS
     max_pixels: int = formats.MAX_PIXELS
     value_range: str | tuple[float, float] = "auto"
     precision: str = "auto"
@@ -302,10 +302,10 @@ def build_parser() -> cli.Parser:
     p.add_argument("--max-failures", type=cli.non_negative_int, default=0, help="exit 0 despite up to N failed inputs")
     p.add_argument("--bands", type=_bands, help="for images with more bands than the model takes: the 1-based bands it takes (e.g. 3,2,1); the others are upscaled bicubic (default: none)")
     p.add_argument("--tile", type=cli.non_negative_int, default=256, help="input tile size for inference, 0 = whole image/window at once")
-    p.add_argument("--batch-tiles", type=cli.positive_int, default=4, help="tiles per forward pass")
+    p.add_argument("--batch-tiles", type=cli.positive_int, help="tiles per forward pass (default: 4 on a GPU, 1 on a CPU, where batching gains nothing and multiplies memory)")
     p.add_argument("--value-range", type=_value_range, default="auto", metavar="auto|stats|LOW,HIGH", help="stored values that become the model's 0..1, mapped back after: auto = the model's data_range, else the integer type's range (signed ones from their minimum) or DICOM's BitsStored, and [0, 1] for floats; stats = each file's own min and max; LOW,HIGH = these. A value outside fails the file, never clipped; the range goes into the manifest and TIFF/GeoTIFF metadata")
     p.add_argument("--max-pixels", type=cli.positive_int, default=formats.MAX_PIXELS, help="largest PNG/JPEG/BMP/TIFF/DICOM image (all frames) decoded whole, checked from the header before any pixel is allocated; larger ones fail with the reason; GeoTIFFs are read by windows and never refused")
-    p.add_argument("--window-pixels", type=cli.positive_int, default=1_000_000, help="input pixels upscaled at once, every format (1000000: about 1.5 GB per worker for a 4-band x4 model)")
+    p.add_argument("--window-pixels", type=cli.positive_int, default=WINDOW_PIXELS, help="input pixels upscaled at once, every format; memory per worker grows with it (the default holds a 4-band x4 window's output in 64 MB of float32)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: 8-bit files in bf16 where the device computes it natively (GPUs with bf16, CPUs with AVX512-BF16 or AMX), 16-bit and float files in fp32")
     p.add_argument("--workers", type=cli.positive_int, help="actors in the pool (default: one per GPU share / per --threads CPUs)")
     p.add_argument("--threads", type=cli.positive_int, help="CPU threads per actor (default: min(4, CPUs))")

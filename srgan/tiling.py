@@ -73,6 +73,15 @@ def crop_region(x: torch.Tensor, region: tuple[int, int, int, int] | None, scale
     return x[..., top:bottom, left:right]
 
 
+def aligned_spans(length: int, block: int, pad: int) -> list[Span]:
+    """[0, length) cut every `block` pixels from 0 (the last piece shorter), each piece inside a
+    window of `pad` more pixels on each side, cut at [0, length): for reading and writing a
+    file window by window, where pieces should start on the file's own block grid."""
+    if block <= 0:
+        raise ValueError(f"block size must be > 0, got {block}")
+    return [Span(max(0, a - pad), min(length, a + block + pad), a, min(a + block, length)) for a in range(0, length, block)]
+
+
 def _axis_options(length: int, pad: int, start: int, stop: int, most: int) -> list[tuple[int, int, int]]:
     """(tiles, largest window, sum of windows) along one axis for 1..`most` tiles."""
     out = []

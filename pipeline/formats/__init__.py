@@ -123,7 +123,8 @@ def from_unit(tensor: torch.Tensor, dtype: np.dtype, value_range: float | None =
     float copy, so a large image costs one float and one output array."""
     dtype = np.dtype(dtype)
     work = _arithmetic_dtype(dtype)
-    values = tensor.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0).astype(work)  # copies
+    values = tensor.detach().float().cpu().numpy().transpose(1, 2, 0).astype(work)  # the one float copy
+    np.clip(values, 0, 1, out=values)
     np.multiply(values, work(value_range or data_range(dtype)), out=values)
     if offset:
         np.subtract(values, work(offset), out=values)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pipeline.errors import DecodeError
-from srgan.tiling import spans
+from srgan.tiling import aligned_spans
 
 MAX_PIXELS = 50_000_000  # whole-decoded images: ~150 MB in, 2.4 GB out at x4 (8-bit RGB)
 
@@ -104,8 +104,8 @@ class Raster(ABC):
         """Windows of at most `block` x `block` kept pixels with `pad` pixels of context, frame
         by frame (memory of the upscaled window is bounded by `block`, whatever the format)."""
         for frame in range(self.frames):
-            for rows in spans(self.height, block, pad):
-                for cols in spans(self.width, block, pad):
+            for rows in aligned_spans(self.height, block, pad):
+                for cols in aligned_spans(self.width, block, pad):
                     yield Window(frame, (rows.win_start, rows.win_stop), (cols.win_start, cols.win_stop), (rows.keep_start, rows.keep_stop), (cols.keep_start, cols.keep_stop))
 
     @abstractmethod

@@ -11,11 +11,13 @@ the source's with the pixel size divided by the scale exactly (``transform @ Aff
 scale)``: same origin, same rotation), so it covers the same ground. Output is tiled
 (256 x 256 blocks) and deflate-compressed with a predictor, BigTIFF when needed: a layout
 cloud-optimised readers can window into (``gdal_translate -of COG`` adds overviews). The
-job's notes become tags SRGAN_MODEL, SRGAN_SCALE and SRGAN_BICUBIC_BANDS.
+job's notes become tags SRGAN_MODEL, SRGAN_SCALE and SRGAN_BICUBIC_BANDS. GDAL's block cache
+is capped (GDAL_CACHEMAX, 64 MB unless set), so memory does not grow with the raster.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -25,6 +27,10 @@ from pipeline.errors import DecodeError
 from pipeline.formats.base import Codec, Raster, RasterWriter, Window, dtype_range
 
 EXTENSIONS = (".tif", ".tiff")
+# GDAL's block cache defaults to 5% of RAM, and a window-by-window writer fills it with the
+# output's blocks: memory then grows with the raster up to that size. 64 MB holds a window's
+# blocks several times over. (Read when GDAL first caches a block; set it to override.)
+os.environ.setdefault("GDAL_CACHEMAX", "64")
 _MISSING = "is a GeoTIFF and rasterio is not installed: pip install 'srgan-pipeline[geo]'"
 
 

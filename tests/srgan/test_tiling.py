@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from srgan.generator import SRResNet
-from srgan.tiling import computed_pixels, grid, split, spans, upscale_tiled
+from srgan.tiling import aligned_spans, computed_pixels, grid, split, spans, upscale_tiled
 
 
 @pytest.mark.parametrize("length,tile,pad", [(37, 8, 5), (10, 16, 4), (64, 16, 0), (5, 2, 3), (384, 256, 40)])
@@ -92,3 +92,9 @@ def test_a_region_is_its_share_of_the_whole_result(tile):
     part = upscale_tiled(g, x, 2, tile=tile, region=(top, bottom, left, right))
     assert part.shape == (3, 42, 58)
     assert (part - full[:, 2 * top : 2 * bottom, 2 * left : 2 * right]).abs().max().item() <= 1e-4
+
+
+def test_aligned_spans_start_on_the_block_grid_with_context_inside_the_axis():
+    pieces = aligned_spans(1000, 256, 40)
+    assert [(s.keep_start, s.keep_stop) for s in pieces] == [(0, 256), (256, 512), (512, 768), (768, 1000)]
+    assert [(s.win_start, s.win_stop) for s in pieces] == [(0, 296), (216, 552), (472, 808), (728, 1000)]

@@ -12,7 +12,6 @@ whatever happens: a bad file is a failed row with the reason, never the end of t
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import tempfile
@@ -27,11 +26,10 @@ import torch
 from pipeline import formats, storage
 from pipeline.errors import DecodeError, UserError
 from pipeline.manifest import new_row
-from pipeline.models import BICUBIC, Upscaler
+from pipeline.models import BICUBIC, Upscaler, read_generator
 from srgan.precision import resolve_inference_precision
 from srgan.resize import imresize
 from srgan.tiling import crop_region
-from srgan.weights import load_generator
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +262,8 @@ def build_upscaler(settings: WorkerSettings, generator_bytes: bytes | None, devi
     batch = settings.batch_tiles or (4 if device.type == "cuda" else 1)
     if generator_bytes is None:
         return Upscaler(name=BICUBIC, scale=int(settings.scale or 4), tile=settings.tile, batch_size=batch)
-    generator, meta = load_generator(io.BytesIO(generator_bytes), map_location=device)
+    generator, meta = read_generator(generator_bytes, settings.model, device, settings.threads)
+    onnx = not isinstance(generator, torch.nn.Module)  # an ONNX export runs as exported, in fp32
     return Upscaler(
         name=settings.model,
         scale=generator.scale,
@@ -272,7 +271,7 @@ def build_upscaler(settings: WorkerSettings, generator_bytes: bytes | None, devi
         meta=meta,
         tile=settings.tile,
         batch_size=batch,
-        precision=resolve_inference_precision(settings.precision, device),
+        precision="fp32" if onnx else resolve_inference_precision(settings.precision, device),
     )
 
 

@@ -4,6 +4,8 @@ project: evaluate, promote, upscale and the GAN phase's init_from all take these
 References:
   ``bicubic``                          the MATLAB bicubic baseline (no weights)
   ``path/generator.pt``, ``s3://.../generator.pt``   an srgan generator file
+  ``path/generator.onnx``, ``s3://...onnx``   a generator exported by pipeline.export (onnxruntime)
+  ``basicsr:<file>``, ``srgan-pytorch:<file>``   a checkpoint trained elsewhere (srgan.foreign)
   a checkpoint folder (local or s3://) holding generator.pt
   ``runs:/<run id>``                   the generator.pt a training run logged
   ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/m-<id>``   an MLflow model
@@ -18,7 +20,7 @@ from __future__ import annotations
 import io
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import torch
@@ -26,14 +28,17 @@ from torch import nn
 
 from pipeline import storage, tracking
 from pipeline.errors import ModelRefError
-from srgan.generator import SRResNet, check_scale
+from pipeline.onnx_model import OnnxGenerator, is_onnx
+from pipeline.redact import redact_uri
 from srgan.fast import inference_form
+from srgan.foreign import LAYOUTS, ForeignCheckpointError, load_foreign
+from srgan.generator import check_scale
 from srgan.resize import imresize
 from srgan.tiling import crop_region, upscale_tiled
-from srgan.weights import WeightsError, load_generator
+from srgan.weights import WeightsError, load_generator, save_generator
 
 BICUBIC = "bicubic"
-REFERENCE_HELP = "give 'bicubic', a generator .pt file, a checkpoint folder, runs:/<run id> or models:/<name>@<alias>"
+REFERENCE_HELP = "give 'bicubic', a generator .pt or .onnx file, a checkpoint folder, runs:/<run id>, models:/<name>@<alias>, or basicsr:<file> / srgan-pytorch:<file>"
 
 
 @dataclass
@@ -112,8 +117,20 @@ def _model_weights(model_dir: Path) -> Path:
     return model_dir / tracking.MODEL_WEIGHTS  # not there: generator_file says so
 
 
+def _stored_file(ref: str, uri: str, workdir: Path) -> Path:
+    """A local path to the file at `uri` (local or s3://, downloaded into `workdir`)."""
+    if not storage.exists(uri):
+        raise ModelRefError(f"model {ref!r}: {uri} does not exist; {REFERENCE_HELP}")
+    if storage.is_s3(uri):
+        path = workdir / PurePosixPath(uri).name
+        storage.download(uri, path)
+        return path
+    return Path(uri)
+
+
 def generator_file(ref: str, workdir: Path, tracking_uri: str | None = None) -> Path:
-    """A local path to the generator.pt that `ref` names (downloading it into `workdir`)."""
+    """A local path to the generator file (generator.pt or .onnx) that `ref` names
+    (downloading it into `workdir`)."""
     if ref.startswith("models:/"):
         path = _model_weights(_mlflow_download(ref, tracking_uri))
     elif ref.startswith("runs:/"):
@@ -125,35 +142,59 @@ def generator_file(ref: str, workdir: Path, tracking_uri: str | None = None) -> 
             path = _model_weights(path)
     else:
         uri = storage.local_or_uri(ref)
-        if not uri.endswith(".pt"):
+        if not uri.endswith((".pt", ".onnx")):
             uri = storage.join(uri, "generator.pt")
-        if not storage.exists(uri):
-            raise ModelRefError(f"model {ref!r}: {uri} does not exist; {REFERENCE_HELP}")
-        if storage.is_s3(uri):
-            path = workdir / "generator.pt"
-            storage.download(uri, path)
-        else:
-            path = Path(uri)
+        path = _stored_file(ref, uri, workdir)
     if not path.is_file():
         raise ModelRefError(f"model {ref!r} holds no srgan generator (looked for {path.name})")
     return path
 
 
-def fetch_generator_bytes(ref: str, tracking_uri: str | None = None) -> tuple[bytes, SRResNet, dict]:
-    """(the generator file's bytes, the generator in eval mode on the CPU, its meta) for any
-    reference but 'bicubic'; the bytes are what a pool of workers is handed."""
-    with tempfile.TemporaryDirectory() as tmp:
-        data = generator_file(ref, Path(tmp), tracking_uri).read_bytes()
+def foreign_layout(ref: str) -> tuple[str, str] | None:
+    """(layout, file URI) of a reference to a checkpoint trained elsewhere (srgan.foreign)."""
+    layout, sep, rest = ref.partition(":")
+    return (layout, rest) if sep and layout in LAYOUTS and not rest.startswith("//") else None
+
+
+def read_generator(data: bytes, name: str, device: str | torch.device = "cpu", threads: int | None = None) -> tuple[nn.Module | OnnxGenerator, dict]:
+    """(generator, meta) from the bytes fetch_generator_bytes returns: an srgan generator.pt
+    (eval mode, on `device`) or an ONNX export (run by onnxruntime with `threads`)."""
+    if is_onnx(data):
+        generator = OnnxGenerator(data, threads, f"model {name!r}")
+        return generator, generator.meta
     try:
-        generator, meta = load_generator(io.BytesIO(data))
+        return load_generator(io.BytesIO(data), map_location=device)
     except WeightsError as exc:
-        raise ModelRefError(f"model {ref!r}: {exc}") from exc
-    return data, generator, meta
+        raise ModelRefError(f"model {name!r}: {exc}") from exc
 
 
-def fetch_generator(ref: str, tracking_uri: str | None = None, map_location: str | torch.device = "cpu") -> tuple[SRResNet, dict]:
-    """(generator in eval mode, meta) for any reference but 'bicubic' (see module docstring)."""
+def fetch_generator_bytes(ref: str, tracking_uri: str | None = None) -> tuple[bytes, nn.Module | OnnxGenerator, dict]:
+    """(the generator's bytes, the generator on the CPU, its meta) for any reference but
+    'bicubic'; the bytes are what a pool of workers is handed. A checkpoint trained elsewhere
+    (`basicsr:<file>`, `srgan-pytorch:<file>`) is converted to an srgan generator.pt."""
+    foreign = foreign_layout(ref)
+    with tempfile.TemporaryDirectory() as tmp:
+        if foreign is None:
+            data = generator_file(ref, Path(tmp), tracking_uri).read_bytes()
+            generator, meta = read_generator(data, ref)
+            return data, generator, meta
+        layout, uri = foreign
+        try:
+            generator, meta = load_foreign(_stored_file(ref, storage.local_or_uri(uri), Path(tmp)), layout)
+        except ForeignCheckpointError as exc:
+            raise ModelRefError(f"model {ref!r}: {exc}") from exc
+        converted = Path(tmp) / "converted" / "generator.pt"
+        save_generator(converted, generator, {**meta, "imported_from": redact_uri(ref)})
+        data = converted.read_bytes()
+    return data, *read_generator(data, ref)
+
+
+def fetch_generator(ref: str, tracking_uri: str | None = None, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(generator in eval mode, meta) for any reference but 'bicubic' (see module docstring);
+    a PyTorch module, so not an ONNX export."""
     _, generator, meta = fetch_generator_bytes(ref, tracking_uri)
+    if not isinstance(generator, nn.Module):
+        raise ModelRefError(f"model {ref!r} is an ONNX export, which can only upscale; give the srgan generator it was exported from")
     return generator.to(map_location), meta
 
 
@@ -166,7 +207,9 @@ def load_upscaler(ref: str, device: torch.device | None = None, scale: int | Non
         if scale is None:
             raise ModelRefError("the bicubic baseline needs a scale (--scale)")
         return Upscaler(name=BICUBIC, scale=scale, tile=tile, **options)
-    generator, meta = fetch_generator(ref, tracking_uri, map_location=device or default_device())
+    _, generator, meta = fetch_generator_bytes(ref, tracking_uri)
+    if isinstance(generator, nn.Module):
+        generator = generator.to(device or default_device())
     if scale is not None and scale != generator.scale:
         raise ModelRefError(f"model {ref} upscales x{generator.scale}, but --scale {scale} was asked for; drop --scale or pick a x{scale} model")
     return Upscaler(name=str(ref), scale=generator.scale, generator=generator, meta=meta, tile=tile, **options)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srgan.generator import SRResNet
-from srgan.resize import imresize
+from srgan.resize import imresize, upscale_by_convolution
 
 FAST_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -133,8 +133,9 @@ class FastSRResNet(nn.Module):
         trunk = self.body_tail(self.body(head)).add_(head)
         y = self.last_act(self.last_conv(self.upsample(trunk)))
         out = F.pixel_shuffle(self.tail(y), self.last_factor).float()
-        if self.spec.bicubic_skip:
-            out = out + imresize(image.float(), float(self.spec.scale))
+        if self.spec.bicubic_skip:  # as a convolution where it can: traceable with dynamic sizes (ONNX)
+            x = image.float()
+            out = out + (upscale_by_convolution(x, self.spec.scale) if min(x.shape[-2:]) >= 2 else imresize(x, float(self.spec.scale)))
         return out.contiguous()
 
 

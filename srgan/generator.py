@@ -14,7 +14,7 @@ bicubic instead of trailing it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 import torch
@@ -48,6 +48,7 @@ class GeneratorSpec:
     num_features: int = 64
     batch_norm: bool = True
     bicubic_skip: bool = False
+    arch: str = "srresnet"  # or "msrresnet": BasicSR's variant (srgan.msrresnet), for imported weights
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,7 +97,7 @@ class SRResNet(nn.Module):
             raise ValueError("generator channels, blocks and features must all be >= 1")
         if bicubic_skip and in_channels != out_channels:
             raise ValueError("bicubic_skip needs in_channels == out_channels")
-        self.spec = GeneratorSpec(scale, in_channels, out_channels, num_blocks, num_features, batch_norm, bicubic_skip)
+        self.spec = GeneratorSpec(scale, in_channels, out_channels, num_blocks, num_features, batch_norm, bicubic_skip)  # arch srresnet
         self.head = nn.Sequential(nn.Conv2d(in_channels, num_features, 9, padding=4), nn.PReLU(num_features))
         self.body = nn.Sequential(*[ResidualBlock(num_features, batch_norm) for _ in range(num_blocks)])
         self.body_tail = nn.Sequential(
@@ -150,12 +151,21 @@ def measured_radius(spec: GeneratorSpec) -> int:
     from srgan.tiling import measure_radius
 
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
-        narrow = SRResNet(**{**spec.to_dict(), "num_features": min(spec.num_features, 2)})
+        narrow = build_generator(replace(spec, num_features=min(spec.num_features, 2)))
         return measure_radius(narrow, spec.scale, spec.in_channels, guess=2 * spec.num_blocks + 12)
 
 
-def build_generator(spec: GeneratorSpec | dict) -> SRResNet:
+ARCHS = ("srresnet", "msrresnet")
+
+
+def build_generator(spec: GeneratorSpec | dict) -> nn.Module:
     """Generator from a spec (or its dict form, as stored in checkpoints and MLflow)."""
     if isinstance(spec, dict):
         spec = GeneratorSpec(**spec)
-    return SRResNet(**spec.to_dict())
+    if spec.arch == "msrresnet":
+        from srgan.msrresnet import MSRResNet
+
+        return MSRResNet(spec)
+    if spec.arch != "srresnet":
+        raise UserError(f"generator arch {spec.arch!r} is not one of {', '.join(ARCHS)}")
+    return SRResNet(**{k: v for k, v in spec.to_dict().items() if k != "arch"})

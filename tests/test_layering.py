@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VERBS = {"train", "tune", "promote", "upscale", "evaluate", "rate", "prepare", "quickstart"}
+VERBS = {"train", "tune", "promote", "upscale", "evaluate", "rate", "prepare", "export", "register", "quickstart"}
 MAX_LINES = 350
 
 

@@ -62,3 +62,12 @@ def test_scale_or_size_must_be_given_once():
     with pytest.raises(ValueError, match="exactly one"):
         imresize(x, 0.5, size=(4, 4))
     assert imresize(x, size=(5, 7)).shape == (1, 1, 5, 7)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_integer_upscale_as_a_convolution_is_matlab_imresize(scale):
+    from srgan.resize import upscale_by_convolution
+
+    for size in [(2, 2), (3, 7), (17, 9), (40, 33)]:
+        x = torch.rand(2, 3, *size, dtype=torch.float64)
+        assert (upscale_by_convolution(x, scale) - imresize(x, float(scale))).abs().max() < 1e-12

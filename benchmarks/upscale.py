@@ -20,8 +20,10 @@ module is registered first):
     `cv2.imwrite` per file, as its inference_realesrgan.py, tile 0, its default).
 The generator is the paper's SRResNet-16 x4 (random weights, fp32 parameters). The
 generator's achieved GFLOP/s counts its own convolutions (277 kFLOP per output pixel) over
-the time of a whole-image pass, against this machine's 3x3 convolution peak measured in the
-same run (64 -> 64 channels, channels_last, the best of 64..256 px images), fp32 and bf16.
+the pixels it computes (recomputed tile borders included), against this machine's 3x3
+convolution peak measured in the same run (64 -> 64 channels, channels_last, the best of
+64..256 px images), fp32 and bf16; the first case measures it where the job spends its time:
+the inference form alone on the window of a 256 px tile, beside the plain module.
 
 --geotiff: peak RSS of the whole process tree (the CLI process and every process it starts,
 sampled every 20 ms from /proc) of `python -m pipeline.upscale` on an N x N 4-band uint16
@@ -130,6 +132,29 @@ def interleaved(sides: dict, repeats: int) -> tuple[dict[str, float], dict]:
     return {name: statistics.median(t) for name, t in times.items()}, outputs
 
 
+def generator_case(repeats: int, threads: int) -> dict:
+    """The inference form alone on the window a 256 px tile runs in (336 x 336 input for the
+    paper's model): the generator's achieved GFLOP/s where the job spends its time, against
+    the convolution peak measured in the same run."""
+    generator = paper_generator()
+    auto = resolve_inference_precision("auto", torch.device("cpu"))
+    side = 256 + 2 * generator.receptive_radius
+    x = torch.rand(1, 3, side, side)
+    flops = flops_per_input_pixel(generator) * side * side
+    case = {"benchmark": "upscale", "case": f"generator_{side}px_window", "input": f"1x3x{side}x{side}", "repeats": repeats, "threads": threads}
+    for p in dict.fromkeys((auto, "fp32")):
+        peak = conv_peak(torch.bfloat16 if p == "bf16" else torch.float32)
+        form = Upscaler(name="srresnet", scale=4, generator=generator, tile=0, precision=p).form()
+        with torch.inference_mode():
+            seconds, _ = interleaved({"form": lambda: form(x), "plain": lambda: generator(x)}, repeats)
+        case.update({f"{p}_gflop_per_s": round(flops / seconds["form"] / 1e9, 1), f"{p}_conv_peak_gflop_per_s": round(peak, 1), f"{p}_peak_fraction_ratio": round(flops / seconds["form"] / 1e9 / peak, 3)})
+        if p == "fp32":  # the plain module (BatchNorm unfolded, NCHW), as RealESRGANer runs it
+            case.update(plain_fp32_gflop_per_s=round(flops / seconds["plain"] / 1e9, 1), plain_fp32_peak_fraction_ratio=round(flops / seconds["plain"] / 1e9 / peak, 3), form_over_plain_fp32_ratio=round(seconds["plain"] / seconds["form"], 3))
+    case["loadavg"] = [round(v, 2) for v in os.getloadavg()]
+    print(json.dumps(case), flush=True)
+    return case
+
+
 def image_cases(sizes: list[int], tiles: list[int], repeats: int, threads: int) -> list[dict]:
     RealESRGANer = realesrganer_class()
     generator = paper_generator()
@@ -162,13 +187,11 @@ def image_cases(sizes: list[int], tiles: list[int], repeats: int, threads: int) 
                 "ours_mpx_per_s": round(mpx / seconds["ours"], 4), "ours_fp32_mpx_per_s": round(mpx / seconds["ours_fp32"], 4), "ref_mpx_per_s": round(mpx / seconds["ref"], 4),
                 "ours_computed_pixels_ratio": round(computed_pixels(size, size, tile, generator.receptive_radius), 3),
             }
-            if tile == 0:  # the generator's own speed: one pass, nothing computed twice
-                for p, side in ((auto, "ours"), ("fp32", "ours_fp32")):
-                    gflops = per_px * size * size / seconds[side] / 1e9
-                    case[f"{p}_gflop_per_s"] = round(gflops, 1)
-                    case[f"{p}_conv_peak_gflop_per_s"] = round(peaks[p], 1)
-                    case[f"{p}_peak_fraction_ratio"] = round(gflops / peaks[p], 3)
-            else:
+            for p, side in ((auto, "ours"), ("fp32", "ours_fp32")):  # the work done, recomputed pixels included
+                gflops = per_px * size * size * case["ours_computed_pixels_ratio"] / seconds[side] / 1e9
+                case[f"{p}_gflop_per_s"] = round(gflops, 1)
+                case[f"{p}_peak_fraction_ratio"] = round(gflops / peaks[p], 3)
+            if tile:
                 for side in ("ours", "ours_fp32", "ref"):
                     case[f"{side}_tiled_vs_untiled_max_levels"] = int(np.abs(outputs[side].astype(int) - untiled[size][side].astype(int)).max())
             case.update(repeats=repeats, threads=threads, loadavg=[round(v, 2) for v in os.getloadavg()], torch=torch.__version__, machine=platform.machine())
@@ -330,6 +353,7 @@ def main() -> None:
         geotiff_cases(args.geotiff_sizes, min(args.repeats, 3))
         return
     if not args.skip_images:
+        generator_case(args.repeats, args.threads)
         image_cases(args.sizes, sorted(set(args.tiles) | {0}), args.repeats, args.threads)
     if not args.skip_job:
         print(json.dumps(job_case(args.repeats, args.threads)), flush=True)

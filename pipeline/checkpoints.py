@@ -2,7 +2,10 @@
 
 A checkpoint folder step_XXXXXXXX holds rank 0's whole training state (state.pt), the EMA
 generator with its spec (generator.pt, what MLflow logs and upscaling loads) and every
-rank's RNG state.
+rank's RNG state. On S3 each worker uploads its files itself, through pipeline.storage, so
+an endpoint that stops answering is retried for s3.retry_s seconds; Ray Train records a
+checkpoint only once every worker's upload returned, so a half-uploaded folder is never
+one a restart or --resume starts from.
 """
 
 from __future__ import annotations
@@ -13,13 +16,34 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pipeline import storage
 from srgan.weights import save_generator
 
 if TYPE_CHECKING:
     from pipeline.train_loop import TrainState
 
 
-def save_checkpoint(rank: int, metrics: dict, state: TrainState, meta: dict) -> None:
+def uploader(run_uri: str):
+    """Ray Train's checkpoint_upload_fn for a run under `run_uri` on S3 (None for a local run,
+    which Ray copies itself): each file of the worker's checkpoint folder is uploaded whole,
+    with storage's retries."""
+    if not storage.is_s3(run_uri):
+        return None
+
+    def upload(checkpoint, dir_name: str):
+        import ray.train
+
+        target = storage.join(run_uri, dir_name)
+        local = Path(checkpoint.path)
+        for path in sorted(p for p in local.rglob("*") if p.is_file()):
+            storage.upload_file(path, storage.join(target, path.relative_to(local).as_posix()))
+        fs, path = storage.filesystem(target)
+        return ray.train.Checkpoint(path=path, filesystem=fs)
+
+    return upload
+
+
+def save_checkpoint(rank: int, metrics: dict, state: TrainState, meta: dict, run_uri: str = "") -> None:
     """Report `metrics` with a checkpoint step_XXXXXXXX: rank 0's state.pt and generator.pt
     (the EMA generator with its spec), every rank's RNG state."""
     import ray.train
@@ -33,7 +57,7 @@ def save_checkpoint(rank: int, metrics: dict, state: TrainState, meta: dict) -> 
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(rng, folder / f"rng_rank{rank}.pt")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{state.step:08d}")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{state.step:08d}", checkpoint_upload_fn=uploader(run_uri))
 
 
 def load_checkpoint(checkpoint, rank: int) -> tuple[dict, dict | None]:

@@ -185,8 +185,16 @@ class TrainSection(Section):
 
 class ScalingSection(Section):
     num_workers: int = Field(1, ge=1)
+    min_workers: int | None = Field(None, ge=1, description="elastic: train on as few as this many workers when nodes are lost (up to num_workers); none: always num_workers, waiting for lost nodes to return")
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0, description="leave CPUs free for Ray Data tasks on small machines")
+    resources_per_worker: dict[str, float] = Field(default_factory=dict, description="custom Ray resources each worker needs besides CPU/GPU, e.g. {accelerator_type:H100: 0.001}")
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self):
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            raise ValueError(f"scaling.min_workers {self.min_workers} is above scaling.num_workers {self.num_workers}; give at most {self.num_workers}")
+        return self
 
 
 class MlflowSection(Section):
@@ -194,15 +202,18 @@ class MlflowSection(Section):
     experiment: str = "srgan"
     artifact_location: str | None = Field(None, description="for a new experiment; default ./mlartifacts with a local tracking store")
     log_model: bool = True
+    outage_s: float = Field(300.0, gt=0, description="how long training keeps its metrics and goes on while the tracking server does not answer, before the run stops (checkpoints kept; continue with --resume)")
 
 
 class S3Section(Section):
     endpoint_url: str | None = Field(None, description="default: $AWS_ENDPOINT_URL (credentials always come from the AWS chain)")
     region: str | None = Field(None, description="default: $AWS_REGION / the AWS config")
+    retry_s: float = Field(120.0, gt=0, description="how long an S3 read or write (checkpoints included) is retried, with backoff, while the endpoint does not answer")
 
 
 class DebugSection(Section):
     fail_once_at_step: int | None = Field(None, description="test hook: a worker raises once at this step (off by default)")
+    step_sleep_s: float = Field(0.0, ge=0, description="test hook: each step takes at least this long, so fault tests can act mid-run (0: off)")
 
 
 class TrainConfig(Section):

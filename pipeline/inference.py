@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from pipeline import formats, storage
+from pipeline import formats, s3, storage
 from pipeline.errors import DecodeError, UserError
 from pipeline.manifest import new_row
 from pipeline.models import BICUBIC, Upscaler, read_generator
@@ -55,6 +55,7 @@ class WorkerSettings:
     input_root: str = ""  # reads and writes must stay inside these
     output_root: str = ""
     identity: dict = field(default_factory=dict)  # the manifest fields naming model and settings
+    s3_retry_s: float = s3.DEFAULT_RETRY_S  # how long S3 calls retry while the endpoint does not answer
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,7 @@ class UpscaleWorker:
 
     def __init__(self, settings: WorkerSettings, generator_bytes: bytes | None) -> None:
         torch.set_num_threads(max(1, settings.threads))
+        s3.set_retry_s(settings.s3_retry_s)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.settings, self.upscaler, self.refused = settings, None, ""
         try:

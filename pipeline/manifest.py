@@ -14,7 +14,9 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
 from pipeline import storage
@@ -103,6 +105,12 @@ class Manifest:
 
     def _write_record(self) -> None:
         storage.write_bytes(storage.join(self.output_root, MANIFEST_DIR, "runs", f"{self.run_id}.job.json"), json.dumps(self.record).encode(), self.run_id)
+
+
+def new_run_id() -> str:
+    """A job run's id: its start time to the microsecond (ids of later runs sort after earlier
+    ones, however quickly they follow) and a random suffix."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def _now() -> str:

@@ -23,9 +23,7 @@ import os
 import signal
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -34,6 +32,7 @@ from pipeline import cli, formats, storage
 from pipeline.data import ImageSpec
 from pipeline.datasets import SETTINGS, RunLog, prepared_uri, read_records, remove_manifest, write_manifest
 from pipeline.errors import DecodeError, StorageError, UsageError
+from pipeline.manifest import new_run_id
 from pipeline.formats import png_tiff
 from pipeline.redact import redact_uri
 
@@ -252,7 +251,7 @@ def prepare(job: PrepareJob) -> PrepareSummary:
         storage.write_bytes(prepared_uri(out_root, SETTINGS), json.dumps(job.settings()).encode(), "prepare")
     results = []
     if todo:
-        run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        run_id = new_run_id()
         removed = storage.remove_partials(out_root, earlier_runs)
         if removed:
             print(f"removed {removed} partial file(s) an interrupted prepare left under {out_root}", file=sys.stderr)

@@ -12,12 +12,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import cli, formats
+from pipeline.errors import StorageError
 
 PHOTOS = ("astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 HOLDOUT = ("chelsea", "camera", "coins")
@@ -70,6 +72,24 @@ def write_samples(out: str | Path) -> list[Path]:
         path.write_bytes(formats.encode(array, path.name))
         written.append(path)
     return written
+
+
+def samples_root() -> Path:
+    return Path(os.environ.get("SRGAN_CACHE", Path.home() / ".cache" / "srgan")) / "samples"
+
+
+def resolve(uri: str) -> str:
+    """The local folder a samples:// name stands for (written to the cache on first use)."""
+    root = samples_root()
+    marker = root / ".complete"
+    if not marker.exists():
+        write_samples(root)
+        marker.touch()
+    sub = uri[len("samples://"):].strip("/")
+    folder = root / sub
+    if not folder.is_dir():
+        raise StorageError(f"{uri} names no bundled samples; use samples://photos, samples://holdout, samples://medical, samples://satellite or samples://")
+    return str(folder)
 
 
 @cli.command

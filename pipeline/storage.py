@@ -3,9 +3,9 @@
 S3 goes through pyarrow's S3FileSystem built with ``FileSystem.from_uri``, which takes the
 endpoint, region and credentials from the standard AWS settings (``AWS_ENDPOINT_URL``,
 ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, instance roles).
-``apply_s3_settings`` exports endpoint/region given in a config as those variables before
-Ray starts, so every worker sees the same settings. Credentials are never read or logged
-here. ``samples://photos`` (or ``medical``, ``satellite``, nothing for all) names the
+Every S3 call goes through ``pipeline.s3.call``, which retries while the endpoint does not
+answer (see there); writes still appear whole or not at all. Credentials are never read or
+logged here. ``samples://photos`` (or ``medical``, ``satellite``, nothing for all) names the
 bundled sample images, written to a local cache on first use.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow.fs as pafs
 
+from pipeline import s3
 from pipeline.errors import StorageError
 
 SAMPLES_SCHEME = "samples://"
@@ -37,38 +38,12 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
-def apply_s3_settings(endpoint_url: str | None = None, region: str | None = None) -> None:
-    """Export config-given S3 settings as the standard AWS variables (workers inherit them)."""
-    if endpoint_url:
-        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
-    if region:
-        os.environ["AWS_REGION"] = region
-        os.environ.setdefault("AWS_DEFAULT_REGION", region)
-
-
-def samples_root() -> Path:
-    return Path(os.environ.get("SRGAN_CACHE", Path.home() / ".cache" / "srgan")) / "samples"
-
-
-def _resolve_samples(uri: str) -> str:
-    from pipeline.samples import write_samples
-
-    root = samples_root()
-    marker = root / ".complete"
-    if not marker.exists():
-        write_samples(root)
-        marker.touch()
-    sub = uri[len(SAMPLES_SCHEME):].strip("/")
-    folder = root / sub
-    if not folder.is_dir():
-        raise StorageError(f"{uri} names no bundled samples; use samples://photos, samples://holdout, samples://medical, samples://satellite or samples://")
-    return str(folder)
-
-
 def local_or_uri(uri: str) -> str:
     """`uri` with samples:// resolved to its local folder and local paths made absolute."""
     if uri.startswith(SAMPLES_SCHEME):
-        return _resolve_samples(uri)
+        from pipeline.samples import resolve
+
+        return resolve(uri)
     if "://" in uri:
         return uri
     return str(Path(uri).expanduser().resolve())
@@ -149,14 +124,14 @@ def list_inputs(root_uri: str, extensions: list[str] | tuple[str, ...] | None = 
         return _walk_local(uri, wanted)
     fs, root = filesystem(uri)
     try:
-        info = fs.get_file_info(root)
+        info = s3.call("list", uri, lambda: fs.get_file_info(root))
         if info.type == pafs.FileType.NotFound:
             raise StorageError(f"{root_uri} does not exist")
         if info.type == pafs.FileType.File:
             entries = [info]
             root = str(PurePosixPath(root).parent)
         else:
-            entries = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+            entries = s3.call("list", uri, lambda: fs.get_file_info(pafs.FileSelector(root, recursive=True)))
     except StorageError:
         raise
     except Exception as exc:
@@ -204,9 +179,15 @@ def join(root_uri: str, *parts: str) -> str:
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
-    try:
+
+    def read() -> bytes:
         with fs.open_input_stream(path) as fh:
             return fh.read()
+
+    try:
+        return read() if isinstance(fs, pafs.LocalFileSystem) else s3.call("read", uri, read)
+    except StorageError:
+        raise
     except FileNotFoundError as exc:
         raise StorageError(f"{uri} does not exist") from exc
     except Exception as exc:
@@ -240,8 +221,14 @@ def _write_whole(uri: str, fill, owner: str = "write") -> None:
                 with open(tmp, "wb") as fh:
                     fill(fh)
         else:
-            with fs.open_output_stream(path) as fh:
-                fill(fh)
+
+            def put() -> None:
+                with fs.open_output_stream(path) as fh:
+                    fill(fh)
+
+            s3.call("write", uri, put)
+    except StorageError:
+        raise
     except Exception as exc:
         raise StorageError(f"cannot write {uri}: {exc}") from exc
 
@@ -254,7 +241,9 @@ def write_bytes(uri: str, data: bytes, owner: str = "write") -> None:
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
     try:
-        return fs.get_file_info(path).type != pafs.FileType.NotFound
+        return s3.call("check", uri, lambda: fs.get_file_info(path)).type != pafs.FileType.NotFound
+    except StorageError:
+        raise
     except Exception as exc:
         raise StorageError(f"cannot check {uri}: {exc}") from exc
 
@@ -269,7 +258,9 @@ def check_destination(uri: str, what: str = "output") -> None:
             raise StorageError(f"{what} {uri} names no bucket; use s3://bucket/prefix")
         fs, _ = filesystem(uri)
         try:
-            found = fs.get_file_info(bucket).type == pafs.FileType.Directory
+            found = s3.call("check the bucket of", uri, lambda: fs.get_file_info(bucket)).type == pafs.FileType.Directory
+        except StorageError:
+            raise
         except Exception as exc:
             raise StorageError(f"cannot check bucket {bucket!r} of {what} {uri}: {exc}") from exc
         if not found:
@@ -289,10 +280,10 @@ def download(uri: str, dest: Path) -> None:
     """Copy `uri` to local file `dest` (pyarrow streams it), appearing only complete."""
     fs, path = filesystem(uri)
     try:
-        if fs.get_file_info(path).type != pafs.FileType.File:
+        if s3.call("read", uri, lambda: fs.get_file_info(path)).type != pafs.FileType.File:
             raise StorageError(f"{uri} does not exist")
         with _appearing_whole(Path(dest)) as tmp:
-            pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            s3.call("read", uri, lambda: pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()))
     except StorageError:
         raise
     except Exception as exc:
@@ -318,10 +309,12 @@ def upload_file(src: Path, uri: str, owner: str = "write") -> None:
     local = pafs.LocalFileSystem()
     try:
         if not isinstance(fs, pafs.LocalFileSystem):
-            pafs.copy_files(str(src), path, source_filesystem=local, destination_filesystem=fs)
+            s3.call("write", uri, lambda: pafs.copy_files(str(src), path, source_filesystem=local, destination_filesystem=fs))
             return
         with _appearing_whole(Path(path), owner) as tmp:
             pafs.copy_files(str(src), str(tmp), source_filesystem=local, destination_filesystem=local)
+    except StorageError:
+        raise
     except Exception as exc:
         raise StorageError(f"cannot write {uri}: {exc}") from exc
 

@@ -196,44 +196,6 @@ def start_run(tracking_uri: str, experiment_id: str, run_name: str, run_uri: str
     return run.info.run_id
 
 
-class RunLogger:
-    """Metrics and pictures for one run; used by rank 0 only. A metric gets each step once:
-    after a restart or --resume from a checkpoint, the steps an earlier attempt logged past
-    that checkpoint are not logged again."""
-
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
-        self.run_id = run_id
-        self._client = client(tracking_uri)
-        self._last_step = self._logged_steps()
-
-    def _logged_steps(self) -> dict[str, int]:
-        """The highest step the run holds, per metric key (what earlier attempts logged)."""
-        keys = self._client.get_run(self.run_id).data.metrics
-        return {k: max((m.step for m in self._client.get_metric_history(self.run_id, k)), default=-1) for k in keys}
-
-    def metrics(self, values: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        new = {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v) and step > self._last_step.get(k, -1)}
-        if new:
-            self._client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in new.items()])
-            self._last_step.update(dict.fromkeys(new, step))
-
-    def image(self, picture, name: str) -> None:
-        """Log a PIL image as an artifact file (e.g. grids/step_00001000.png)."""
-        self._client.log_image(self.run_id, picture, artifact_file=name)
-
-    def json(self, data, name: str) -> None:
-        self._client.log_dict(self.run_id, data, name)
-
-    def tag(self, key: str, value: str) -> None:
-        self._client.set_tag(self.run_id, key, value)
-
-    def finish(self, status: str = "FINISHED") -> None:
-        self._client.set_terminated(self.run_id, status=status)
-
-
 def model_metadata(spec: dict, meta: dict) -> dict:
     """What a user of the logged model needs to know to feed it."""
     return {

@@ -17,13 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import storage, tracking
+from pipeline import s3, storage, tracking
 from pipeline.cluster import ensure_ray
 from pipeline.config import TrainConfig, flatten
 from pipeline.data import ImageSpec, PatchBatches, describe_ranges, train_dataset, val_dataset
 from pipeline.datasets import open_prepared, scan_images
 from pipeline.errors import ConfigError, DataError, ModelRefError, UserError
 from pipeline.models import fetch_generator
+from pipeline.run_logger import RunLogger
 from pipeline.recipe import load_vgg, needs_vgg
 from pipeline.redact import redact_uri
 from pipeline.train_loop import train_loop_per_worker
@@ -97,7 +98,8 @@ def _user_error_of(exc: BaseException) -> UserError | None:
 def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None = None, mlflow_tags: dict[str, str] | None = None) -> TrainOutcome:
     """Everything `python -m pipeline.train` does, callable (pipeline.tune runs it per trial,
     with Tune's report callback and the parent-run tags)."""
-    storage.apply_s3_settings(cfg.s3.endpoint_url, cfg.s3.region)
+    s3.apply_s3_settings(cfg.s3.endpoint_url, cfg.s3.region)
+    s3.set_retry_s(cfg.s3.retry_s)
     # Fail before any worker starts or anything is written: storage, weights, tracking, data.
     name, run_uri, storage_uri = _run_folder(cfg, resume)
     if needs_vgg(cfg):
@@ -139,7 +141,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
     experiment_id = tracking.ensure_experiment(tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_location)
     params = {**flatten(cfg), "run.name": name, "data.range_used": range_used}
     run_id = tracking.start_run(tracking_uri, experiment_id, name, run_uri, params, tags={tracking.PHASES_TAG: ",".join(cfg.train.phases), **(mlflow_tags or {})})
-    logger = tracking.RunLogger(tracking_uri, run_id)
+    logger = RunLogger(tracking_uri, run_id, cfg.mlflow.outage_s)
     started = time.perf_counter()
     try:  # from here on, whatever stops the run marks its MLflow run FAILED
         logger.metrics({"data/train_images": len(train_good), "data/val_images": len(val_good), "data/bad_inputs": len(bad_inputs)}, 0)
@@ -155,7 +157,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
             with result.checkpoint.as_directory() as folder:
                 model_uri = tracking.log_generator(tracking_uri, run_id, Path(folder) / "generator.pt", cfg.mlflow.log_model)
     except BaseException as exc:
-        logger.finish("FAILED")
+        if not logger.finish("FAILED", wait=False):
+            print(f"note: MLflow at {tracking.display_uri(tracking_uri)} did not answer; run {run_id} stays RUNNING there until --resume continues it", file=sys.stderr, flush=True)
         user_error = _user_error_of(exc)
         if user_error is not None:
             raise user_error from None
@@ -190,11 +193,14 @@ def _trainer(cfg: TrainConfig, name: str, storage_uri: str, datasets: dict, loop
         storage_fs, storage_path = storage.filesystem(storage_uri)
     else:
         Path(storage_uri).mkdir(parents=True, exist_ok=True)
-    resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})}
+    resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {}), **cfg.scaling.resources_per_worker}
+    # A range of workers makes the run elastic: it goes on with fewer when nodes are lost and
+    # grows back when they return; a fixed number waits for the lost nodes.
+    workers = (cfg.scaling.min_workers, cfg.scaling.num_workers) if cfg.scaling.min_workers else cfg.scaling.num_workers
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pipeline import storage
+from pipeline import s3, storage
 from pipeline.checkpoints import load_checkpoint, restore_rng, save_checkpoint
 from pipeline.config import TrainConfig
 from pipeline.data import degrade_pair, stable_seed
@@ -215,14 +215,15 @@ def train_loop_per_worker(loop: dict) -> None:
     import ray.train.torch
 
     from pipeline.grids import comparison_grid
-    from pipeline.tracking import RunLogger
+    from pipeline.run_logger import RunLogger
 
     cfg = TrainConfig.model_validate(loop["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(stable_seed(cfg.run.seed, "worker", rank) % 2**63)
-    logger = RunLogger(loop["tracking_uri"], loop["run_id"]) if rank == 0 else None
+    s3.set_retry_s(cfg.s3.retry_s)  # this process's S3 reads and writes, checkpoints included
+    logger = RunLogger(loop["tracking_uri"], loop["run_id"], cfg.mlflow.outage_s) if rank == 0 else None
     total, batch, scale = cfg.total_steps, cfg.worker_batch_size, cfg.model.generator.scale
     meta = {"data_range": loop.get("data_range", cfg.data.data_range), "degradation": cfg.data.degradation.name}
 
@@ -277,6 +278,8 @@ def train_loop_per_worker(loop: dict) -> None:
                 log.info(f"[step {step}/{total} {state.phase}] {shown}  lr {lr:.2g}  {rate:.1f} samples/s  epoch {state.epoch}")
                 progress = Progress()
             _maybe_fail(cfg, step, rank, world, loop["run_uri"])
+            if cfg.debug.step_sleep_s:
+                time.sleep(cfg.debug.step_sleep_s)
 
             at_phase_end = step == cfg.pretrain_steps and step < total
             do_val = val_rows is not None and (step % cfg.train.val_every == 0 or step == total)
@@ -291,7 +294,7 @@ def train_loop_per_worker(loop: dict) -> None:
             if do_ckpt or do_val:
                 metrics = {"step": step, "epoch": state.epoch, "phase": state.phase, **{f"train/{k}": v for k, v in stats.items()}, **last_val}
                 if do_ckpt:
-                    save_checkpoint(rank, metrics, state, meta)
+                    save_checkpoint(rank, metrics, state, meta, loop["run_uri"])
                 else:
                     ray.train.report(metrics)
             if step >= total:
@@ -302,3 +305,5 @@ def train_loop_per_worker(loop: dict) -> None:
                 "add images, raise data.patches_per_image, or lower train.batch_size"
             )
         state.epoch += 1
+    if rank == 0:
+        logger.flush(wait=True)  # what an outage of the tracking server kept, before the run ends

@@ -22,6 +22,7 @@ from pathlib import Path
 from pipeline import cli, storage, tracking
 from pipeline.cluster import ensure_ray
 from pipeline.config import apply_overrides, flatten, parse_config
+from pipeline.run_logger import RunLogger
 from pipeline.sweep_config import SCORE, SweepConfig, load_sweep
 from pipeline.train_driver import SNAPSHOT, run_training
 
@@ -264,7 +265,7 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
         client.set_tag(parent_id, tracking.BEST_RUN_TAG, best["mlflow_run_id"])
         client.set_tag(parent_id, tracking.BEST_TRIAL_TAG, best["trial_id"])
         if best.get(sweep.objective.metric) is not None:
-            tracking.RunLogger(tracking_uri, parent_id).metrics({f"best/{sweep.objective.metric}": best[sweep.objective.metric]}, 0)
+            RunLogger(tracking_uri, parent_id).metrics({f"best/{sweep.objective.metric}": best[sweep.objective.metric]}, 0)
     client.set_terminated(parent_id, "FINISHED")
     _print_table(table, sweep)
     summary = {

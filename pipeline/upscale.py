@@ -23,23 +23,20 @@ settings made it; one made otherwise stops the job (--overwrite redoes it). The 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import hashlib
 import json
 import os
 import signal
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from pathlib import PurePosixPath
 
-from pipeline import cli, executors, formats, storage
-from pipeline.errors import DecodeError, UsageError
+from pipeline import cli, executors, formats, s3, storage
+from pipeline.errors import StorageError, UsageError
 from pipeline.inference import WINDOW_PIXELS, WorkerSettings
+from pipeline.outputs import output_key, plan_outputs  # noqa: F401  (output_key: part of this verb's API)
 from pipeline import manifest as records
-from pipeline.manifest import MANIFEST_DIR, Manifest, Summary, new_row
+from pipeline.manifest import MANIFEST_DIR, Manifest, Summary, new_run_id
 from pipeline.models import BICUBIC, fetch_generator_bytes
 from srgan.generator import SCALES, check_scale
 from srgan.precision import PRECISIONS
@@ -77,6 +74,7 @@ class UpscaleJob:
     scale: int | None = None
     tracking_uri: str | None = None
     executor: str = "auto"
+    s3_retry_s: float = s3.DEFAULT_RETRY_S
 
     def __post_init__(self) -> None:
         least = {"--tile": (self.tile, 0), "--batch-tiles": (self.batch_tiles, 1), "--window-pixels": (self.window_pixels, 1), "--max-pixels": (self.max_pixels, 1), "--max-failures": (self.max_failures, 0), "--threads": (self.threads, 1), "--workers": (self.workers, 1)}
@@ -85,6 +83,8 @@ class UpscaleJob:
                 raise UsageError(f"{flag} {value}: give {low} or more")
         if not self.gpus_per_worker > 0:
             raise UsageError(f"--gpus-per-worker {self.gpus_per_worker}: give a share above 0, e.g. 0.5")
+        if not self.s3_retry_s > 0:
+            raise UsageError(f"--s3-retry-s {self.s3_retry_s:g}: give a number of seconds above 0")
         if self.executor not in executors.EXECUTORS:
             raise UsageError(f"--executor {self.executor}: use one of {', '.join(executors.EXECUTORS)}")
         if self.precision not in PRECISIONS:
@@ -110,87 +110,14 @@ class UpscaleJob:
     def worker_settings(self, threads: int, run_id: str, ident: dict, in_root: str, out_root: str) -> WorkerSettings:
         return WorkerSettings(
             self.model, self.tile, self.batch_tiles, self.window_pixels, self.max_pixels, self.bands, self.value_range, self.precision,
-            threads, self.scale, run_id=run_id, input_root=in_root, output_root=out_root, identity=ident,
+            threads, self.scale, run_id=run_id, input_root=in_root, output_root=out_root, identity=ident, s3_retry_s=self.s3_retry_s,
         )
-
-
-def output_key(key: str) -> str:
-    """The input's relative key, refused when it would leave the output prefix."""
-    if not key or key.startswith("/") or any(part in ("..", ".", "") for part in key.split("/")):
-        raise DecodeError(f"key {key!r} would escape the output prefix; rename it")
-    return PurePosixPath(key).as_posix()
-
-
-def plan_outputs(job: UpscaleJob, out_root: str, ident: dict, runs: dict | None = None) -> tuple[list[dict], list[dict]]:
-    """(items to process, rows decided without processing: skipped or refused). `include`:
-    shell-style patterns on the key relative to the input; a file must match one of them.
-    An output that exists is skipped when the same model and settings (`ident`) made it, and
-    stops the job (UsageError) when another did, unless --overwrite. `runs`: the runs recorded
-    under `out_root` (manifest.recorded_runs), read here when not given."""
-    in_root = storage.local_or_uri(job.input).rstrip("/")
-    files, outside = storage.list_inputs(in_root, job.extensions)
-    if job.include:
-        files = [f for f in files if any(fnmatch.fnmatchcase(f.key, pattern) for pattern in job.include)]
-        if not files:
-            raise UsageError(f"no input under {in_root} matches --include {' '.join(job.include)} (patterns match the key relative to --input, e.g. 'satellite/*' or '*.tif')")
-    owners, existing = {}, set()
-    if not job.overwrite and storage.exists(out_root):
-        existing = {f.key for f in storage.list_files(out_root) if not f.key.startswith(MANIFEST_DIR + "/")}
-        owners = {k: r for k, r in records.latest_rows(records.read_manifest(out_root)).items() if r["status"] in ("done", "skipped")}
-    runs = records.recorded_runs(out_root) if runs is None else runs
-    todo, decided, conflicts = [], [], []
-    for f in outside:
-        item = {"key": f.key, "input": f.uri, "output": "", "size": 0}
-        decided.append(new_row(item, ident, error="a symbolic link that leads outside --input; not read"))
-    for f in files:
-        item = {"key": f.key, "input": f.uri, "output": "", "size": f.size}
-        try:
-            key = output_key(f.key)
-        except DecodeError as exc:
-            decided.append(new_row(item, ident, status="failed", error=str(exc)))
-            continue
-        item["output"] = storage.join(out_root, key)
-        if key not in existing:
-            todo.append(item)
-        elif key in owners:
-            reason = _not_ours(owners[key], item, ident, runs)
-            if reason:
-                conflicts.append((key, reason))
-                continue
-            decided.append(new_row(item, ident, status="skipped", error="done before with this model and settings"))
-        elif runs and all(records.same_maker(r, ident) for r in runs.values()):
-            # Written by an interrupted run of this same job before its row was recorded.
-            decided.append(new_row(item, ident, status="skipped", error="made by an interrupted run with this model and settings"))
-        elif runs:
-            conflicts.append((key, "has no row, and a run with other settings was interrupted there"))
-        else:
-            decided.append(new_row(item, ident, error="an output of this name exists that no run of this job made; move it away or use --overwrite"))
-    if conflicts:
-        key, reason = conflicts[0]
-        raise UsageError(
-            f"{len(conflicts)} output(s) under {out_root} cannot count as done by {records.describe(ident)}: e.g. {key!r} {reason}; "
-            "re-run with --overwrite to redo them, or choose a new --output prefix"
-        )
-    return todo, decided
-
-
-def _not_ours(owner: dict, item: dict, ident: dict, runs: dict) -> str:
-    """Why an existing output whose latest row is `owner` is not this job's to skip, or ""
-    when it is: the same maker, from the same input bytes, and no run with other settings was
-    interrupted after it (such a run may have rewritten the file before writing its row)."""
-    if not records.same_maker(owner, ident):
-        return f"was made by {records.describe(owner)}"
-    if owner.get("input") != item["input"] or int(owner.get("bytes_in", -1)) != int(item["size"]):
-        return f"was made from {owner.get('input')} ({owner.get('bytes_in')} bytes), not from {item['input']} ({item['size']} bytes)"
-    later = [r for run, r in runs.items() if run > owner.get("run", "") and r is not None and not r.get("finished_at") and not records.same_maker(r, ident)]
-    if later:
-        return f"may have been rewritten by the interrupted run {later[0]['run']} ({records.describe(later[0])})"
-    return ""
 
 
 def run_upscale(job: UpscaleJob) -> Summary:
     """Run (or resume) `job`; every input ends as a manifest row."""
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    run_id = new_run_id()
+    s3.set_retry_s(job.s3_retry_s)
     # Resolve the model once, here: workers get its bytes and need no MLflow access.
     generator_bytes, scale, model_id = None, job.scale, BICUBIC
     if job.model != BICUBIC:
@@ -220,23 +147,42 @@ def run_upscale(job: UpscaleJob) -> Summary:
     if todo:
         rows = _rows(job, todo, run_id, ident, in_root, out_root, generator_bytes)
         started = time.perf_counter()  # Mpx/s of the job, not of Ray's start-up
-        last_print, seen = time.monotonic(), 0
+        last_print, seen, recorded, outage = time.monotonic(), 0, set(), ""
         try:
             for row in rows:
+                if row["key"] in recorded:  # a file redone after a lost worker: recorded once
+                    continue
+                recorded.add(row["key"])
                 seen += 1
                 summary.count(row)
                 manifest.add(row)
                 if row["status"] == "failed":
                     print(f"failed: {row['key']}: {row['error']}", file=sys.stderr, flush=True)
+                    if s3.ENDPOINT_DOWN in row["error"]:  # every file after it would wait as long and fail the same way
+                        outage = row["error"]
+                        break
                 if kill_after and seen >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)  # test hook: die as a crash would
                 if time.monotonic() - last_print > 10:
                     last_print = time.monotonic()
                     rate = summary.mpx_out / (time.perf_counter() - started)
                     print(f"{seen}/{len(todo)} images, {summary.failed} failed, {summary.mpx_out:.1f} Mpx out, {rate:.2f} Mpx/s", file=sys.stderr, flush=True)
+        except StorageError as exc:  # the manifest's own writes met the outage
+            if s3.ENDPOINT_DOWN not in str(exc):
+                raise
+            outage = str(exc)
         finally:
             summary.seconds = time.perf_counter() - started
-            manifest.flush()
+            if not outage:
+                manifest.flush()
+        if outage:
+            raise StorageError(
+                f"{outage}; the job stopped: the {summary.done} output(s) written before are kept and a re-run with the same "
+                f"model and settings skips them; {len(todo) - summary.done} input(s) were not done: re-run when the endpoint answers"
+            )
+        # A worker lost mid-write (a killed process, a lost node) leaves its temporary file;
+        # its input was redone by another, so what is left of this run's is garbage now.
+        storage.remove_partials(out_root, {run_id})
     summary.manifest = manifest.finish()
     return summary
 
@@ -311,6 +257,7 @@ def build_parser() -> cli.Parser:
     p.add_argument("--threads", type=cli.positive_int, help="CPU threads per actor (default: min(4, CPUs))")
     p.add_argument("--gpus-per-worker", type=cli.positive_float, default=1.0, help="GPU share per actor; 0.5 runs two actors per GPU")
     p.add_argument("--cpu", action="store_true", help="ignore GPUs")
+    p.add_argument("--s3-retry-s", type=cli.positive_float, default=s3.DEFAULT_RETRY_S, help="how long an S3 read or write is retried, with backoff, while the endpoint does not answer; then the file fails naming the endpoint")
     p.add_argument("--executor", choices=executors.EXECUTORS, default="auto", help="local: in this process; ray: a Ray Data actor pool; auto: local for a local input of at most 256 MiB when no Ray cluster is configured (RAY_ADDRESS), else ray")
     p.add_argument("--scale", type=int, choices=SCALES, help="scale for --model bicubic (default: the model's own)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
@@ -323,7 +270,7 @@ def job_from_args(args) -> UpscaleJob:
         model=args.model, input=args.input, output=args.output, extensions=tuple(args.ext) if args.ext else formats.EXTENSIONS,
         include=tuple(args.include or ()), overwrite=args.overwrite, max_failures=args.max_failures, bands=args.bands,
         tile=args.tile, batch_tiles=args.batch_tiles, window_pixels=args.window_pixels, max_pixels=args.max_pixels, value_range=args.value_range, precision=args.precision, workers=args.workers,
-        threads=args.threads, gpus_per_worker=args.gpus_per_worker, cpu=args.cpu, scale=args.scale, tracking_uri=args.tracking_uri, executor=args.executor,
+        threads=args.threads, gpus_per_worker=args.gpus_per_worker, cpu=args.cpu, scale=args.scale, tracking_uri=args.tracking_uri, executor=args.executor, s3_retry_s=args.s3_retry_s,
     )
 
 

@@ -78,7 +78,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path, hr_folder, capsys):
     save_generator(ckpt, SRResNet(scale=4, num_blocks=1, num_features=8))
     cases = [
         (["--model", "bicubic", "--data", str(tmp_path / "nowhere"), "--scale", "4"], "does not exist"),
-        (["--model", str(tmp_path / "missing.pt"), "--data", str(hr_folder)], "missing.pt does not exist; give 'bicubic', a generator .pt file"),
+        (["--model", str(tmp_path / "missing.pt"), "--data", str(hr_folder)], "missing.pt does not exist; give 'bicubic', a generator .pt or .onnx file"),
         (["--model", str(ckpt), "--data", str(hr_folder), "--scale", "2"], "upscales x4, but --scale 2"),
         (["--model", "bicubic", "--data", str(hr_folder)], "needs a scale"),
     ]

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QUICKSTART_DIR ?= quickstart
 
-.PHONY: setup test browser quickstart e2e stack-up stack-down bench clean
+.PHONY: setup test faults browser quickstart e2e stack-up stack-down bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 test: setup browser
 	$(PY) -m pytest
+
+# Real faults on a two-node Ray cluster of real processes (tests/faults, README "Reliability").
+faults: setup
+	$(PY) -m pytest -m faults tests/faults
 
 # The rating page's test drives a real headless Chromium, the OS package (playwright, a dev
 # dependency, uses it and downloads no browser). Without it that one test skips and says why.

@@ -43,15 +43,16 @@ def uploader(run_uri: str):
     return upload
 
 
-def save_checkpoint(rank: int, metrics: dict, state: TrainState, meta: dict, run_uri: str = "") -> None:
-    """Report `metrics` with a checkpoint step_XXXXXXXX: rank 0's state.pt and generator.pt
-    (the EMA generator with its spec), every rank's RNG state."""
+def save_checkpoint(rank: int, metrics: dict, state: TrainState, meta: dict, run_uri: str = "", unsent: list | None = None) -> None:
+    """Report `metrics` with a checkpoint step_XXXXXXXX: rank 0's state.pt (with what its
+    RunLogger has not sent to MLflow yet, `unsent`) and generator.pt (the EMA generator with
+    its spec), every rank's RNG state."""
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if rank == 0:
-            torch.save(state.state_dict(), folder / "state.pt")
+            torch.save({**state.state_dict(), "unsent_log": unsent or []}, folder / "state.pt")
             save_generator(folder / "generator.pt", state.ema.model, {**meta, "trained_steps": state.step})
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():

@@ -4,6 +4,7 @@ metric step once, kept through a tracking server's outage (see RunLogger)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import time
@@ -139,6 +140,43 @@ class RunLogger:
 
     def tag(self, key: str, value: str) -> None:
         self._pending.append(("tag", key, value))
+        self.flush()
+
+    def unsent(self) -> list[tuple]:
+        """What is kept and not sent yet, as plain values a checkpoint can hold (weights-only
+        torch.load reads it back): a run that stops during an outage loses none of it."""
+        out = []
+        for kind, *args in self._pending:
+            if kind == "metrics":
+                out.append(("metrics", [(m.key, m.value, m.timestamp, m.step) for m in args[0]]))
+            elif kind == "image":
+                buf = io.BytesIO()
+                args[0].save(buf, format="PNG")
+                out.append(("image", buf.getvalue(), args[1]))
+            else:
+                out.append((kind, *args))
+        return out
+
+    def requeue(self, items: list[tuple]) -> None:
+        """Keep `items` (from `unsent` in a checkpoint) before what is kept now and send them;
+        metric steps the run already holds are left out (sent before the stop)."""
+        from mlflow.entities import Metric
+        from PIL import Image
+
+        restored = []
+        for kind, *args in items:
+            if kind == "metrics":
+                fresh = [Metric(k, v, t, step) for k, v, t, step in args[0] if step > self._last_step.get(k, -1)]
+                if fresh:
+                    restored.append(("metrics", fresh))
+            elif kind == "image":
+                restored.append(("image", Image.open(io.BytesIO(args[0])), args[1]))
+            else:
+                restored.append((kind, *args))
+        for _, metrics in (item for item in restored if item[0] == "metrics"):
+            for m in metrics:
+                self._last_step[m.key] = max(self._last_step.get(m.key, -1), m.step)
+        self._pending[:0] = restored
         self.flush()
 
     def finish(self, status: str = "FINISHED", wait: bool = True) -> bool:

@@ -239,6 +239,7 @@ def train_loop_per_worker(loop: dict) -> None:
         log.info(f"precision {state.precision} on {device.type}")
     if saved is not None and rank == 0:
         log.info(f"resuming from checkpoint at step {state.step} (epoch {state.epoch}, phase {saved['phase']})")
+        logger.requeue(saved.get("unsent_log", []))  # what a tracking outage kept unsent when the checkpoint was made
         logger.metrics({"train/resumed_from_step": state.step}, state.step)
 
     shard = ray.train.get_dataset_shard("train")
@@ -294,7 +295,7 @@ def train_loop_per_worker(loop: dict) -> None:
             if do_ckpt or do_val:
                 metrics = {"step": step, "epoch": state.epoch, "phase": state.phase, **{f"train/{k}": v for k, v in stats.items()}, **last_val}
                 if do_ckpt:
-                    save_checkpoint(rank, metrics, state, meta, loop["run_uri"])
+                    save_checkpoint(rank, metrics, state, meta, loop["run_uri"], logger.unsent() if rank == 0 else None)
                 else:
                     ray.train.report(metrics)
             if step >= total:

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return promote.EXIT_NOT_PROMOTED
     champion = f"models:/{MODEL_NAME}@champion"
 
-    banner(f"5/6 upscale {'the held-out, medical and satellite samples' if args.quick else 'every sample'} with {champion} (Ray Data)")
+    banner(f"5/6 upscale {'the held-out, medical and satellite samples' if args.quick else 'every sample'} with {champion} (the batch job)")
     upscaled = storage.join(root, "upscaled")
     job = UpscaleJob(model=champion, input=data, output=upscaled, bands=(1, 2, 3), tracking_uri=trained.tracking_uri, include=QUICK_UPSCALE if args.quick else ())
     summary = run_upscale(job)

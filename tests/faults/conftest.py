@@ -117,6 +117,17 @@ def wait_for(what: str, check, timeout: float, every: float = 0.5):
     raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
 
 
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 240) -> str:
+    """Wait for a command the test started to end; its log. One that does not end in time
+    is stopped and the test fails with the log's tail."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc)
+        raise AssertionError(f"{' '.join(map(str, proc.args[1:4]))} did not finish within {timeout:.0f} s: {log.read_text()[-4000:]}") from None
+    return log.read_text()
+
+
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
     def up():
         if proc is not None and proc.poll() is not None:

@@ -20,7 +20,7 @@ from pipeline import tracking
 from pipeline.config import parse_config
 from pipeline.recipe import lr_at
 from srgan.weights import load_generator
-from tests.faults.conftest import ROOT, kill_tree, wait_for
+from tests.faults.conftest import ROOT, finish, kill_tree, wait_for
 from tests.helpers import write_images
 
 pytestmark = pytest.mark.faults
@@ -54,15 +54,6 @@ def training_config(tmp_path: Path, storage_path: str, tracking_uri: str, **sect
 
 def start_training(config: Path, env: dict, log: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipeline.train", "--config", str(config), *extra], cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def finish(proc: subprocess.Popen, log: Path, timeout: float = 240) -> str:
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc)
-        raise AssertionError(f"training did not finish within {timeout:.0f} s: {log.read_text()[-4000:]}") from None
-    return log.read_text()
 
 
 def logged_step(uri: str, name: str) -> int:

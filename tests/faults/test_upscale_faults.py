@@ -18,7 +18,7 @@ from pipeline import formats
 from pipeline.manifest import read_manifest
 from srgan.generator import GeneratorSpec, build_generator
 from srgan.weights import save_generator
-from tests.faults.conftest import ROOT, cmdline, descendants, kill_tree, wait_for
+from tests.faults.conftest import ROOT, cmdline, descendants, finish, kill_tree, wait_for
 from tests.helpers import png_bytes, smooth_image
 
 pytestmark = pytest.mark.faults
@@ -41,15 +41,6 @@ def model(path: Path) -> Path:
 
 def upscale(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipeline.upscale", *args], cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def finish(proc: subprocess.Popen, log: Path, timeout: float = 240) -> str:
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc)
-        raise AssertionError(f"the job did not finish within {timeout:.0f} s: {log.read_text()[-4000:]}") from None
-    return log.read_text()
 
 
 def test_a_node_lost_mid_job_leaves_every_input_done_once_and_nothing_partial(tmp_path, cluster, fault_env, s3):

@@ -44,6 +44,9 @@ def test_overrides_are_parsed_as_yaml_values():
         ("loss.weights.adversarial=-1", "loss.weights.adversarial: Input should be greater than or equal to 0"),
         ("data.degradation.name=blurry", "data.degradation.name"),
         ("train.batch_size", "expected key.path=value"),
+        ("scaling.min_workers=3", "scaling.min_workers 3 is above scaling.num_workers"),
+        ("mlflow.outage_s=0", "mlflow.outage_s: Input should be greater than 0"),
+        ("s3.retry_s=-5", "s3.retry_s: Input should be greater than 0"),
     ],
 )
 def test_bad_values_fail_at_load_naming_the_key(override, message):

@@ -3,6 +3,7 @@ in the same run, interleaved. Prints one JSON line per case.
 
     .venv/bin/python benchmarks/upscale.py [--repeats 5] [--sizes 384 1024] [--tiles 0 256 512]
     .venv/bin/python benchmarks/upscale.py --geotiff [--geotiff-sizes 1024 2048 4096]
+    .venv/bin/python benchmarks/upscale.py --skip-images --skip-job     # onnxruntime against PyTorch only
 
 References (installed only for benchmarks: `make bench`; basicsr 1.4.2 imports
 `torchvision.transforms.functional_tensor`, which current torchvision removed, so a stand-in
@@ -167,6 +168,32 @@ def generator_case(repeats: int, threads: int) -> dict:
         case.update({f"{p}_gflop_per_s": round(rate[f"{p}_form"], 1), f"{p}_conv_peak_gflop_per_s": round(rate[f"{p}_peak"], 1), f"{p}_peak_fraction_ratio": round(rate[f"{p}_form"] / rate[f"{p}_peak"], 3)})
     case.update(plain_fp32_gflop_per_s=round(rate["fp32_plain"], 1), plain_fp32_peak_fraction_ratio=round(rate["fp32_plain"] / rate["fp32_peak"], 3), form_over_plain_fp32_ratio=round(seconds["fp32_plain"] / seconds["fp32_form"], 3))
     case["loadavg"] = [round(v, 2) for v in os.getloadavg()]
+    print(json.dumps(case), flush=True)
+    return case
+
+
+def onnx_case(repeats: int, threads: int) -> dict:
+    """onnxruntime on the exported generator (pipeline.export's file: the inference form in
+    fp32) against PyTorch's inference form, fp32 and auto, on the window of a 256 px tile,
+    interleaved; the largest difference of the two fp32 outputs beside."""
+    from pipeline.onnx_model import OnnxGenerator, export_onnx
+
+    generator = paper_generator()
+    auto = resolve_inference_precision("auto", torch.device("cpu"))
+    side = 256 + 2 * generator.receptive_radius
+    x = torch.rand(1, 3, side, side)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(generator, {}, Path(tmp) / "g.onnx")
+        runtime = OnnxGenerator((Path(tmp) / "g.onnx").read_bytes(), threads)
+    forms = {p: Upscaler(name="srresnet", scale=4, generator=generator, tile=0, precision=p).form() for p in dict.fromkeys(("fp32", auto))}
+    sides = {"onnxruntime": lambda: runtime(x), **{f"pytorch_{p}": (lambda f=f: f(x)) for p, f in forms.items()}}
+    with torch.inference_mode():
+        seconds, outputs = interleaved(sides, repeats)
+    case = {"benchmark": "upscale", "case": f"onnxruntime_{side}px_window", "input": f"1x3x{side}x{side}", "repeats": repeats, "threads": threads,
+            "onnxruntime_s": round(seconds["onnxruntime"], 4), **{f"{k}_s": round(v, 4) for k, v in seconds.items() if k != "onnxruntime"},
+            **{f"{k}_vs_onnxruntime_ratio": round(seconds["onnxruntime"] / seconds[k], 3) for k in sides if k != "onnxruntime"},
+            "onnxruntime_vs_pytorch_fp32_max_abs_diff": float((outputs["onnxruntime"] - outputs["pytorch_fp32"]).abs().max()),
+            "loadavg": [round(v, 2) for v in os.getloadavg()]}  # fmt: skip
     print(json.dumps(case), flush=True)
     return case
 
@@ -357,6 +384,7 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, nargs="+", default=[0, 256, 512])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip-images", action="store_true", help="no per-image cases")
+    parser.add_argument("--skip-onnx", action="store_true", help="no onnxruntime case")
     parser.add_argument("--skip-job", action="store_true", help="no whole-job case")
     parser.add_argument("--geotiff", action="store_true", help="only the GeoTIFF memory cases")
     parser.add_argument("--geotiff-sizes", type=int, nargs="+", default=[1024, 2048, 4096])
@@ -365,6 +393,8 @@ def main() -> None:
     if args.geotiff:
         geotiff_cases(args.geotiff_sizes, min(args.repeats, 3))
         return
+    if not args.skip_onnx:
+        onnx_case(args.repeats, args.threads)
     if not args.skip_images:
         generator_case(args.repeats, args.threads)
         image_cases(args.sizes, sorted(set(args.tiles) | {0}), args.repeats, args.threads)

@@ -157,9 +157,10 @@ def foreign_layout(ref: str) -> tuple[str, str] | None:
 
 
 def read_generator(data: bytes, name: str, device: str | torch.device = "cpu", threads: int | None = None) -> tuple[nn.Module | OnnxGenerator, dict]:
-    """(generator, meta) from the bytes fetch_generator_bytes returns: an srgan generator.pt
-    (eval mode, on `device`) or an ONNX export (run by onnxruntime with `threads`)."""
-    if is_onnx(data):
+    """(generator, meta) from the bytes fetch_generator_bytes returns for reference `name`: an
+    srgan generator.pt (eval mode, on `device`) or, for a .onnx name, an ONNX export (run by
+    onnxruntime with `threads`)."""
+    if is_onnx(name):
         generator = OnnxGenerator(data, threads, f"model {name!r}")
         return generator, generator.meta
     try:

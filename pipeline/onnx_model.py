@@ -28,9 +28,10 @@ OPSET = 17
 MISSING = "needs onnx and onnxruntime: pip install 'srgan-pipeline[onnx]'"
 
 
-def is_onnx(data: bytes) -> bool:
-    """Whether `data` is an ONNX model rather than an srgan generator.pt (a zip archive)."""
-    return not data.startswith(b"PK")
+def is_onnx(name: str) -> bool:
+    """Whether the model reference `name` is an ONNX file (by its name: a file of another
+    name that is not a generator is reported as such, not as a bad ONNX model)."""
+    return name.lower().rstrip("/").endswith(".onnx")
 
 
 def export_onnx(generator: nn.Module, meta: dict, path: Path) -> None:

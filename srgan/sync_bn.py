@@ -8,17 +8,33 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed import _functional_collectives as funcol
 
 
 def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes, with autograd: every process's output is the sum, so the
+    gradient of its input is the sum of every process's gradient of the output. Blocking
+    collectives in both directions: the functional (asynchronous) all-reduce left work in
+    flight that tore gloo down mid-call at exit on a loaded machine (SIGABRT)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def _all_reduce(x: torch.Tensor) -> torch.Tensor:
-    # The functional all-reduce carries autograd (its backward all-reduces the gradient);
-    # torch.distributed.nn.functional's, which does the same, is deprecated for it.
-    return funcol.all_reduce(x, "sum", dist.group.WORLD)
+    return _AllReduceSum.apply(x)
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):

@@ -2,7 +2,6 @@
 concatenated batch in one process."""
 
 import copy
-import socket
 from pathlib import Path
 
 import pytest
@@ -60,8 +59,10 @@ def _run(layer: nn.Module, batches, rows: slice) -> dict:
     return out
 
 
-def _worker(rank: int, port: int, folder: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _worker(rank: int, folder: str) -> None:
+    # A file store: no port to pick (a free port found first can be taken by another
+    # process, e.g. a Ray worker, before rank 0 binds it).
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
     try:
         torch.set_num_threads(1)
         start = sum(SPLIT[:rank])
@@ -75,6 +76,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
                 tensor.fill_(rank + 1)
         broadcast_state(model, src=0)
         torch.save({"layers": results, "broadcast": model.state_dict()}, Path(folder) / f"rank{rank}.pt")
+        dist.barrier()  # neither rank tears its connections down while the other still uses them
     finally:
         dist.destroy_process_group()
 
@@ -82,10 +84,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     folder = tmp_path_factory.mktemp("sync_bn")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, str(folder)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(str(folder),), nprocs=2, join=True)
     return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 

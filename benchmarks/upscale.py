@@ -62,7 +62,7 @@ from pipeline.inference import plan_bands, upscale_array  # noqa: E402
 from pipeline.models import Upscaler  # noqa: E402
 from srgan.generator import GeneratorSpec, build_generator  # noqa: E402
 from srgan.precision import resolve_inference_precision  # noqa: E402
-from srgan.tiling import computed_pixels  # noqa: E402
+from srgan.tiling import computed_pixels, streams  # noqa: E402
 from srgan.weights import save_generator  # noqa: E402
 
 SHIM = (
@@ -227,7 +227,7 @@ def image_cases(sizes: list[int], tiles: list[int], repeats: int, threads: int) 
                 "benchmark": "upscale", "case": f"{size}px_tile{tile}", "input": f"{size}x{size} RGB uint8", "tile": tile, "precision": auto,
                 "ratio": round(seconds["ref"] / seconds["ours"], 3), "fp32_ratio": round(seconds["ref"] / seconds["ours_fp32"], 3),
                 "ours_mpx_per_s": round(mpx / seconds["ours"], 4), "ours_fp32_mpx_per_s": round(mpx / seconds["ours_fp32"], 4), "ref_mpx_per_s": round(mpx / seconds["ref"], 4),
-                "ours_computed_pixels_ratio": round(computed_pixels(size, size, tile, generator.receptive_radius), 3),
+                "ours_computed_pixels_ratio": round(computed_pixels(size, size, tile, generator.receptive_radius, streams(ours["fp32"].form())), 3),
             }
             for p, side in ((auto, "ours"), ("fp32", "ours_fp32")):  # the work done, recomputed pixels included
                 case[f"{p}_gflop_per_s"] = round(per_px * size * size * case["ours_computed_pixels_ratio"] / seconds[side] / 1e9, 1)

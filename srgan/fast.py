@@ -10,7 +10,10 @@ float rounding) that is only for inference:
     ceil(K / f) + 1 taps at 1/f of it, followed by PixelShuffle(f) of just the output
     channels. A 3-output 9x9 convolution at 4x the pixels runs at a quarter of a CPU's
     convolution speed; its merged form at full speed;
-  * bf16 weights and activations when asked (the output is float32 either way).
+  * bf16 weights and activations when asked (the output is float32 either way);
+  * for SRResNet, `stream_rows`: the same result strip by strip with no row computed twice
+    (each convolution keeps its last input rows for the next strip), which srgan.tiling
+    uses instead of overlapping windows.
 Call it under `torch.inference_mode()`; the input is (N, C, h, w) float in [0, 1] and the
 output (N, C_out, h*s, w*s) float32, not clamped, as the model's own.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +131,48 @@ class FastSRResNet(nn.Module):
     def scale(self) -> int:
         return self.spec.scale
 
+    @property
+    def streams(self) -> bool:
+        """Whether stream_rows can run this model (the bicubic skip is not streamed)."""
+        return not self.spec.bicubic_skip
+
+    def stream_rows(self, image: torch.Tensor, rows: int) -> Iterator[torch.Tensor]:
+        """forward(image) strip by strip, top to bottom: the image is read `rows` input rows
+        at a time and each strip yields the output rows it completes (float32; together
+        they are forward's result). Memory for a strip of `rows` rows instead of the whole
+        image, and no row computed twice: each convolution keeps the last 2r rows of its
+        input for the next strip (a line buffer), each residual sum the skip rows its branch
+        has not reached yet, and the image's zero padding is put at its top and bottom only,
+        so the result equals forward's up to float rounding (the convolutions see other
+        shapes)."""
+        if not self.streams:
+            raise ValueError("a generator with a bicubic skip is not streamed; call the model")
+        if rows <= 0:
+            raise ValueError(f"rows must be > 0, got {rows}")
+        height = image.shape[-2]
+        run = _RowRun()
+        for start in range(0, height, rows):
+            x = image[..., start : start + rows, :].to(self.dtype).contiguous(memory_format=torch.channels_last)
+            out = self._rows(run, x, last=start + rows >= height)
+            if out.shape[-2]:
+                yield out.float()
+
+    def forward_rows(self, image: torch.Tensor, rows: int) -> torch.Tensor:
+        """forward(image) computed `rows` input rows at a time (see stream_rows)."""
+        return torch.cat(list(self.stream_rows(image, rows)), dim=-2).contiguous()
+
+    def _rows(self, run: "_RowRun", x: torch.Tensor, last: bool) -> torch.Tensor:
+        """The output rows the input rows `x` (the next ones of the image) complete."""
+        head = self.head[1](run.conv(self.head[0], x, last))
+        y = head
+        for block in self.body:
+            y = run.add(block, run.conv(block.conv2, block.act(run.conv(block.conv1, y, last)), last), y)
+        trunk = run.add(self, run.conv(self.body_tail, y, last), head)
+        for stage in self.upsample:
+            trunk = F.pixel_shuffle(stage.act(run.conv(stage.conv, trunk, last)), stage.factor)
+        y = self.last_act(run.conv(self.last_conv, trunk, last))
+        return F.pixel_shuffle(run.conv(self.tail, y, last), self.last_factor)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.to(self.dtype).contiguous(memory_format=torch.channels_last)
         head = self.head(x)
@@ -137,6 +183,52 @@ class FastSRResNet(nn.Module):
             x = image.float()
             out = out + (upscale_by_convolution(x, self.spec.scale) if min(x.shape[-2:]) >= 2 else imresize(x, float(self.spec.scale)))
         return out.contiguous()
+
+
+class _RowRun:
+    """The state of one forward_rows pass: each convolution's line buffer (the input rows it
+    still needs, starting with its top zero padding) and each residual sum's pending skip
+    rows. A convolution's output row i is centred on its input row i, so a branch's rows come
+    out in order, only later than its skip's: the sum takes as many skip rows as the branch
+    gave."""
+
+    def __init__(self) -> None:
+        self.lines: dict[int, torch.Tensor] = {}
+        self.skips: dict[int, torch.Tensor] = {}
+
+    def conv(self, conv: nn.Conv2d, x: torch.Tensor, last: bool) -> torch.Tensor:
+        r, c = conv.padding
+        key = id(conv)
+        if key not in self.lines:
+            self.lines[key] = x.new_zeros(x.shape[0], x.shape[1], r, x.shape[-1]).contiguous(memory_format=torch.channels_last)
+        parts = [self.lines[key], x]
+        if last:  # the bottom zero padding
+            parts.append(x.new_zeros(x.shape[0], x.shape[1], r, x.shape[-1]).contiguous(memory_format=torch.channels_last))
+        x = _rows_of(parts)
+        if x.shape[-2] <= 2 * r:  # not enough rows for an output row yet
+            self.lines[key] = x
+            return x.new_empty(x.shape[0], conv.out_channels, 0, x.shape[-1]).contiguous(memory_format=torch.channels_last)
+        self.lines[key] = x[..., x.shape[-2] - 2 * r :, :].clone()  # a copy: a view would keep the whole strip
+        return F.conv2d(x, conv.weight, conv.bias, padding=(0, c))
+
+    def add(self, owner: object, branch: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        key = id(owner)
+        pending = _rows_of([self.skips[key], skip]) if key in self.skips else skip
+        n = branch.shape[-2]
+        self.skips[key] = pending[..., n:, :]
+        return branch.add_(pending[..., :n, :])
+
+
+def _rows_of(parts: list[torch.Tensor]) -> torch.Tensor:
+    """`parts` one below the other, channels_last (torch.cat picks the layout from its inputs,
+    and a part of 0 or 1 rows is ambiguous: a convolution would then copy the result back)."""
+    first = parts[0]
+    out = torch.empty((first.shape[0], first.shape[1], sum(p.shape[-2] for p in parts), first.shape[-1]), dtype=first.dtype, device=first.device, memory_format=torch.channels_last)
+    at = 0
+    for part in parts:
+        out[..., at : at + part.shape[-2], :] = part
+        at += part.shape[-2]
+    return out
 
 
 class _ChannelsLast(nn.Module):

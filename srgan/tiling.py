@@ -13,6 +13,14 @@ the memory a tile of that size needs), and among the grids (rows x columns) whos
 fit, the one whose windows add up to the fewest pixels is taken: a 384 px image at tile
 256 is two full-width strips (1.21x its pixels computed), not four 256 px tiles sliding
 inward (3.06x).
+
+A model that streams rows (`stream_rows`: srgan.fast's inference form of SRResNet, which
+keeps each convolution's last rows for the next strip) computes no row twice: the region
+is cut into bands of columns only, each run top to bottom a strip at a time, a strip
+holding at most the same (tile + 2 pad)^2 pixels; the fewest bands whose strips stay
+MIN_STRIP_ROWS high are taken (a 1024 px image at tile 256: one band, 1.0x its pixels,
+where windows compute 1.52x). On a CPU strips are at most CPU_STRIP_ROWS high, which is
+faster per pixel than taller ones.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+MIN_STRIP_ROWS = 16  # thinner strips would run the convolutions on slivers
+CPU_STRIP_ROWS = 32  # on a CPU taller strips are slower per pixel (their maps leave the cache)
 
 @dataclass(frozen=True)
 class Span:
@@ -115,6 +125,29 @@ def grid(height: int, width: int, tile: int, pad: int, region: tuple[int, int, i
     return split(height, nr, pad, top, bottom), split(width, nc, pad, left, right)
 
 
+def bands(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> tuple[Span, list[Span], int]:
+    """For a model that streams rows (see srgan.fast: each row computed once, a strip at a
+    time): (the row window, the column spans, rows per strip) of `region` (default the whole
+    image). A strip of a band holds at most (tile + 2 pad)^2 pixels, the budget of a tile's
+    window; the fewest columns (the least horizontal context computed twice) whose strips
+    are still MIN_STRIP_ROWS rows high are taken."""
+    if tile <= 0:
+        raise ValueError(f"tile size must be > 0, got {tile}")
+    top, bottom, left, right = region or (0, height, 0, width)
+    budget = (tile + 2 * pad) ** 2
+    rows = Span(max(0, top - pad), min(height, bottom + pad), top, bottom)
+    least = min(MIN_STRIP_ROWS, tile + 2 * pad)  # bands one input column wide always allow that many
+
+    def strip(n: int) -> int:
+        return budget // max(c.size for c in split(width, n, pad, left, right))
+
+    low, high = 1, right - left  # the widest band shrinks as n grows: the fewest n that fits
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if strip(mid) >= least else (mid + 1, high)
+    return rows, split(width, low, pad, left, right), strip(low)
+
+
 def tiles(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> Iterator[Tile]:
     rows, cols = grid(height, width, tile, pad, region)
     for r in rows:
@@ -122,11 +155,15 @@ def tiles(height: int, width: int, tile: int, pad: int, region: tuple[int, int, 
             yield Tile(r, c)
 
 
-def computed_pixels(height: int, width: int, tile: int, pad: int) -> float:
+def computed_pixels(height: int, width: int, tile: int, pad: int, streams: bool = False) -> float:
     """Input pixels the tiler computes per input pixel of a height x width image (1.0: none
-    twice); tile <= 0 runs the whole image at once."""
+    twice); tile <= 0 runs the whole image at once. `streams`: for a model that streams
+    rows (bands, no row computed twice)."""
     if tile <= 0:
         return 1.0
+    if streams:
+        _, cols, _ = bands(height, width, tile, pad)
+        return sum(c.size for c in cols) / width
     rows, cols = grid(height, width, tile, pad)
     return sum(r.size for r in rows) * sum(c.size for c in cols) / (height * width)
 
@@ -203,6 +240,9 @@ def upscale_tiled(
     if tile <= 0:
         out = crop_region(model(x.to(device)).to(out_device), region, scale)
         return out[0] if squeeze else out
+    if streams(model):
+        out = _upscale_bands(model, x, scale, tile, pad, device, out_device, (top, bottom, left, right))
+        return out[0] if squeeze else out
 
     out: torch.Tensor | None = None
     by_shape: dict[tuple[int, int], list[Tile]] = {}  # only windows of one shape batch together
@@ -227,3 +267,38 @@ def upscale_tiled(
                 del result
     assert out is not None
     return out[0] if squeeze else out
+
+
+def streams(model: object) -> bool:
+    """Whether `model` computes its result strip by strip (stream_rows, see srgan.fast)."""
+    return bool(getattr(model, "streams", False)) and hasattr(model, "stream_rows")
+
+
+def _upscale_bands(model, x: torch.Tensor, scale: int, tile: int, pad: int, device, out_device, region: tuple[int, int, int, int]) -> torch.Tensor:
+    """upscale_tiled for a model that streams rows: each band of columns is run top to bottom
+    a strip at a time, its kept output rows written as they come."""
+    n, _, h, w = x.shape
+    top, bottom, left, right = region
+    rows, cols, strip = bands(h, w, tile, pad, region)
+    if torch.device(device).type == "cpu":
+        strip = min(strip, CPU_STRIP_ROWS)
+    keep_start, keep_stop = (rows.keep_start - rows.win_start) * scale, (rows.keep_stop - rows.win_start) * scale
+    out: torch.Tensor | None = None
+    for i in range(n):
+        for c in cols:
+            window = x[i : i + 1, :, rows.win_start : rows.win_stop, c.win_start : c.win_stop].to(device)
+            x0, ww, c0 = (c.keep_start - c.win_start) * scale, (c.keep_stop - c.keep_start) * scale, (c.keep_start - left) * scale
+            y0 = 0  # the first output row of the window that `part` holds
+            for part in model.stream_rows(window, strip):
+                part = part.to(out_device)
+                if out is None:
+                    out = torch.empty((n, part.shape[1], (bottom - top) * scale, (right - left) * scale), dtype=torch.promote_types(part.dtype, torch.float32), device=out_device)
+                y1 = y0 + part.shape[-2]
+                a, b = max(y0, keep_start), min(y1, keep_stop)
+                if a < b:
+                    out[i, :, a - keep_start : b - keep_start, c0 : c0 + ww] = part[0, :, a - y0 : b - y0, x0 : x0 + ww]
+                y0 = y1
+                if y0 >= keep_stop:  # the rows below were context only
+                    break
+    assert out is not None
+    return out

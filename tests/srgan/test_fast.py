@@ -7,6 +7,7 @@ from torch import nn
 
 from srgan.fast import inference_form, merge_shuffle_into_conv
 from srgan.generator import GeneratorSpec, SRResNet, measured_radius
+from srgan import fast
 from srgan.tiling import upscale_tiled
 
 
@@ -93,3 +94,65 @@ def test_tiles_of_the_inference_form_equal_its_whole_image_result(scale, bands, 
             tiled = upscale_tiled(form, x, scale, tile=tile, batch_size=3)
             assert (tiled - whole).abs().max().item() <= 1e-4
             assert torch.equal(to_8_bit(tiled), to_8_bit(whole))
+
+
+@pytest.mark.parametrize("scale,bands", [(2, 3), (3, 1), (4, 4), (8, 3)])
+@pytest.mark.parametrize("size", [(1, 6), (13, 17), (40, 9)])
+def test_streamed_rows_equal_the_whole_image_pass_and_no_row_is_computed_twice(scale, bands, size, monkeypatch):
+    g = trained_looking(SRResNet(scale=scale, in_channels=bands, out_channels=bands, num_blocks=3, num_features=16))
+    form = inference_form(g)
+    x = torch.rand(2, bands, *size)
+    rows_out: dict[int, int] = {}
+    conv2d = F.conv2d
+
+    def counted(inp, weight, *args, **kwargs):
+        out = conv2d(inp, weight, *args, **kwargs)
+        rows_out[id(weight)] = rows_out.get(id(weight), 0) + out.shape[-2]
+        return out
+
+    monkeypatch.setattr(fast.F, "conv2d", counted)
+    with torch.inference_mode():
+        whole = form(x)
+        for rows in (1, 2, 5, 64):
+            rows_out.clear()
+            streamed = form.forward_rows(x, rows)
+            assert streamed.dtype == torch.float32 and streamed.shape == whole.shape
+            assert (streamed - whole).abs().max().item() <= 1e-5
+            # Each convolution gave each row of its resolution once: the height at the LR
+            # scale, times the factors of the upsampling stages before it.
+            heights = sorted(set(rows_out.values()))
+            assert heights[0] == size[0] and all(h % size[0] == 0 and h <= size[0] * scale for h in heights)
+            assert sum(rows_out.values()) == sum(size[0] * f for f in _conv_scales(form))
+
+
+def _conv_scales(form) -> list[int]:
+    """The resolution (x the input's) each convolution of the inference form runs at."""
+    scales, at = [1] * (2 + 2 * len(form.body)), 1  # head, body, body tail
+    for stage in form.upsample:
+        scales.append(at)
+        at *= stage.factor
+    return scales + [at, at]  # the last stage's conv and the merged tail run before its shuffle
+
+
+def test_a_generator_with_a_bicubic_skip_is_tiled_by_windows_and_stays_exact():
+    g = trained_looking(SRResNet(scale=4, num_blocks=2, num_features=16, bicubic_skip=True))
+    form = inference_form(g)
+    assert not form.streams
+    with pytest.raises(ValueError, match="bicubic skip"):
+        form.forward_rows(torch.rand(1, 3, 8, 8), 4)
+    x = torch.rand(1, 3, 29, 31)
+    with torch.inference_mode():
+        assert (upscale_tiled(form, x, 4, tile=8) - form(x)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("region", [(5, 31, 2, 40), (0, 37, 0, 53), (36, 37, 52, 53)])
+def test_a_streamed_region_is_its_share_of_the_whole_result(region):
+    g = trained_looking(SRResNet(scale=2, num_blocks=3, num_features=16))
+    form = inference_form(g)
+    x = torch.rand(3, 37, 53)
+    top, bottom, left, right = region
+    with torch.inference_mode():
+        whole = form(x[None])[0]
+        for tile in (3, 8, 100):
+            part = upscale_tiled(form, x, 2, tile=tile, region=region)
+            assert (part - whole[:, 2 * top : 2 * bottom, 2 * left : 2 * right]).abs().max().item() <= 1e-4

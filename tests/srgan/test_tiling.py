@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from srgan.generator import SRResNet
-from srgan.tiling import aligned_spans, computed_pixels, grid, split, spans, upscale_tiled
+from srgan.tiling import MIN_STRIP_ROWS, aligned_spans, bands, computed_pixels, grid, split, spans, upscale_tiled
 
 
 @pytest.mark.parametrize("length,tile,pad", [(37, 8, 5), (10, 16, 4), (64, 16, 0), (5, 2, 3), (384, 256, 40)])
@@ -45,6 +45,24 @@ def test_computed_pixels_of_the_paper_model_at_the_benchmark_sizes():
     assert computed_pixels(384, 384, 512, 40) == 1.0
     assert computed_pixels(1024, 1024, 512, 40) == pytest.approx((2 * 552 / 1024) ** 2)  # 1.16
     assert computed_pixels(1024, 1024, 256, 40) < 1.53
+    # A model that streams rows (the inference form) computes no row twice, and at these
+    # sizes no column either: one band, strips of (336^2 // 1024) = 110 rows.
+    assert computed_pixels(1024, 1024, 256, 40, streams=True) == 1.0
+    assert computed_pixels(384, 384, 256, 40, streams=True) == 1.0
+
+
+@pytest.mark.parametrize("h,w,tile,pad,region", [(1024, 1024, 256, 40, None), (4096, 4096, 256, 40, None), (50, 9000, 8, 5, None), (37, 53, 8, 5, (3, 30, 7, 50)), (9, 120, 1, 0, None), (20, 20000, 2, 1, None)])
+def test_bands_take_the_fewest_columns_whose_strips_fit_the_window_budget(h, w, tile, pad, region):
+    rows, cols, strip = bands(h, w, tile, pad, region)
+    top, bottom, left, right = region or (0, h, 0, w)
+    budget, least = (tile + 2 * pad) ** 2, min(MIN_STRIP_ROWS, tile + 2 * pad)
+    assert (rows.keep_start, rows.keep_stop) == (top, bottom)  # every row in one pass
+    assert (rows.win_start, rows.win_stop) == (max(0, top - pad), min(h, bottom + pad))
+    assert [(c.keep_start, c.keep_stop) for c in cols][0][0] == left and cols[-1].keep_stop == right
+    assert all(a.keep_stop == b.keep_start for a, b in zip(cols, cols[1:]))
+    assert strip * max(c.size for c in cols) <= budget and strip >= least
+    if len(cols) > 1:  # one column fewer would leave strips thinner than least
+        assert budget // max(c.size for c in split(w, len(cols) - 1, pad, left, right)) < least
 
 
 @pytest.mark.parametrize("scale,skip", [(2, False), (4, False), (4, True)])

@@ -37,7 +37,7 @@ FAST_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.floa
 def fold_batch_norm(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
     """One convolution computing bn(conv(x)) for eval-mode `bn` (an Identity leaves `conv`)."""
     if not isinstance(bn, nn.BatchNorm2d):
-        return conv
+        return copy.deepcopy(conv)  # the form's own: converting it must not change the model
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups, bias=True)
     folded.weight.data = conv.weight.detach() * scale.view(-1, 1, 1, 1)
@@ -137,8 +137,9 @@ class FastSRResNet(nn.Module):
         return not self.spec.bicubic_skip
 
     def stream_rows(self, image: torch.Tensor, rows: int) -> Iterator[torch.Tensor]:
-        """forward(image) strip by strip, top to bottom: the image is read `rows` input rows
-        at a time and each strip yields the output rows it completes (float32; together
+        """forward(image) strip by strip, top to bottom: the image (on any device) is moved
+        `rows` input rows at a time and each strip yields the output rows it completes
+        (float32, on the model's device; together
         they are forward's result). Memory for a strip of `rows` rows instead of the whole
         image, and no row computed twice: each convolution keeps the last 2r rows of its
         input for the next strip (a line buffer), each residual sum the skip rows its branch
@@ -152,7 +153,7 @@ class FastSRResNet(nn.Module):
         height = image.shape[-2]
         run = _RowRun()
         for start in range(0, height, rows):
-            x = image[..., start : start + rows, :].to(self.dtype).contiguous(memory_format=torch.channels_last)
+            x = image[..., start : start + rows, :].to(self.last_conv.weight.device, self.dtype).contiguous(memory_format=torch.channels_last)
             out = self._rows(run, x, last=start + rows >= height)
             if out.shape[-2]:
                 yield out.float()

@@ -34,6 +34,7 @@ from torch import nn
 
 MIN_STRIP_ROWS = 16  # thinner strips would run the convolutions on slivers
 CPU_STRIP_ROWS = 32  # on a CPU taller strips are slower per pixel (their maps leave the cache)
+MAX_BAND_SEARCH = 256  # band counts tried one by one (beyond: the monotone bound's count)
 
 @dataclass(frozen=True)
 class Span:
@@ -141,11 +142,16 @@ def bands(height: int, width: int, tile: int, pad: int, region: tuple[int, int, 
     def strip(n: int) -> int:
         return budget // max(c.size for c in split(width, n, pad, left, right))
 
-    low, high = 1, right - left  # the widest band shrinks as n grows: the fewest n that fits
+    # n bands fit when ceil(length / n) + 2 pad, which shrinks as n grows, leaves strips of
+    # `least` rows; windows cut at the image border can make fewer fit too (their widest
+    # is not monotone in n), so the counts below that bound are tried first.
+    length = right - left
+    low, high = 1, length
     while low < high:
         mid = (low + high) // 2
-        low, high = (low, mid) if strip(mid) >= least else (mid + 1, high)
-    return rows, split(width, low, pad, left, right), strip(low)
+        low, high = (low, mid) if budget // (-(-length // mid) + 2 * pad) >= least else (mid + 1, high)
+    n = next((k for k in range(1, min(low, MAX_BAND_SEARCH)) if strip(k) >= least), low)
+    return rows, split(width, n, pad, left, right), strip(n)
 
 
 def tiles(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> Iterator[Tile]:
@@ -241,7 +247,7 @@ def upscale_tiled(
         out = crop_region(model(x.to(device)).to(out_device), region, scale)
         return out[0] if squeeze else out
     if streams(model):
-        out = _upscale_bands(model, x, scale, tile, pad, device, out_device, (top, bottom, left, right))
+        out = _upscale_bands(model, x, scale, tile, pad, batch_size, device, out_device, (top, bottom, left, right))
         return out[0] if squeeze else out
 
     out: torch.Tensor | None = None
@@ -274,19 +280,20 @@ def streams(model: object) -> bool:
     return bool(getattr(model, "streams", False)) and hasattr(model, "stream_rows")
 
 
-def _upscale_bands(model, x: torch.Tensor, scale: int, tile: int, pad: int, device, out_device, region: tuple[int, int, int, int]) -> torch.Tensor:
+def _upscale_bands(model, x: torch.Tensor, scale: int, tile: int, pad: int, batch_size: int, device, out_device, region: tuple[int, int, int, int]) -> torch.Tensor:
     """upscale_tiled for a model that streams rows: each band of columns is run top to bottom
     a strip at a time, its kept output rows written as they come."""
     n, _, h, w = x.shape
     top, bottom, left, right = region
     rows, cols, strip = bands(h, w, tile, pad, region)
-    if torch.device(device).type == "cpu":
-        strip = min(strip, CPU_STRIP_ROWS)
+    # A CPU runs thin strips faster; a GPU gets strips of `batch_size` windows' pixels, the
+    # memory and parallelism a batch of windows would have.
+    strip = min(strip, CPU_STRIP_ROWS) if torch.device(device).type == "cpu" else strip * batch_size
     keep_start, keep_stop = (rows.keep_start - rows.win_start) * scale, (rows.keep_stop - rows.win_start) * scale
     out: torch.Tensor | None = None
     for i in range(n):
         for c in cols:
-            window = x[i : i + 1, :, rows.win_start : rows.win_stop, c.win_start : c.win_stop].to(device)
+            window = x[i : i + 1, :, rows.win_start : rows.win_stop, c.win_start : c.win_stop]  # moved a strip at a time
             x0, ww, c0 = (c.keep_start - c.win_start) * scale, (c.keep_stop - c.keep_start) * scale, (c.keep_start - left) * scale
             y0 = 0  # the first output row of the window that `part` holds
             for part in model.stream_rows(window, strip):

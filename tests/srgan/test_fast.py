@@ -49,6 +49,16 @@ def test_the_inference_form_equals_the_plain_generator_in_fp32(scale, bands, ski
     assert not g.training and g.body[0].bn1.training is False  # the model itself is left as it was
 
 
+def test_forms_in_other_precisions_leave_the_model_and_each_other_as_they_were():
+    g = trained_looking(SRResNet(scale=2, num_blocks=2, num_features=8, batch_norm=False))  # nothing to fold: convs would be shared
+    x = torch.rand(1, 3, 9, 11)
+    with torch.inference_mode():
+        before = g(x)
+        bf16, fp32 = inference_form(g, "bf16"), inference_form(g, "fp32")
+        assert torch.equal(g(x), before)
+        assert (bf16(x) - before).abs().max().item() < 0.02 and (fp32(x) - before).abs().max().item() <= 1e-5
+
+
 def test_the_bf16_form_is_close_and_its_output_float32():
     g = trained_looking(SRResNet(scale=4, num_blocks=2, num_features=16))
     x = torch.rand(1, 3, 20, 20)

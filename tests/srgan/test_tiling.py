@@ -51,7 +51,7 @@ def test_computed_pixels_of_the_paper_model_at_the_benchmark_sizes():
     assert computed_pixels(384, 384, 256, 40, streams=True) == 1.0
 
 
-@pytest.mark.parametrize("h,w,tile,pad,region", [(1024, 1024, 256, 40, None), (4096, 4096, 256, 40, None), (50, 9000, 8, 5, None), (37, 53, 8, 5, (3, 30, 7, 50)), (9, 120, 1, 0, None), (20, 20000, 2, 1, None)])
+@pytest.mark.parametrize("h,w,tile,pad,region", [(1024, 1024, 256, 40, None), (4096, 4096, 256, 40, None), (50, 9000, 8, 5, None), (37, 53, 8, 5, (3, 30, 7, 50)), (9, 120, 1, 0, None), (20, 2000, 2, 1, None), (10, 12, 1, 5, None), (30, 41, 2, 4, None)])
 def test_bands_take_the_fewest_columns_whose_strips_fit_the_window_budget(h, w, tile, pad, region):
     rows, cols, strip = bands(h, w, tile, pad, region)
     top, bottom, left, right = region or (0, h, 0, w)
@@ -61,8 +61,8 @@ def test_bands_take_the_fewest_columns_whose_strips_fit_the_window_budget(h, w, 
     assert [(c.keep_start, c.keep_stop) for c in cols][0][0] == left and cols[-1].keep_stop == right
     assert all(a.keep_stop == b.keep_start for a, b in zip(cols, cols[1:]))
     assert strip * max(c.size for c in cols) <= budget and strip >= least
-    if len(cols) > 1:  # one column fewer would leave strips thinner than least
-        assert budget // max(c.size for c in split(w, len(cols) - 1, pad, left, right)) < least
+    for fewer in range(1, len(cols)):  # no fewer columns leave strips of `least` rows
+        assert budget // max(c.size for c in split(w, fewer, pad, left, right)) < least
 
 
 @pytest.mark.parametrize("scale,skip", [(2, False), (4, False), (4, True)])

@@ -200,11 +200,11 @@ class _RowRun:
     def conv(self, conv: nn.Conv2d, x: torch.Tensor, last: bool) -> torch.Tensor:
         r, c = conv.padding
         key = id(conv)
-        if key not in self.lines:
-            self.lines[key] = x.new_zeros(x.shape[0], x.shape[1], r, x.shape[-1]).contiguous(memory_format=torch.channels_last)
+        if key not in self.lines:  # the top zero padding
+            self.lines[key] = x.new_zeros(x.shape[0], x.shape[1], r, x.shape[-1])
         parts = [self.lines[key], x]
         if last:  # the bottom zero padding
-            parts.append(x.new_zeros(x.shape[0], x.shape[1], r, x.shape[-1]).contiguous(memory_format=torch.channels_last))
+            parts.append(x.new_zeros(x.shape[0], x.shape[1], r, x.shape[-1]))
         x = _rows_of(parts)
         if x.shape[-2] <= 2 * r:  # not enough rows for an output row yet
             self.lines[key] = x
@@ -216,7 +216,7 @@ class _RowRun:
         key = id(owner)
         pending = _rows_of([self.skips[key], skip]) if key in self.skips else skip
         n = branch.shape[-2]
-        self.skips[key] = pending[..., n:, :]
+        self.skips[key] = pending[..., n:, :].clone()  # a copy, as for the line buffers
         return branch.add_(pending[..., :n, :])
 
 

@@ -261,8 +261,7 @@ def upscale_tiled(
                 windows = torch.stack([x[i, :, t.rows.win_start : t.rows.win_stop, t.cols.win_start : t.cols.win_stop] for t in chunk])
                 result = model(windows.to(device)).to(out_device)
                 if out is None:
-                    # float32 at least: a bf16/fp16 model's tiles are stored without further rounding.
-                    out = torch.empty((n, result.shape[1], (bottom - top) * scale, (right - left) * scale), dtype=torch.promote_types(result.dtype, torch.float32), device=out_device)
+                    out = _empty_output(n, result, scale, (top, bottom, left, right), out_device)
                 for t, r in zip(chunk, result):
                     y = (t.rows.keep_start - t.rows.win_start) * scale
                     x0 = (t.cols.keep_start - t.cols.win_start) * scale
@@ -275,6 +274,13 @@ def upscale_tiled(
     return out[0] if squeeze else out
 
 
+def _empty_output(n: int, first: torch.Tensor, scale: int, region: tuple[int, int, int, int], out_device) -> torch.Tensor:
+    """The output of `n` images of `region` at x`scale`, shaped after the model's first result:
+    float32 at least (a bf16/fp16 model's pieces are stored without further rounding)."""
+    top, bottom, left, right = region
+    return torch.empty((n, first.shape[1], (bottom - top) * scale, (right - left) * scale), dtype=torch.promote_types(first.dtype, torch.float32), device=out_device)
+
+
 def streams(model: object) -> bool:
     """Whether `model` computes its result strip by strip (stream_rows, see srgan.fast)."""
     return bool(getattr(model, "streams", False)) and hasattr(model, "stream_rows")
@@ -284,7 +290,7 @@ def _upscale_bands(model, x: torch.Tensor, scale: int, tile: int, pad: int, batc
     """upscale_tiled for a model that streams rows: each band of columns is run top to bottom
     a strip at a time, its kept output rows written as they come."""
     n, _, h, w = x.shape
-    top, bottom, left, right = region
+    left = region[2]
     rows, cols, strip = bands(h, w, tile, pad, region)
     # A CPU runs thin strips faster; a GPU gets strips of `batch_size` windows' pixels, the
     # memory and parallelism a batch of windows would have.
@@ -299,7 +305,7 @@ def _upscale_bands(model, x: torch.Tensor, scale: int, tile: int, pad: int, batc
             for part in model.stream_rows(window, strip):
                 part = part.to(out_device)
                 if out is None:
-                    out = torch.empty((n, part.shape[1], (bottom - top) * scale, (right - left) * scale), dtype=torch.promote_types(part.dtype, torch.float32), device=out_device)
+                    out = _empty_output(n, part, scale, region, out_device)
                 y1 = y0 + part.shape[-2]
                 a, b = max(y0, keep_start), min(y1, keep_stop)
                 if a < b:

@@ -236,6 +236,12 @@ class Service:
             self.proc.wait(10)
             self.proc = None
 
+    def outage(self, seconds: float, timeout: float = 60) -> None:
+        """Gone (kill) for `seconds`, then back on the same port."""
+        self.kill()
+        time.sleep(seconds)
+        self.start(timeout)
+
     def stop(self) -> None:
         if self.proc is not None:
             kill_tree(self.proc, grace=5)
@@ -258,6 +264,13 @@ def cluster(tmp_path, fault_env, s3):
         yield c.start()
     finally:
         c.stop()
+
+
+# pyarrow retries a request whose connection is refused by itself, every 200 ms for about 6 s
+# (seen in its debug log: 31 attempts), and more than one request can be in flight: an
+# outage shorter than two of those windows may end before any error reaches pipeline.s3,
+# which would then have nothing to retry (and the test nothing to see).
+S3_OUTAGE_S = 16
 
 
 class S3:

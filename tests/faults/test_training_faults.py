@@ -20,7 +20,7 @@ from pipeline import tracking
 from pipeline.config import parse_config
 from pipeline.recipe import lr_at
 from srgan.weights import load_generator
-from tests.faults.conftest import ROOT, finish, kill_tree, wait_for
+from tests.faults.conftest import ROOT, S3_OUTAGE_S, finish, kill_tree, wait_for
 from tests.helpers import write_images
 
 pytestmark = pytest.mark.faults
@@ -151,9 +151,7 @@ def test_an_s3_outage_during_a_checkpoint_upload_is_retried_and_no_half_checkpoi
     proc = start_training(config, env, tmp_path / "train.log")
     try:
         wait_for("step 3", lambda: logged_step(uri, tree["run"]["name"]) >= 3, 180)
-        s3.proxy.kill()  # the endpoint is gone before the checkpoint at step 5 is uploaded
-        time.sleep(10)
-        s3.proxy.start()
+        s3.proxy.outage(S3_OUTAGE_S)  # the endpoint is gone before the checkpoint at step 5 is uploaded
         log = finish(proc, tmp_path / "train.log")
     finally:
         kill_tree(proc)
@@ -176,9 +174,7 @@ def test_the_tracking_server_going_away_neither_stops_nor_loses_training(tmp_pat
     proc = start_training(config, env, tmp_path / "train.log")
     try:
         wait_for("step 8", lambda: logged_step(mlflow_server.uri, tree["run"]["name"]) >= 8, 180)
-        mlflow_server.kill()
-        time.sleep(8)  # training goes on meanwhile, keeping what it logs
-        mlflow_server.start(timeout=120)
+        mlflow_server.outage(8, timeout=120)  # training goes on meanwhile, keeping what it logs
         log = finish(proc, tmp_path / "train.log")
     finally:
         kill_tree(proc)

@@ -18,7 +18,7 @@ from pipeline import formats
 from pipeline.manifest import read_manifest
 from srgan.generator import GeneratorSpec, build_generator
 from srgan.weights import save_generator
-from tests.faults.conftest import ROOT, cmdline, descendants, finish, kill_tree, wait_for
+from tests.faults.conftest import ROOT, S3_OUTAGE_S, cmdline, descendants, finish, kill_tree, wait_for
 from tests.helpers import png_bytes, smooth_image
 
 pytestmark = pytest.mark.faults
@@ -89,9 +89,7 @@ def test_an_s3_outage_while_outputs_are_written_is_retried_through(tmp_path, fau
     proc = upscale(["--model", str(g), "--input", str(tmp_path / "in"), "--output", f"s3://{bucket}/out/", "--executor", "local", "--threads", "1"], {**fault_env, **s3.env}, tmp_path / "job.log")
     try:
         wait_for("3 outputs", lambda: len([k for k in _objects(s3, bucket, "out/") if k.startswith("img_")]) >= 3, 180, 0.2)
-        s3.proxy.kill()
-        time.sleep(10)
-        s3.proxy.start()
+        s3.proxy.outage(S3_OUTAGE_S)
         log = finish(proc, tmp_path / "job.log")
     finally:
         kill_tree(proc)

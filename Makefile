@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QUICKSTART_DIR ?= quickstart
 
-.PHONY: setup test faults browser quickstart e2e stack-up stack-down bench clean
+.PHONY: setup test test-fast lint faults browser quickstart e2e stack-up stack-down bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,14 @@ $(STAMP): pyproject.toml
 
 test: setup browser
 	$(PY) -m pytest
+
+# The loop while working (under 3 minutes): no Ray session, no servers, nothing marked slow.
+test-fast: setup
+	$(PY) -m pytest -q -x -m 'not faults and not servers and not slow' -p no:cacheprovider
+
+lint: setup
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
 
 # Real faults on a two-node Ray cluster of real processes (tests/faults, README "Reliability").
 faults: setup

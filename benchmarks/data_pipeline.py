@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
 
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1"
+    )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from moto.server import ThreadedMotoServer
 
@@ -102,21 +104,30 @@ def main() -> None:
 
     ray.shutdown()
     server.stop()
-    print(json.dumps({
-        "benchmark": "data_pipeline",
-        "source": "moto S3 on 127.0.0.1", "images": len(good), "degradation": args.degradation, "hr_patch": args.patch,
-        "patches_per_image": args.patches_per_image, "cpus": args.cpus, "epochs": args.epochs,
-        "pipeline_patches_per_s": round(pipeline_rate, 1),
-        "pipeline_patches_per_s_per_cpu": round(pipeline_rate / args.cpus, 1),
-        "pipeline_epochs_patches_per_s": [round(r, 1) for r in rates["cpu"]],
-        "hr_crops_only_patches_per_s": round(hr_only_rate, 1),
-        "hr_crops_only_patches_per_s_per_cpu": round(hr_only_rate / args.cpus, 1),
-        "degradation_only_patches_per_s": round(degrade_rate, 1),
-        "degradation_only_patches_per_s_per_cpu": round(degrade_rate / args.cpus, 1),
-        "pipeline_to_degradation_ratio": round(pipeline_rate / degrade_rate, 3),
-        "hr_crops_only_to_pipeline_ratio": round(hr_only_rate / pipeline_rate, 3),
-        "loadavg_1min": round(os.getloadavg()[0], 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "data_pipeline",
+                "source": "moto S3 on 127.0.0.1",
+                "images": len(good),
+                "degradation": args.degradation,
+                "hr_patch": args.patch,
+                "patches_per_image": args.patches_per_image,
+                "cpus": args.cpus,
+                "epochs": args.epochs,
+                "pipeline_patches_per_s": round(pipeline_rate, 1),
+                "pipeline_patches_per_s_per_cpu": round(pipeline_rate / args.cpus, 1),
+                "pipeline_epochs_patches_per_s": [round(r, 1) for r in rates["cpu"]],
+                "hr_crops_only_patches_per_s": round(hr_only_rate, 1),
+                "hr_crops_only_patches_per_s_per_cpu": round(hr_only_rate / args.cpus, 1),
+                "degradation_only_patches_per_s": round(degrade_rate, 1),
+                "degradation_only_patches_per_s_per_cpu": round(degrade_rate / args.cpus, 1),
+                "pipeline_to_degradation_ratio": round(pipeline_rate / degrade_rate, 3),
+                "hr_crops_only_to_pipeline_ratio": round(hr_only_rate / pipeline_rate, 3),
+                "loadavg_1min": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

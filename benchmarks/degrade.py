@@ -71,7 +71,17 @@ def dataset_kernels(cfg: Realistic, deg) -> tuple[np.ndarray, np.ndarray, np.nda
         if np.random.uniform() < sinc_prob:
             omega = np.random.uniform(np.pi / 3, np.pi) if size < 13 else np.random.uniform(np.pi / 5, np.pi)
             return deg.circular_lowpass_kernel(omega, size, pad_to=False)
-        return deg.random_mixed_kernels(list(KERNEL_TYPES[:6]), list(kernel_prob), size, sigma, sigma, [-math.pi, math.pi], betag, betap, noise_range=None)
+        return deg.random_mixed_kernels(
+            list(KERNEL_TYPES[:6]),
+            list(kernel_prob),
+            size,
+            sigma,
+            sigma,
+            [-math.pi, math.pi],
+            betag,
+            betap,
+            noise_range=None,
+        )
 
     k1 = blur(cfg.kernel_prob, cfg.sinc_prob, cfg.blur_sigma, cfg.betag_range, cfg.betap_range)
     k2 = blur(cfg.kernel_prob2, cfg.sinc_prob2, cfg.blur_sigma2, cfg.betag_range2, cfg.betap_range2)
@@ -92,7 +102,11 @@ def _padded(k: np.ndarray | None, big: int) -> torch.Tensor:
 
 def _factor(probs, bounds) -> float:
     direction = random.choices(RESIZE_DIRECTIONS, probs)[0]
-    return {"up": lambda: np.random.uniform(1, bounds[1]), "down": lambda: np.random.uniform(bounds[0], 1), "keep": lambda: 1.0}[direction]()
+    return {
+        "up": lambda: np.random.uniform(1, bounds[1]),
+        "down": lambda: np.random.uniform(bounds[0], 1),
+        "keep": lambda: 1.0,
+    }[direction]()
 
 
 def reference_per_image(img: np.ndarray, cfg: Realistic, ref) -> np.ndarray:
@@ -161,7 +175,9 @@ def reference_batched(gt: torch.Tensor, cfg: Realistic, ref, jpeger) -> torch.Te
     if np.random.uniform() < cfg.second_blur_prob:
         out = filter2D(out, kernel2)
     f = _factor(cfg.resize_prob2, cfg.resize_range2)
-    out = F.interpolate(out, size=(int(ori_h / cfg.scale * f), int(ori_w / cfg.scale * f)), mode=random.choice(RESIZE_MODES))
+    out = F.interpolate(
+        out, size=(int(ori_h / cfg.scale * f), int(ori_w / cfg.scale * f)), mode=random.choice(RESIZE_MODES)
+    )
     out = noise(out, cfg.gaussian_noise_prob2, cfg.noise_range2, cfg.poisson_scale_range2, cfg.gray_noise_prob2)
     out = compress(back(out), cfg.jpeg_range2) if np.random.uniform() < 0.5 else back(compress(out, cfg.jpeg_range2))
     return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
@@ -224,7 +240,10 @@ def main() -> None:
         "bicubic_ratio": b["ours"] / b["basicsr_imresize"],
         "bicubic_vs_torch_interpolate_ratio": b["ours"] / b["torch_interpolate"],
     }
-    ratios = {"realistic_ratio": min(ratios["realistic_vs_basicsr_ratio"], ratios["realistic_vs_realesrgan_batched_ratio"]), **ratios}
+    ratios = {
+        "realistic_ratio": min(ratios["realistic_vs_basicsr_ratio"], ratios["realistic_vs_realesrgan_batched_ratio"]),
+        **ratios,
+    }
     print(json.dumps({
         "benchmark": "degrade",
         **{k: round(v, 3) for k, v in ratios.items()},

@@ -92,18 +92,27 @@ def main() -> None:
         t_batch.append(time.perf_counter() - start)
 
     ours_s, ref_s = statistics.median(t_ours) / mpx, statistics.median(t_ref) / mpx
-    print(json.dumps({
-        "benchmark": "niqe",
-        "images": len(images), "megapixels": round(mpx, 3), "threads": 1, "repeats": args.repeats,
-        "reference": "basicsr.metrics.niqe.calculate_niqe (1.4.2), convert_to='y'",
-        "max_abs_diff": float(f"{max(diffs.values()):.3g}"),
-        "abs_diff": {k: float(f"{d:.2g}") for k, d in diffs.items()},
-        "ours_s_per_mpx": round(ours_s, 4), "ref_s_per_mpx": round(ref_s, 4),
-        "speed_ratio": round(ref_s / ours_s, 2),
-        "batched_s_per_mpx": round(statistics.median(t_batch) / (crops.shape[0] * 192 * 192 / 1e6), 4),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "niqe",
+                "images": len(images),
+                "megapixels": round(mpx, 3),
+                "threads": 1,
+                "repeats": args.repeats,
+                "reference": "basicsr.metrics.niqe.calculate_niqe (1.4.2), convert_to='y'",
+                "max_abs_diff": float(f"{max(diffs.values()):.3g}"),
+                "abs_diff": {k: float(f"{d:.2g}") for k, d in diffs.items()},
+                "ours_s_per_mpx": round(ours_s, 4),
+                "ref_s_per_mpx": round(ref_s, 4),
+                "speed_ratio": round(ref_s / ours_s, 2),
+                "batched_s_per_mpx": round(statistics.median(t_batch) / (crops.shape[0] * 192 * 192 / 1e6), 4),
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+                "torch": torch.__version__,
+                "cpu": platform.processor() or platform.machine(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

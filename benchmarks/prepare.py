@@ -106,7 +106,9 @@ def main() -> None:
     parser.add_argument("--degradation", default="bicubic", choices=["bicubic", "realistic"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--keep", help="make (or reuse) the folders here and keep them (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--keep", help="make (or reuse) the folders here and keep them (default: a temporary folder, removed)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     load_before = os.getloadavg()[0]
@@ -116,7 +118,11 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         raw.mkdir(parents=True, exist_ok=True)
-        todo = [(raw / f"{i:04d}.png", i, args.height, args.width) for i in range(args.images) if not (raw / f"{i:04d}.png").exists()]
+        todo = [
+            (raw / f"{i:04d}.png", i, args.height, args.width)
+            for i in range(args.images)
+            if not (raw / f"{i:04d}.png").exists()
+        ]
         with Pool(args.cpus) as pool:
             pool.map(synthetic_png, todo, chunksize=8)
         generate_s = time.perf_counter() - t0
@@ -130,11 +136,21 @@ def main() -> None:
 
         ensure_ray(num_cpus=args.cpus, logging_level="ERROR", log_to_driver=False)
         t0 = time.perf_counter()
-        summary = prepare(PrepareJob(str(raw), str(prepared), sub_images=args.sub_images, step=args.step, min_size=args.patch))
+        summary = prepare(
+            PrepareJob(str(raw), str(prepared), sub_images=args.sub_images, step=args.step, min_size=args.patch)
+        )
         prepare_s = time.perf_counter() - t0
 
         spec = ImageSpec(channels=3, min_size=args.patch)
-        batches = PatchBatches(spec, args.patch, args.patches_per_image, args.batch, build_degradation(args.degradation, 4), seed=0, degrade_on="cpu")
+        batches = PatchBatches(
+            spec,
+            args.patch,
+            args.patches_per_image,
+            args.batch,
+            build_degradation(args.degradation, 4),
+            seed=0,
+            degrade_on="cpu",
+        )
         startup = {"raw": [], "prepared": []}
         first_batch = {"raw": [], "prepared": []}
         rates = {"raw": [], "prepared": []}
@@ -142,7 +158,10 @@ def main() -> None:
             found = time_startup(str(raw), str(prepared), spec, 0.25)
             # The same epoch on both sides: as many sub-images (a seeded sample) as raw images, so
             # both make images x patches-per-image patches; what differs is the size decoded.
-            found["prepared"] = (found["prepared"][0], sorted(random.Random(repeat).sample(found["prepared"][1], len(found["raw"][1])), key=lambda f: f.key))
+            found["prepared"] = (
+                found["prepared"][0],
+                sorted(random.Random(repeat).sample(found["prepared"][1], len(found["raw"][1])), key=lambda f: f.key),
+            )
             for side in ("raw", "prepared"):
                 seconds, good = found[side]
                 to_first, rate = time_pipeline(good, batches, seed=repeat)
@@ -151,26 +170,54 @@ def main() -> None:
                 rates[side].append(rate)
         ray.shutdown()
     finally:
-        sizes = {"raw_mb": round(folder_mb(raw), 1), "prepared_mb": round(folder_mb(prepared), 1)} if raw.exists() else {}
+        sizes = (
+            {"raw_mb": round(folder_mb(raw), 1), "prepared_mb": round(folder_mb(prepared), 1)} if raw.exists() else {}
+        )
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    med = {name: {side: statistics.median(v) for side, v in d.items()} for name, d in (("startup", startup), ("first_batch", first_batch), ("rate", rates))}
-    print(json.dumps({
-        "benchmark": "prepare",
-        "images": args.images, "image_size": f"{args.width}x{args.height}", "sub_images": args.sub_images, "step": args.step,
-        "sub_image_count": summary.images, "patch": args.patch, "patches_per_image": args.patches_per_image,
-        "degradation": args.degradation, "cpus": args.cpus, "repeats": args.repeats, "epoch_patches": args.images * args.patches_per_image, **sizes,
-        "generate_s": round(generate_s, 1), "prepare_s": round(prepare_s, 1), "prepare_sources_per_s": round(args.images / prepare_s, 1),
-        "raw_startup_s": round(med["startup"]["raw"], 2), "prepared_startup_s": round(med["startup"]["prepared"], 3),
-        "raw_first_batch_s": round(med["first_batch"]["raw"], 2), "prepared_first_batch_s": round(med["first_batch"]["prepared"], 2),
-        "raw_patches_per_s": round(med["rate"]["raw"], 1), "prepared_patches_per_s": round(med["rate"]["prepared"], 1),
-        "startup_ratio": round(med["startup"]["raw"] / med["startup"]["prepared"], 1),
-        "first_batch_ratio": round(med["first_batch"]["raw"] / med["first_batch"]["prepared"], 2),
-        "patches_per_s_ratio": round(med["rate"]["prepared"] / med["rate"]["raw"], 2),
-        **{f"{side}_{name}_runs": [round(x, 3) for x in d[side]] for name, d in (("startup_s", startup), ("first_batch_s", first_batch), ("patches_per_s", rates)) for side in d},
-        "loadavg_1min_before": round(load_before, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2),
-    }))
+    med = {
+        name: {side: statistics.median(v) for side, v in d.items()}
+        for name, d in (("startup", startup), ("first_batch", first_batch), ("rate", rates))
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "prepare",
+                "images": args.images,
+                "image_size": f"{args.width}x{args.height}",
+                "sub_images": args.sub_images,
+                "step": args.step,
+                "sub_image_count": summary.images,
+                "patch": args.patch,
+                "patches_per_image": args.patches_per_image,
+                "degradation": args.degradation,
+                "cpus": args.cpus,
+                "repeats": args.repeats,
+                "epoch_patches": args.images * args.patches_per_image,
+                **sizes,
+                "generate_s": round(generate_s, 1),
+                "prepare_s": round(prepare_s, 1),
+                "prepare_sources_per_s": round(args.images / prepare_s, 1),
+                "raw_startup_s": round(med["startup"]["raw"], 2),
+                "prepared_startup_s": round(med["startup"]["prepared"], 3),
+                "raw_first_batch_s": round(med["first_batch"]["raw"], 2),
+                "prepared_first_batch_s": round(med["first_batch"]["prepared"], 2),
+                "raw_patches_per_s": round(med["rate"]["raw"], 1),
+                "prepared_patches_per_s": round(med["rate"]["prepared"], 1),
+                "startup_ratio": round(med["startup"]["raw"] / med["startup"]["prepared"], 1),
+                "first_batch_ratio": round(med["first_batch"]["raw"] / med["first_batch"]["prepared"], 2),
+                "patches_per_s_ratio": round(med["rate"]["prepared"] / med["rate"]["raw"], 2),
+                **{
+                    f"{side}_{name}_runs": [round(x, 3) for x in d[side]]
+                    for name, d in (("startup_s", startup), ("first_batch_s", first_batch), ("patches_per_s", rates))
+                    for side in d
+                },
+                "loadavg_1min_before": round(load_before, 2),
+                "loadavg_1min_after": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Prints one JSON line.
 
     .venv/bin/python benchmarks/sync_bn.py [steps per phase, default 10]
 """
+
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 def worker(loop):
     import ray.train
     import skimage.data
+
     from pipeline.config import TrainConfig
     from pipeline.recipe import build_generator_loss, phase_at
     from pipeline.train_loop import TrainState
@@ -31,7 +33,10 @@ def worker(loop):
     torch.set_num_threads(1)
     cfg = TrainConfig.model_validate(loop["config"])
     rank = ray.train.get_context().get_world_rank()
-    photos = [torch.from_numpy(getattr(skimage.data, n)()).permute(2, 0, 1).float() / 255 for n in ("astronaut", "coffee", "rocket", "immunohistochemistry")]
+    photos = [
+        torch.from_numpy(getattr(skimage.data, n)()).permute(2, 0, 1).float() / 255
+        for n in ("astronaut", "coffee", "rocket", "immunohistochemistry")
+    ]
     rng = np.random.default_rng(rank)
     torch.manual_seed(0)  # the networks' initial weights (DDP gives every rank rank 0's)
     device = torch.device("cpu")
@@ -45,17 +50,21 @@ def worker(loop):
         for _ in range(cfg.worker_batch_size):
             p = photos[rng.integers(len(photos))]
             y, x = rng.integers(p.shape[1] - 96), rng.integers(p.shape[2] - 96)
-            crops.append(p[:, y:y + 96, x:x + 96])
+            crops.append(p[:, y : y + 96, x : x + 96])
         hr = torch.stack(crops)
         state.train_step(imresize(hr, 0.25).clamp(0, 1), hr, g_loss, pixel)
     seconds = (time.perf_counter() - t0) / cfg.total_steps
-    bufs = {n: {k: v.clone() for k, v in unwrap(m).named_buffers() if "running" in k} for n, m in (("g", state.g), ("d", state.d))}
+    bufs = {
+        n: {k: v.clone() for k, v in unwrap(m).named_buffers() if "running" in k}
+        for n, m in (("g", state.g), ("d", state.d))
+    }
     torch.save({"bufs": bufs, "s_per_step": seconds}, Path(loop["out"]) / f"rank{rank}.pt")
 
 
 def main() -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
     from pipeline.cluster import ensure_ray
     from pipeline.config import parse_config
 
@@ -70,16 +79,21 @@ def main() -> None:
         }
         cfg = parse_config(tree)
         out = Path(tempfile.mkdtemp(prefix="srgan-sync-bn-"))
-        TorchTrainer(worker, train_loop_config={"config": cfg.model_dump(mode="json"), "out": str(out)},
-                     scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-                     run_config=RunConfig(name=out.name, storage_path=str(out / "ray"))).fit()
+        TorchTrainer(
+            worker,
+            train_loop_config={"config": cfg.model_dump(mode="json"), "out": str(out)},
+            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(name=out.name, storage_path=str(out / "ray")),
+        ).fit()
         r = [torch.load(out / f"rank{i}.pt", weights_only=True) for i in range(2)]
         entry = {}
         for net in ("g", "d"):
             a, b = r[0]["bufs"][net], r[1]["bufs"][net]
             entry[f"max_abs_gap_{net}"] = max((a[k] - b[k]).abs().max().item() for k in a)
             # gap relative to the buffer's own scale (running_var of G's layers reaches ~1e2)
-            entry[f"max_rel_gap_{net}"] = max(((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)).item() for k in a)
+            entry[f"max_rel_gap_{net}"] = max(
+                ((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)).item() for k in a
+            )
         entry["s_per_step"] = r[0]["s_per_step"]
         result.update({f"sync_{str(sync).lower()}_{k}": v for k, v in entry.items()})
     result["loadavg_1min"] = round(os.getloadavg()[0], 2)

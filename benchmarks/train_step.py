@@ -42,7 +42,9 @@ def _sync(device: torch.device) -> None:
 class Case:
     """One precision/memory-format setting: its own models and optimisers, timed per step."""
 
-    def __init__(self, name: str, device: torch.device, precision: str, channels_last: bool, batch: int, patch: int) -> None:
+    def __init__(
+        self, name: str, device: torch.device, precision: str, channels_last: bool, batch: int, patch: int
+    ) -> None:
         torch.manual_seed(0)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.name, self.device, self.precision = name, device, precision
@@ -110,21 +112,31 @@ def main() -> None:
             rates[case.name].append(case.run(args.steps))
     med = {k: statistics.median(v) for k, v in rates.items()}
     degrade = degradation_rates(device, args.batch, args.patch, args.repeats)
-    print(json.dumps({
-        "benchmark": "train_step",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-        "batch": args.batch, "hr_patch": args.patch, "steps": args.steps, "repeats": args.repeats, "torch": torch.__version__,
-        **{f"{k}_samples_per_s": round(v, 2) for k, v in med.items()},
-        "bf16_ratio": round(med["bf16"] / med["fp32"], 3),
-        "bf16_channels_last_ratio": round(med["bf16_channels_last"] / med["fp32"], 3),
-        "degrade_cpu_one_thread_patches_per_s": round(degrade["cpu_one_thread"], 1),
-        "degrade_device_patches_per_s": round(degrade["device"], 1),
-        "degrade_device_over_cpu_thread_ratio": round(degrade["device"] / degrade["cpu_one_thread"], 3),
-        # CPU threads (one per Ray Data task) that the degradation alone needs to keep up with
-        # the fastest training case here.
-        "cpu_threads_to_feed_fastest_case": round(max(med.values()) / degrade["cpu_one_thread"], 3),
-        "loadavg_1min": round(os.getloadavg()[0], 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_step",
+                "device": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else f"cpu ({torch.get_num_threads()} threads)",
+                "batch": args.batch,
+                "hr_patch": args.patch,
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "torch": torch.__version__,
+                **{f"{k}_samples_per_s": round(v, 2) for k, v in med.items()},
+                "bf16_ratio": round(med["bf16"] / med["fp32"], 3),
+                "bf16_channels_last_ratio": round(med["bf16_channels_last"] / med["fp32"], 3),
+                "degrade_cpu_one_thread_patches_per_s": round(degrade["cpu_one_thread"], 1),
+                "degrade_device_patches_per_s": round(degrade["device"], 1),
+                "degrade_device_over_cpu_thread_ratio": round(degrade["device"] / degrade["cpu_one_thread"], 3),
+                # CPU threads (one per Ray Data task) that the degradation alone needs to keep up with
+                # the fastest training case here.
+                "cpu_threads_to_feed_fastest_case": round(max(med.values()) / degrade["cpu_one_thread"], 3),
+                "loadavg_1min": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

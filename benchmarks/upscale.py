@@ -94,7 +94,16 @@ def flops_per_input_pixel(model: torch.nn.Module) -> float:
 
     def count(conv, _, out):
         nonlocal total
-        total += 2 * conv.in_channels // conv.groups * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] * out.shape[-2] * out.shape[-1]
+        total += (
+            2
+            * conv.in_channels
+            // conv.groups
+            * conv.out_channels
+            * conv.kernel_size[0]
+            * conv.kernel_size[1]
+            * out.shape[-2]
+            * out.shape[-1]
+        )
 
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.inference_mode():
@@ -154,19 +163,38 @@ def generator_case(repeats: int, threads: int) -> dict:
     side = 256 + 2 * generator.receptive_radius
     x = torch.rand(1, 3, side, side)
     flops = flops_per_input_pixel(generator) * side * side
-    case = {"benchmark": "upscale", "case": f"generator_{side}px_window", "input": f"1x3x{side}x{side}", "repeats": repeats, "threads": threads}
+    case = {
+        "benchmark": "upscale",
+        "case": f"generator_{side}px_window",
+        "input": f"1x3x{side}x{side}",
+        "repeats": repeats,
+        "threads": threads,
+    }
     sides, work = {}, {}
     for p in dict.fromkeys((auto, "fp32")):
         form = Upscaler(name="srresnet", scale=4, generator=generator, tile=0, precision=p).form()
         sides[f"{p}_form"], work[f"{p}_form"] = (lambda f=form: f(x)), flops
         sides[f"{p}_peak"], work[f"{p}_peak"] = peak_conv(torch.bfloat16 if p == "bf16" else torch.float32)
-    sides["fp32_plain"], work["fp32_plain"] = (lambda: generator(x)), flops  # BatchNorm unfolded, NCHW: as RealESRGANer runs it
+    sides["fp32_plain"], work["fp32_plain"] = (
+        (lambda: generator(x)),
+        flops,
+    )  # BatchNorm unfolded, NCHW: as RealESRGANer runs it
     with torch.inference_mode():
         seconds, _ = interleaved(sides, repeats)
     rate = {name: work[name] / seconds[name] / 1e9 for name in sides}
     for p in dict.fromkeys((auto, "fp32")):
-        case.update({f"{p}_gflop_per_s": round(rate[f"{p}_form"], 1), f"{p}_conv_peak_gflop_per_s": round(rate[f"{p}_peak"], 1), f"{p}_peak_fraction_ratio": round(rate[f"{p}_form"] / rate[f"{p}_peak"], 3)})
-    case.update(plain_fp32_gflop_per_s=round(rate["fp32_plain"], 1), plain_fp32_peak_fraction_ratio=round(rate["fp32_plain"] / rate["fp32_peak"], 3), form_over_plain_fp32_ratio=round(seconds["fp32_plain"] / seconds["fp32_form"], 3))
+        case.update(
+            {
+                f"{p}_gflop_per_s": round(rate[f"{p}_form"], 1),
+                f"{p}_conv_peak_gflop_per_s": round(rate[f"{p}_peak"], 1),
+                f"{p}_peak_fraction_ratio": round(rate[f"{p}_form"] / rate[f"{p}_peak"], 3),
+            }
+        )
+    case.update(
+        plain_fp32_gflop_per_s=round(rate["fp32_plain"], 1),
+        plain_fp32_peak_fraction_ratio=round(rate["fp32_plain"] / rate["fp32_peak"], 3),
+        form_over_plain_fp32_ratio=round(seconds["fp32_plain"] / seconds["fp32_form"], 3),
+    )
     case["loadavg"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(case), flush=True)
     return case
@@ -185,7 +213,10 @@ def onnx_case(repeats: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(generator, {}, Path(tmp) / "g.onnx")
         runtime = OnnxGenerator((Path(tmp) / "g.onnx").read_bytes(), threads)
-    forms = {p: Upscaler(name="srresnet", scale=4, generator=generator, tile=0, precision=p).form() for p in dict.fromkeys(("fp32", auto))}
+    forms = {
+        p: Upscaler(name="srresnet", scale=4, generator=generator, tile=0, precision=p).form()
+        for p in dict.fromkeys(("fp32", auto))
+    }
     sides = {"onnxruntime": lambda: runtime(x), **{f"pytorch_{p}": (lambda f=f: f(x)) for p, f in forms.items()}}
     with torch.inference_mode():
         seconds, outputs = interleaved(sides, repeats)
@@ -206,41 +237,80 @@ def image_cases(sizes: list[int], tiles: list[int], repeats: int, threads: int) 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "g.pth"
         torch.save({"params": generator.state_dict()}, weights)
-        refs = {t: RealESRGANer(scale=4, model_path=str(weights), model=paper_generator(), tile=t, tile_pad=10, pre_pad=10, half=False, device=torch.device("cpu")) for t in tiles}
+        refs = {
+            t: RealESRGANer(
+                scale=4,
+                model_path=str(weights),
+                model=paper_generator(),
+                tile=t,
+                tile_pad=10,
+                pre_pad=10,
+                half=False,
+                device=torch.device("cpu"),
+            )
+            for t in tiles
+        }
     cases, untiled = [], {}
     for size in sizes:
         image = (np.random.default_rng(size).random((size, size, 3)) * 255).astype(np.uint8)
         plan = plan_bands(3, False, 3)
         for tile in tiles:
-            ours = {p: Upscaler(name="srresnet", scale=4, generator=generator, tile=tile, batch_size=1, precision=p) for p in (auto, "fp32")}
+            ours = {
+                p: Upscaler(name="srresnet", scale=4, generator=generator, tile=tile, batch_size=1, precision=p)
+                for p in (auto, "fp32")
+            }
 
-            def reference(t=tile):
+            def reference(t=tile, image=image):
                 with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per tile
                     return refs[t].enhance(image[..., ::-1].copy(), outscale=4)[0][..., ::-1]
 
-            sides = {"ours": lambda: upscale_array(ours[auto], image, plan), "ours_fp32": lambda: upscale_array(ours["fp32"], image, plan), "ref": reference}
+            def side(precision, ours=ours, image=image, plan=plan):
+                return lambda: upscale_array(ours[precision], image, plan)
+
+            sides = {"ours": side(auto), "ours_fp32": side("fp32"), "ref": reference}
             seconds, outputs = interleaved(sides, repeats)
             if tile == 0:
                 untiled[size] = outputs
             mpx = (4 * size) ** 2 / 1e6
             case = {
-                "benchmark": "upscale", "case": f"{size}px_tile{tile}", "input": f"{size}x{size} RGB uint8", "tile": tile, "precision": auto,
-                "ratio": round(seconds["ref"] / seconds["ours"], 3), "fp32_ratio": round(seconds["ref"] / seconds["ours_fp32"], 3),
-                "ours_mpx_per_s": round(mpx / seconds["ours"], 4), "ours_fp32_mpx_per_s": round(mpx / seconds["ours_fp32"], 4), "ref_mpx_per_s": round(mpx / seconds["ref"], 4),
-                "ours_computed_pixels_ratio": round(computed_pixels(size, size, tile, generator.receptive_radius, streams(ours["fp32"].form())), 3),
+                "benchmark": "upscale",
+                "case": f"{size}px_tile{tile}",
+                "input": f"{size}x{size} RGB uint8",
+                "tile": tile,
+                "precision": auto,
+                "ratio": round(seconds["ref"] / seconds["ours"], 3),
+                "fp32_ratio": round(seconds["ref"] / seconds["ours_fp32"], 3),
+                "ours_mpx_per_s": round(mpx / seconds["ours"], 4),
+                "ours_fp32_mpx_per_s": round(mpx / seconds["ours_fp32"], 4),
+                "ref_mpx_per_s": round(mpx / seconds["ref"], 4),
+                "ours_computed_pixels_ratio": round(
+                    computed_pixels(size, size, tile, generator.receptive_radius, streams(ours["fp32"].form())), 3
+                ),
             }
             for p, side in ((auto, "ours"), ("fp32", "ours_fp32")):  # the work done, recomputed pixels included
-                case[f"{p}_gflop_per_s"] = round(per_px * size * size * case["ours_computed_pixels_ratio"] / seconds[side] / 1e9, 1)
+                case[f"{p}_gflop_per_s"] = round(
+                    per_px * size * size * case["ours_computed_pixels_ratio"] / seconds[side] / 1e9, 1
+                )
             if tile:
                 for side in ("ours", "ours_fp32", "ref"):
-                    case[f"{side}_tiled_vs_untiled_max_levels"] = int(np.abs(outputs[side].astype(int) - untiled[size][side].astype(int)).max())
-            case.update(repeats=repeats, threads=threads, loadavg=[round(v, 2) for v in os.getloadavg()], torch=torch.__version__, machine=platform.machine())
+                    case[f"{side}_tiled_vs_untiled_max_levels"] = int(
+                        np.abs(outputs[side].astype(int) - untiled[size][side].astype(int)).max()
+                    )
+            case.update(
+                repeats=repeats,
+                threads=threads,
+                loadavg=[round(v, 2) for v in os.getloadavg()],
+                torch=torch.__version__,
+                machine=platform.machine(),
+            )
             print(json.dumps(case), flush=True)
             cases.append(case)
     return cases
 
 
-REFERENCE_LOOP = SHIM + """
+REFERENCE_LOOP = (
+    SHIM
+    + """
 import glob, os, sys, cv2, torch
 from realesrgan import RealESRGANer
 sys.path.insert(0, {root!r})
@@ -254,6 +324,7 @@ for path in sorted(glob.glob(os.path.join({src!r}, '*.png'))):
     out, _ = up.enhance(img, outscale=4)
     cv2.imwrite(os.path.join({out!r}, os.path.basename(path)), out)
 """
+)
 
 
 def job_case(repeats: int, threads: int) -> dict:
@@ -274,20 +345,44 @@ def job_case(repeats: int, threads: int) -> dict:
 
         def ours():
             out = work / f"ours{next(runs)}"
-            subprocess.run([sys.executable, "-m", "pipeline.upscale", "--model", str(work / "g.pt"), "--input", str(work / "in"), "--output", str(out)], cwd=ROOT, env=env, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.upscale",
+                    "--model",
+                    str(work / "g.pt"),
+                    "--input",
+                    str(work / "in"),
+                    "--output",
+                    str(out),
+                ],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             shutil.rmtree(out)
 
         def reference():
             out = work / f"ref{next(runs)}"
-            code = REFERENCE_LOOP.format(root=str(ROOT), threads=threads, weights=str(work / "g.pth"), out=str(out), src=str(work / "in"))
+            code = REFERENCE_LOOP.format(
+                root=str(ROOT), threads=threads, weights=str(work / "g.pth"), out=str(out), src=str(work / "in")
+            )
             subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True)
             shutil.rmtree(out)
 
         seconds, _ = interleaved({"ours": ours, "ref": reference}, repeats)
     return {
-        "benchmark": "upscale", "case": "job_8_pngs", "input": f"8 PNGs, {sum(w * h for w, h in sizes) / 1e6:.3f} Mpx, sizes {sizes}",
-        "ratio": round(seconds["ref"] / seconds["ours"], 3), "ours_s": round(seconds["ours"], 2), "ref_s": round(seconds["ref"], 2),
-        "repeats": repeats, "threads": threads, "loadavg": [round(v, 2) for v in os.getloadavg()],
+        "benchmark": "upscale",
+        "case": "job_8_pngs",
+        "input": f"8 PNGs, {sum(w * h for w, h in sizes) / 1e6:.3f} Mpx, sizes {sizes}",
+        "ratio": round(seconds["ref"] / seconds["ours"], 3),
+        "ours_s": round(seconds["ours"], 2),
+        "ref_s": round(seconds["ref"], 2),
+        "repeats": repeats,
+        "threads": threads,
+        "loadavg": [round(v, 2) for v in os.getloadavg()],
     }
 
 
@@ -344,14 +439,30 @@ def geotiff_cases(sizes: list[int], repeats: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         torch.manual_seed(0)
-        save_generator(work / "g.pt", build_generator(GeneratorSpec(scale=4, in_channels=4, out_channels=4, num_blocks=1, num_features=16)).eval(), {})
+        save_generator(
+            work / "g.pt",
+            build_generator(
+                GeneratorSpec(scale=4, in_channels=4, out_channels=4, num_blocks=1, num_features=16)
+            ).eval(),
+            {},
+        )
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         first = None
         for side in sizes:
             src = work / f"in{side}"
             src.mkdir()
             rng = np.random.default_rng(0)
-            profile = {"driver": "GTiff", "width": side, "height": side, "count": 4, "dtype": "uint16", "crs": "EPSG:32633", "transform": from_origin(500000, 4600000, 10, 10), "tiled": True, "compress": "deflate"}
+            profile = {
+                "driver": "GTiff",
+                "width": side,
+                "height": side,
+                "count": 4,
+                "dtype": "uint16",
+                "crs": "EPSG:32633",
+                "transform": from_origin(500000, 4600000, 10, 10),
+                "tiled": True,
+                "compress": "deflate",
+            }
             with rasterio.open(src / "scene.tif", "w", **profile) as dst:
                 for top in range(0, side, 512):
                     block = rng.integers(0, 10000, (4, min(512, side - top), side), dtype=np.uint16)
@@ -359,16 +470,35 @@ def geotiff_cases(sizes: list[int], repeats: int) -> list[dict]:
             peaks, seconds = [], []
             for r in range(repeats):
                 out = work / f"out{side}_{r}"
-                peak, took = peak_tree_rss([sys.executable, "-m", "pipeline.upscale", "--model", str(work / "g.pt"), "--input", str(src), "--output", str(out)], env)
+                peak, took = peak_tree_rss(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pipeline.upscale",
+                        "--model",
+                        str(work / "g.pt"),
+                        "--input",
+                        str(src),
+                        "--output",
+                        str(out),
+                    ],
+                    env,
+                )
                 peaks.append(peak)
                 seconds.append(took)
                 shutil.rmtree(out)
             peak_mib = statistics.median(peaks) / 2**20
             first = first or peak_mib
             case = {
-                "benchmark": "upscale", "case": f"geotiff_{side}px", "input": f"{side}x{side} 4-band uint16 GeoTIFF, x4, SRResNet 1 block 16 features", "output_side": side * 4,
-                "peak_tree_rss_mib": round(peak_mib, 1), "peak_tree_rss_runs_mib": [round(p / 2**20, 1) for p in peaks],
-                "rss_to_first_size_ratio": round(peak_mib / first, 3), "seconds": round(statistics.median(seconds), 1), "repeats": repeats,
+                "benchmark": "upscale",
+                "case": f"geotiff_{side}px",
+                "input": f"{side}x{side} 4-band uint16 GeoTIFF, x4, SRResNet 1 block 16 features",
+                "output_side": side * 4,
+                "peak_tree_rss_mib": round(peak_mib, 1),
+                "peak_tree_rss_runs_mib": [round(p / 2**20, 1) for p in peaks],
+                "rss_to_first_size_ratio": round(peak_mib / first, 3),
+                "seconds": round(statistics.median(seconds), 1),
+                "repeats": repeats,
                 "loadavg": [round(v, 2) for v in os.getloadavg()],
             }
             print(json.dumps(case), flush=True)

@@ -43,7 +43,9 @@ def uploader(run_uri: str):
     return upload
 
 
-def save_checkpoint(rank: int, metrics: dict, state: TrainState, meta: dict, run_uri: str = "", unsent: list | None = None) -> None:
+def save_checkpoint(
+    rank: int, metrics: dict, state: TrainState, meta: dict, run_uri: str = "", unsent: list | None = None
+) -> None:
     """Report `metrics` with a checkpoint step_XXXXXXXX: rank 0's state.pt (with what its
     RunLogger has not sent to MLflow yet, `unsent`) and generator.pt (the EMA generator with
     its spec), every rank's RNG state."""
@@ -58,7 +60,12 @@ def save_checkpoint(rank: int, metrics: dict, state: TrainState, meta: dict, run
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(rng, folder / f"rng_rank{rank}.pt")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{state.step:08d}", checkpoint_upload_fn=uploader(run_uri))
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"step_{state.step:08d}",
+            checkpoint_upload_fn=uploader(run_uri),
+        )
 
 
 def load_checkpoint(checkpoint, rank: int) -> tuple[dict, dict | None]:

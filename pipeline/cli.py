@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline.errors import UsageError, UserError
 
@@ -37,7 +37,13 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, prog: str, description: str, examples: list[str], **kwargs) -> None:
         epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
-        super().__init__(prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        super().__init__(
+            prog=prog,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs,
+        )
 
     def add_argument(self, *args, **kwargs):
         return super().add_argument(*args, **_with_default(kwargs))

@@ -73,7 +73,16 @@ def ensure_ray(num_cpus: int | None = None, dashboard: bool = True, **init_kwarg
     cpus = num_cpus or os.cpu_count() or 1
     dead = forget_dead_cluster()
     if dead:
-        print(f"note: removed {current_cluster_file()}: it named a Ray head at {dead} that no longer answers", file=sys.stderr)
+        print(
+            f"note: removed {current_cluster_file()}: it named a Ray head at {dead} that no longer answers",
+            file=sys.stderr,
+        )
     # address="local": always a new local Ray, never one that `ray start` left recorded in
     # /tmp/ray/ray_current_cluster (possibly long gone).
-    ray.init(address="local", num_cpus=cpus, include_dashboard=None if dashboard else False, _system_config=worker_reuse_config(cpus), **init_kwargs)
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=None if dashboard else False,
+        _system_config=worker_reuse_config(cpus),
+        **init_kwargs,
+    )

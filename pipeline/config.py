@@ -36,7 +36,9 @@ def _folder_name(name: str) -> str:
     """A run or sweep name is one folder under the storage path: a name like ../x would put
     checkpoints outside it."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
-        raise ValueError(f"{name!r} is not a folder name: use letters, digits, '-', '_' and '.', starting with a letter or digit, no '..', e.g. srgan-x4-a")
+        raise ValueError(
+            f"{name!r} is not a folder name: use letters, digits, '-', '_' and '.', starting with a letter or digit, no '..', e.g. srgan-x4-a"
+        )
     return name
 
 
@@ -67,8 +69,15 @@ class DataSection(Section):
     grid_images: int = Field(4, ge=0, description="validation images shown in each LR|bicubic|SR|HR grid")
     shuffle_buffer: int = Field(16, ge=0, description="training batches in each worker's local shuffle buffer")
     read_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data read/decode task")
-    images_per_task: int = Field(4, ge=1, description="images decoded and cropped per Ray Data task (at least a worker's batch, so a batch's crops come from distinct images)")
-    degrade_on: Literal["cpu", "device"] = Field("cpu", description="cpu: Ray Data tasks make the LR; device: workers degrade each batch on their own device (GPU), Ray Data ships HR crops")
+    images_per_task: int = Field(
+        4,
+        ge=1,
+        description="images decoded and cropped per Ray Data task (at least a worker's batch, so a batch's crops come from distinct images)",
+    )
+    degrade_on: Literal["cpu", "device"] = Field(
+        "cpu",
+        description="cpu: Ray Data tasks make the LR; device: workers degrade each batch on their own device (GPU), Ray Data ships HR crops",
+    )
 
     @field_validator("extensions")
     @classmethod
@@ -83,7 +92,9 @@ class GeneratorSection(Section):
     num_blocks: int = Field(16, ge=1)
     num_features: int = Field(64, ge=1)
     batch_norm: bool = True
-    bicubic_skip: bool = Field(False, description="learn a residual over bicubic (not in the paper); helps small, short runs")
+    bicubic_skip: bool = Field(
+        False, description="learn a residual over bicubic (not in the paper); helps small, short runs"
+    )
 
     @field_validator("scale")
     @classmethod
@@ -117,7 +128,9 @@ class LossSection(Section):
     vgg_layer: str = "relu5_4"
     vgg_weights: str = Field("torchvision", description="'torchvision', a local file path, or an s3:// URI")
     vgg_sha256: str | None = None
-    feature_scale: float | None = Field(None, description=f"default {PAPER_FEATURE_SCALE:.5f} (1/12.75) for vgg19, 1.0 for discriminator")
+    feature_scale: float | None = Field(
+        None, description=f"default {PAPER_FEATURE_SCALE:.5f} (1/12.75) for vgg19, 1.0 for discriminator"
+    )
     rgb_bands: list[int] | None = Field(None, description="bands forming the RGB image fed to VGG (N-band data)")
 
     @field_validator("vgg_layer")
@@ -146,7 +159,8 @@ class GanSection(Section):
     lr_drop_step: int | None = Field(100_000, description="GAN-phase step at which lr is multiplied by lr_drop_factor")
     lr_drop_factor: float = Field(0.1, gt=0)
     init_from: str | None = Field(
-        None, description="generator to start the GAN phase from when it runs alone: a checkpoint path or runs:/<mlflow run id>"
+        None,
+        description="generator to start the GAN phase from when it runs alone: a checkpoint path or runs:/<mlflow run id>",
     )
 
 
@@ -156,12 +170,19 @@ class TrainSection(Section):
     pretrain: PretrainSection = Field(default_factory=PretrainSection)
     gan: GanSection = Field(default_factory=GanSection)
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    precision: str = Field("auto", description=f"one of {', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it, fp32 otherwise")
+    precision: str = Field(
+        "auto", description=f"one of {', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it, fp32 otherwise"
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1)
-    sync_batch_norm: Literal["auto"] | bool = Field("auto", description="BatchNorm statistics over all workers' batches (DDP); auto: on with more than one worker")
+    sync_batch_norm: Literal["auto"] | bool = Field(
+        "auto", description="BatchNorm statistics over all workers' batches (DDP); auto: on with more than one worker"
+    )
     log_every: int = Field(100, ge=1)
     val_every: int = Field(5000, ge=1)
-    lpips_weights: str | None = Field("torchvision", description="LPIPS AlexNet backbone for validation: 'torchvision' (its cache, never downloaded), a local file or s3:// URI; null: no LPIPS. Not found: validation says so once and goes on without it")
+    lpips_weights: str | None = Field(
+        "torchvision",
+        description="LPIPS AlexNet backbone for validation: 'torchvision' (its cache, never downloaded), a local file or s3:// URI; null: no LPIPS. Not found: validation says so once and goes on without it",
+    )
     checkpoint_every: int = Field(5000, ge=1)
     num_to_keep: int = Field(3, ge=1, description="checkpoints kept in storage")
     max_failures: int = Field(3, ge=-1, description="worker-failure restarts before the run fails (-1: unlimited)")
@@ -185,35 +206,60 @@ class TrainSection(Section):
 
 class ScalingSection(Section):
     num_workers: int = Field(1, ge=1)
-    min_workers: int | None = Field(None, ge=1, description="elastic: train on as few as this many workers when nodes are lost (up to num_workers); none: always num_workers, waiting for lost nodes to return")
+    min_workers: int | None = Field(
+        None,
+        ge=1,
+        description="elastic: train on as few as this many workers when nodes are lost (up to num_workers); none: always num_workers, waiting for lost nodes to return",
+    )
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0, description="leave CPUs free for Ray Data tasks on small machines")
-    resources_per_worker: dict[str, float] = Field(default_factory=dict, description="custom Ray resources each worker needs besides CPU/GPU, e.g. {accelerator_type:H100: 0.001}")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each worker needs besides CPU/GPU, e.g. {accelerator_type:H100: 0.001}",
+    )
 
     @model_validator(mode="after")
     def _min_not_above_max(self):
         if self.min_workers is not None and self.min_workers > self.num_workers:
-            raise ValueError(f"scaling.min_workers {self.min_workers} is above scaling.num_workers {self.num_workers}; give at most {self.num_workers}")
+            raise ValueError(
+                f"scaling.min_workers {self.min_workers} is above scaling.num_workers {self.num_workers}; give at most {self.num_workers}"
+            )
         return self
 
 
 class MlflowSection(Section):
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str = "srgan"
-    artifact_location: str | None = Field(None, description="for a new experiment; default ./mlartifacts with a local tracking store")
+    artifact_location: str | None = Field(
+        None, description="for a new experiment; default ./mlartifacts with a local tracking store"
+    )
     log_model: bool = True
-    outage_s: float = Field(300.0, gt=0, description="how long training keeps its metrics and goes on while the tracking server does not answer, before the run stops (checkpoints kept; continue with --resume)")
+    outage_s: float = Field(
+        300.0,
+        gt=0,
+        description="how long training keeps its metrics and goes on while the tracking server does not answer, before the run stops (checkpoints kept; continue with --resume)",
+    )
 
 
 class S3Section(Section):
-    endpoint_url: str | None = Field(None, description="default: $AWS_ENDPOINT_URL (credentials always come from the AWS chain)")
+    endpoint_url: str | None = Field(
+        None, description="default: $AWS_ENDPOINT_URL (credentials always come from the AWS chain)"
+    )
     region: str | None = Field(None, description="default: $AWS_REGION / the AWS config")
-    retry_s: float = Field(120.0, gt=0, description="how long an S3 read or write (checkpoints included) is retried, with backoff, while the endpoint does not answer")
+    retry_s: float = Field(
+        120.0,
+        gt=0,
+        description="how long an S3 read or write (checkpoints included) is retried, with backoff, while the endpoint does not answer",
+    )
 
 
 class DebugSection(Section):
-    fail_once_at_step: int | None = Field(None, description="test hook: a worker raises once at this step (off by default)")
-    step_sleep_s: float = Field(0.0, ge=0, description="test hook: each step takes at least this long, so fault tests can act mid-run (0: off)")
+    fail_once_at_step: int | None = Field(
+        None, description="test hook: a worker raises once at this step (off by default)"
+    )
+    step_sleep_s: float = Field(
+        0.0, ge=0, description="test hook: each step takes at least this long, so fault tests can act mid-run (0: off)"
+    )
 
 
 class TrainConfig(Section):
@@ -228,19 +274,29 @@ class TrainConfig(Section):
     debug: DebugSection = Field(default_factory=DebugSection)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainConfig":
+    def _consistent(self) -> TrainConfig:
         g = self.model.generator
         if self.data.patch_size % g.scale:
-            raise ValueError(f"data.patch_size {self.data.patch_size} must be a multiple of model.generator.scale {g.scale}")
+            raise ValueError(
+                f"data.patch_size {self.data.patch_size} must be a multiple of model.generator.scale {g.scale}"
+            )
         if self.data.patch_size // g.scale < 4:
-            raise ValueError(f"data.patch_size {self.data.patch_size} gives LR patches under 4 px at x{g.scale}; use at least {4 * g.scale}")
+            raise ValueError(
+                f"data.patch_size {self.data.patch_size} gives LR patches under 4 px at x{g.scale}; use at least {4 * g.scale}"
+            )
         if self.train.batch_size % self.scaling.num_workers:
-            raise ValueError(f"train.batch_size {self.train.batch_size} must divide evenly among scaling.num_workers {self.scaling.num_workers}")
+            raise ValueError(
+                f"train.batch_size {self.train.batch_size} must divide evenly among scaling.num_workers {self.scaling.num_workers}"
+            )
         if g.in_channels != g.out_channels:
             raise ValueError("model.generator.in_channels and out_channels must match for training on HR/LR pairs")
         if self.data.val_crop is not None and self.data.val_crop % g.scale:
-            raise ValueError(f"data.val_crop {self.data.val_crop} must be a multiple of model.generator.scale {g.scale}")
-        if self.loss.rgb_bands is not None and (len(self.loss.rgb_bands) != 3 or max(self.loss.rgb_bands) >= g.in_channels):
+            raise ValueError(
+                f"data.val_crop {self.data.val_crop} must be a multiple of model.generator.scale {g.scale}"
+            )
+        if self.loss.rgb_bands is not None and (
+            len(self.loss.rgb_bands) != 3 or max(self.loss.rgb_bands) >= g.in_channels
+        ):
             raise ValueError(f"loss.rgb_bands must name 3 of the {g.in_channels} bands, got {self.loss.rgb_bands}")
         try:
             build_degradation(self.data.degradation.name, g.scale, **self.data.degradation.params)
@@ -282,7 +338,9 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             reason = str(exc).splitlines()[0]
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({reason}); close brackets and quote text, e.g. --set 'mlflow.experiment=\"a: b\"'") from None
+            raise ConfigError(
+                f"--set {item!r}: the value is not valid YAML ({reason}); close brackets and quote text, e.g. --set 'mlflow.experiment=\"a: b\"'"
+            ) from None
         _set_dotted(tree, key.strip(), value)
     return tree
 
@@ -318,13 +376,17 @@ def load_yaml(path: str | Path | None) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read as text ({type(exc).__name__}: {exc}); give a YAML file") from None
+        raise ConfigError(
+            f"config file {path} cannot be read as text ({type(exc).__name__}: {exc}); give a YAML file"
+        ) from None
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
     return tree
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, model: type[BaseModel] = TrainConfig) -> Any:
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, model: type[BaseModel] = TrainConfig
+) -> Any:
     """Config from YAML `path` with `key=value` overrides applied, validated."""
     return parse_config(apply_overrides(load_yaml(path), overrides or []), model)
 

@@ -74,12 +74,20 @@ class ImageSpec:
         if min(h, w) < self.min_size:
             raise DecodeError(f"is {w}x{h}, smaller than the {self.min_size}x{self.min_size} patch")
         array = formats.conform_bands(array, self.channels, alpha)
-        used = formats.ValueRange(float(self.data_range), f"data.data_range {self.data_range:g}") if self.data_range else declared
+        used = (
+            formats.ValueRange(float(self.data_range), f"data.data_range {self.data_range:g}")
+            if self.data_range
+            else declared
+        )
         if not np.issubdtype(array.dtype, np.integer):
             return formats.to_unit(array, self.data_range), 0, used
         top = int(array.max())
         if top > used.high:
-            fix = "raise data.data_range to the data's true maximum" if self.data_range else "fix the file or set data.data_range to the data's true maximum"
+            fix = (
+                "raise data.data_range to the data's true maximum"
+                if self.data_range
+                else "fix the file or set data.data_range to the data's true maximum"
+            )
             raise DecodeError(f"has values up to {top}, above {used.high:g} ({used.source}); {fix}")
         # Signed data that declares nothing is divided by its dtype's maximum unclipped, so that
         # its negative values are not lost; everything else by its range (nothing exceeds it).
@@ -102,8 +110,12 @@ def _scan_batch(batch: dict, spec: ImageSpec) -> dict:
         sources.append(used.source)
         from_dtype.append(used.from_dtype)
     return {
-        "path": batch["path"], "ok": np.array(ok), "reason": np.array(reasons, dtype=object),
-        "high": np.array(highs, float), "source": np.array(sources, dtype=object), "from_dtype": np.array(from_dtype),
+        "path": batch["path"],
+        "ok": np.array(ok),
+        "reason": np.array(reasons, dtype=object),
+        "high": np.array(highs, float),
+        "source": np.array(sources, dtype=object),
+        "from_dtype": np.array(from_dtype),
     }
 
 
@@ -116,7 +128,9 @@ class Scan:
     ranges: Counter  # formats.ValueRange -> how many usable files were read with it
 
 
-def scan(files: list[storage.StoredFile], spec: ImageSpec, read_cpus: float = 0.25) -> tuple[list[storage.StoredFile], list[BadInput]]:
+def scan(
+    files: list[storage.StoredFile], spec: ImageSpec, read_cpus: float = 0.25
+) -> tuple[list[storage.StoredFile], list[BadInput]]:
     """Decode every file once; return (usable files, bad inputs with their reasons)."""
     found = scan_files(files, spec, read_cpus)
     return found.good, found.bad
@@ -150,7 +164,9 @@ def describe_ranges(ranges: Counter) -> tuple[str, float | None]:
     (4095) on 40 files"; the one range all files were read with when it was declared by them
     or by data.data_range, for the model's metadata, else None: a range that is only a dtype's
     stays the dtype's of each file the model later upscales)."""
-    text = "; ".join(f"{r.source} on {n} file{'s' * (n != 1)}" for r, n in sorted(ranges.items(), key=lambda item: -item[1]))
+    text = "; ".join(
+        f"{r.source} on {n} file{'s' * (n != 1)}" for r, n in sorted(ranges.items(), key=lambda item: -item[1])
+    )
     highs = {r.high for r in ranges}
     uniform = len(highs) == 1 and not any(r.from_dtype for r in ranges)
     return text or "no files", (highs.pop() if uniform else None)
@@ -173,7 +189,16 @@ class PatchBatches:
     task holds at least `batch` images, as the paper's 16 crops come from 16 images.
     """
 
-    def __init__(self, spec: ImageSpec, patch_size: int, patches_per_image: int, batch: int, degrade: Degradation, seed: int, degrade_on: str = "cpu") -> None:
+    def __init__(
+        self,
+        spec: ImageSpec,
+        patch_size: int,
+        patches_per_image: int,
+        batch: int,
+        degrade: Degradation,
+        seed: int,
+        degrade_on: str = "cpu",
+    ) -> None:
         self.spec = spec
         self.patch = patch_size
         self.per_image = patches_per_image
@@ -197,7 +222,9 @@ class PatchBatches:
         for _ in range(self.per_image):
             top = int(rng.integers(0, h - self.patch + 1))
             left = int(rng.integers(0, w - self.patch + 1))
-            crops.append(self._augment(image[:, top : top + self.patch, left : left + self.patch], int(rng.integers(0, 8))))
+            crops.append(
+                self._augment(image[:, top : top + self.patch, left : left + self.patch], int(rng.integers(0, 8)))
+            )
         return crops  # views: the decoded image goes once they are stacked
 
     def __call__(self, batch: dict) -> dict:
@@ -224,7 +251,9 @@ class PatchBatches:
             rows["image"].append([images[i] for i, _ in chosen])
         c, s = self.spec.channels, self.patch // self.degrade.scale
         out = {
-            "hr": np.stack(rows["hr"]) if rows["hr"] else np.zeros((0, self.batch, c, self.patch, self.patch), np.float32),
+            "hr": np.stack(rows["hr"])
+            if rows["hr"]
+            else np.zeros((0, self.batch, c, self.patch, self.patch), np.float32),
             "seed": np.array(rows["seed"], dtype=np.int64),
             "image": np.array(rows["image"], dtype=np.int64).reshape(-1, self.batch),
         }
@@ -233,7 +262,9 @@ class PatchBatches:
         return out
 
 
-def train_dataset(files: list[storage.StoredFile], batches: PatchBatches, read_cpus: float, images_per_task: int, seed: int):
+def train_dataset(
+    files: list[storage.StoredFile], batches: PatchBatches, read_cpus: float, images_per_task: int, seed: int
+):
     """The per-epoch pipeline of training batches over already-scanned files. Each read task
     (one block) holds at least `images_per_task` and a batch's worth of images, and is cut
     into batches whole, so that its batches hold crops of distinct images (Ray fuses read and
@@ -252,7 +283,9 @@ def train_dataset(files: list[storage.StoredFile], batches: PatchBatches, read_c
     )
     # A new draw per file at every pass over the data (public API: Ray reseeds it per execution).
     # (As every stage here, on a fraction of a CPU: a whole one may be more than Ray Train leaves free.)
-    ds = ds.with_column("draw", random(seed=stable_seed(seed, "draws") % 2**32, reseed_after_execution=True), num_cpus=read_cpus)
+    ds = ds.with_column(
+        "draw", random(seed=stable_seed(seed, "draws") % 2**32, reseed_after_execution=True), num_cpus=read_cpus
+    )
     ds = ds.map_batches(batches, batch_size=None, num_cpus=read_cpus, batch_format="numpy")
     return ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
 
@@ -266,7 +299,14 @@ def _centre_crop(x: torch.Tensor, size: int | None, scale: int) -> torch.Tensor:
     return x[:, top : top + ch, left : left + cw]
 
 
-def val_dataset(files: list[storage.StoredFile], spec: ImageSpec, crop: int | None, degrade: Degradation, read_cpus: float, seed: int):
+def val_dataset(
+    files: list[storage.StoredFile],
+    spec: ImageSpec,
+    crop: int | None,
+    degrade: Degradation,
+    read_cpus: float,
+    seed: int,
+):
     """Validation pairs, made once: rows {idx, key, levels, hr (C, H, W), lr (C, H/s, W/s)},
     float32 in [0, 1], HR centre-cropped (`crop`, or whole images cropped to a multiple of
     the scale), LR degraded with a seed of its own per image; materialised so that every

@@ -34,7 +34,14 @@ def write_manifest(root: str, header: dict, images: list[dict], bad: list[dict],
     """Write <root>/_prepared/manifest.jsonl whole; returns its URI. `images` rows: key (relative
     to the folder header["files"] names), bytes, width, height, bands, dtype, source, high,
     range, from_dtype; `bad` rows: source, reason."""
-    lines = [{"kind": "header", "format": FORMAT, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **header}]
+    lines = [
+        {
+            "kind": "header",
+            "format": FORMAT,
+            "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **header,
+        }
+    ]
     lines += [{"kind": "image", **row} for row in images] + [{"kind": "bad", **row} for row in bad]
     uri = prepared_uri(root, MANIFEST)
     storage.write_bytes(uri, "".join(json.dumps(line) + "\n" for line in lines).encode(), owner)
@@ -102,12 +109,21 @@ class Prepared:
         files_root = self.root if self.header["files"] == "output" else self.header["input"]
         for row in self.images:
             uri = storage.join(files_root, row["key"])
-            self.files.append(storage.StoredFile(uri=uri, path=uri[len("s3://"):] if storage.is_s3(uri) else uri, key=row["key"], size=int(row["bytes"])))
+            self.files.append(
+                storage.StoredFile(
+                    uri=uri,
+                    path=uri[len("s3://") :] if storage.is_s3(uri) else uri,
+                    key=row["key"],
+                    size=int(row["bytes"]),
+                )
+            )
 
     def describe(self) -> str:
         s = self.header["settings"]
         cut = f"sub-images {s['sub_images']} px, step {s['step']}" if s["sub_images"] else "whole images"
-        return f"{len(self.images)} images ({cut}) prepared from {redact_uri(s['input'])} at {self.header['prepared_at']}"
+        return (
+            f"{len(self.images)} images ({cut}) prepared from {redact_uri(s['input'])} at {self.header['prepared_at']}"
+        )
 
     def scan(self, files: list[storage.StoredFile], spec: ImageSpec, what: str) -> Scan:
         """What `pipeline.data.scan_files` would find in `files` (some of this manifest's), from
@@ -117,16 +133,27 @@ class Prepared:
         settings = self.header["settings"]
         fix = f"re-run python -m pipeline.prepare --input {settings['input']} with {{}} and a new --output, or point {what} at the raw images"
         if settings["channels"] != spec.channels:
-            raise DataError(f"{what}: {self.root} was prepared for {settings['channels']}-band models (--channels {settings['channels']}), the model takes {spec.channels}; " + fix.format(f"--channels {spec.channels}"))
+            raise DataError(
+                f"{what}: {self.root} was prepared for {settings['channels']}-band models (--channels {settings['channels']}), the model takes {spec.channels}; "
+                + fix.format(f"--channels {spec.channels}")
+            )
         if settings["data_range"] != spec.data_range:
             flag = f"--data-range {spec.data_range:g}" if spec.data_range else "no --data-range"
-            raise DataError(f"{what}: {self.root} was prepared with --data-range {settings['data_range']}, data.data_range is {spec.data_range}; " + fix.format(flag))
+            raise DataError(
+                f"{what}: {self.root} was prepared with --data-range {settings['data_range']}, data.data_range is {spec.data_range}; "
+                + fix.format(flag)
+            )
         rows = {row["key"]: row for row in self.images}
         found = Scan([], list(self.bad), Counter())
         for f in files:
             row = rows[f.key]
             if min(row["width"], row["height"]) < spec.min_size:
-                found.bad.append(BadInput(f.key, f"is {row['width']}x{row['height']}, smaller than the {spec.min_size}x{spec.min_size} patch"))
+                found.bad.append(
+                    BadInput(
+                        f.key,
+                        f"is {row['width']}x{row['height']}, smaller than the {spec.min_size}x{spec.min_size} patch",
+                    )
+                )
                 continue
             found.good.append(f)
             found.ranges[ValueRange(float(row["high"]), row["range"], bool(row["from_dtype"]))] += 1
@@ -142,7 +169,9 @@ def open_prepared(uri: str | None, what: str = "data.train") -> Prepared | None:
     manifest = prepared_uri(root, MANIFEST)
     if not storage.exists(manifest):
         if storage.exists(prepared_uri(root, SETTINGS)):
-            raise DataError(f"{what}: {uri} is a prepared dataset whose prepare has not finished (no {PREPARED_DIR}/{MANIFEST}); re-run python -m pipeline.prepare with the same arguments")
+            raise DataError(
+                f"{what}: {uri} is a prepared dataset whose prepare has not finished (no {PREPARED_DIR}/{MANIFEST}); re-run python -m pipeline.prepare with the same arguments"
+            )
         return None
     header, images, bad = {}, [], []
     for line in storage.read_bytes(manifest).decode().splitlines():
@@ -157,14 +186,21 @@ def open_prepared(uri: str | None, what: str = "data.train") -> Prepared | None:
         else:
             bad.append(BadInput(row["source"], row["reason"]))
     if header.get("format") != FORMAT:
-        raise DataError(f"{what}: {manifest} is not a manifest this version reads (format {header.get('format')}); re-run python -m pipeline.prepare into a new --output")
+        raise DataError(
+            f"{what}: {manifest} is not a manifest this version reads (format {header.get('format')}); re-run python -m pipeline.prepare into a new --output"
+        )
     return Prepared(root, header, images, bad)
 
 
-def scan_images(prepared: Prepared | None, files: list[storage.StoredFile], spec: ImageSpec, read_cpus: float, what: str) -> Scan:
+def scan_images(
+    prepared: Prepared | None, files: list[storage.StoredFile], spec: ImageSpec, read_cpus: float, what: str
+) -> Scan:
     """Usable files and bad inputs for training: from a prepared dataset's manifest (decoded and
     checked when it was prepared), else by decoding every file once on Ray Data."""
     if prepared is None:
         return scan_files(files, spec, read_cpus)
-    print(f"{what}: prepared dataset {redact_uri(prepared.root)}, {prepared.describe()}; taking its manifest, not scanning", flush=True)
+    print(
+        f"{what}: prepared dataset {redact_uri(prepared.root)}, {prepared.describe()}; taking its manifest, not scanning",
+        flush=True,
+    )
     return prepared.scan(files, spec, what)

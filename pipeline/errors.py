@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from srgan.errors import UserError
 
-__all__ = ["UserError", "UsageError", "ConfigError", "StorageError", "DecodeError", "DataError", "ModelRefError", "TrackingError"]
+__all__ = [
+    "UserError",
+    "UsageError",
+    "ConfigError",
+    "StorageError",
+    "DecodeError",
+    "DataError",
+    "ModelRefError",
+    "TrackingError",
+]
 
 
 class UsageError(UserError):

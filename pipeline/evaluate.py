@@ -18,7 +18,17 @@ import torch
 from pipeline import cli, storage
 from pipeline.errors import UsageError
 from pipeline.models import Upscaler, load_upscaler
-from pipeline.scoring import AsIsScore, EvalReport, ImageScore, evaluate_images, iter_images, list_images, lpips_model, say_lpips_skipped, score_as_is
+from pipeline.scoring import (
+    AsIsScore,
+    EvalReport,
+    ImageScore,
+    evaluate_images,
+    iter_images,
+    list_images,
+    lpips_model,
+    say_lpips_skipped,
+    score_as_is,
+)
 from srgan.generator import SCALES
 
 EXAMPLES = [
@@ -28,7 +38,18 @@ EXAMPLES = [
 ]
 
 
-def evaluate(model: str, data: str, *, scale: int | None = None, tile: int = 256, device: str | None = None, tracking_uri: str | None = None, grid: str | Path | None = None, table: bool = False, lpips_weights: str | None = "torchvision") -> EvalReport:
+def evaluate(
+    model: str,
+    data: str,
+    *,
+    scale: int | None = None,
+    tile: int = 256,
+    device: str | None = None,
+    tracking_uri: str | None = None,
+    grid: str | Path | None = None,
+    table: bool = False,
+    lpips_weights: str | None = "torchvision",
+) -> EvalReport:
     """Score `model` (any model reference, or 'bicubic') on the HR images under `data`;
     `grid` writes the LR | bicubic | SR | HR picture; `table` prints a row per image as it
     is scored, then the means. LPIPS is measured when `lpips_weights` (see
@@ -39,7 +60,9 @@ def evaluate(model: str, data: str, *, scale: int | None = None, tile: int = 256
     upscaler = load_upscaler(model, device=_device(device), scale=scale, tile=tile, tracking_uri=tracking_uri)
     lpips, skipped = lpips_model(lpips_weights)
     printer = Table(upscaler, data, lpips is not None) if table else None
-    report = evaluate_images(upscaler, iter_images(files), Path(data.rstrip("/")).name, grid, printer.row if printer else None, lpips)
+    report = evaluate_images(
+        upscaler, iter_images(files), Path(data.rstrip("/")).name, grid, printer.row if printer else None, lpips
+    )
     if printer:
         printer.means(report)
     say_lpips_skipped(skipped)
@@ -53,7 +76,11 @@ def evaluate_as_is(data: str, table: bool = False) -> dict:
     if table:
         print(f"NIQE of the images under {data} as they are (no reference; lower is more natural)")
         print(f"{'image':<40} {'size':>11}  {'NIQE':>7}", flush=True)
-    show = (lambda s: print(f"{s.name[-40:]:<40} {f'{s.width}x{s.height}':>11}  {_fmt(s.niqe, 2):>7}", flush=True)) if table else None
+    show = (
+        (lambda s: print(f"{s.name[-40:]:<40} {f'{s.width}x{s.height}':>11}  {_fmt(s.niqe, 2):>7}", flush=True))
+        if table
+        else None
+    )
     scores: list[AsIsScore] = score_as_is(iter_images(files), show)
     values = [s.niqe for s in scores if s.niqe is not None]
     mean = sum(values) / len(values) if values else None
@@ -84,11 +111,21 @@ class Table:
 
     def __init__(self, upscaler: Upscaler, data: str, with_lpips: bool = False) -> None:
         self.baseline, self.with_lpips = upscaler.generator is not None, with_lpips
-        print(f"{upscaler.name} x{upscaler.scale} on {data}  (Y channel BT.601, border {upscaler.scale}; N-band images: all bands;")
-        print("  NIQE: no-reference naturalness, lower is better; LPIPS: distance to HR, lower is better; HF ratio: high-frequency energy relative to HR)")
+        print(
+            f"{upscaler.name} x{upscaler.scale} on {data}  (Y channel BT.601, border {upscaler.scale}; N-band images: all bands;"
+        )
+        print(
+            "  NIQE: no-reference naturalness, lower is better; LPIPS: distance to HR, lower is better; HF ratio: high-frequency energy relative to HR)"
+        )
         width = len(self._cell(None, None, None, None))
-        heads = [f"{n}PSNR / SSIM NIQE" + (" LPIPS" if with_lpips else "") for n in (["bicubic ", "SR "] if self.baseline else [""])]
-        print(f"{'image':<32} {'size':>11}  " + "  ".join(f"{h:>{width}}" for h in heads) + f"  {'HF ratio':>12}", flush=True)
+        heads = [
+            f"{n}PSNR / SSIM NIQE" + (" LPIPS" if with_lpips else "")
+            for n in (["bicubic ", "SR "] if self.baseline else [""])
+        ]
+        print(
+            f"{'image':<32} {'size':>11}  " + "  ".join(f"{h:>{width}}" for h in heads) + f"  {'HF ratio':>12}",
+            flush=True,
+        )
 
     def _cell(self, psnr_value, ssim_value, niqe_value, lpips_value) -> str:
         cell = f"{_fmt(psnr_value, 2):>6} / {_fmt(ssim_value, 4):>6} {_fmt(niqe_value, 2):>7}"
@@ -122,17 +159,37 @@ class Table:
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser("python -m pipeline.evaluate", "Score a model against bicubic on HR images (PSNR/SSIM on Y, the published protocol).", EXAMPLES)
-    p.add_argument("--model", help="'bicubic', a generator .pt, a checkpoint folder (local or s3://), runs:/<id> or models:/<name>@<alias> (required unless --no-reference)")
+    p = cli.Parser(
+        "python -m pipeline.evaluate",
+        "Score a model against bicubic on HR images (PSNR/SSIM on Y, the published protocol).",
+        EXAMPLES,
+    )
+    p.add_argument(
+        "--model",
+        help="'bicubic', a generator .pt, a checkpoint folder (local or s3://), runs:/<id> or models:/<name>@<alias> (required unless --no-reference)",
+    )
     p.add_argument("--data", required=True, help="HR images: a local folder or an s3:// prefix (searched recursively)")
-    p.add_argument("--no-reference", action="store_true", help="score the images under --data as they are, with NIQE only (no model, no HR)")
-    p.add_argument("--lpips-weights", default="torchvision", help="LPIPS AlexNet backbone: 'torchvision' (its cache; never downloaded), a local file or s3:// URI, or 'none' (LPIPS left out when not found)")
-    p.add_argument("--scale", type=int, choices=SCALES, help="upscaling factor; required with bicubic (default: the model's)")
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="score the images under --data as they are, with NIQE only (no model, no HR)",
+    )
+    p.add_argument(
+        "--lpips-weights",
+        default="torchvision",
+        help="LPIPS AlexNet backbone: 'torchvision' (its cache; never downloaded), a local file or s3:// URI, or 'none' (LPIPS left out when not found)",
+    )
+    p.add_argument(
+        "--scale", type=int, choices=SCALES, help="upscaling factor; required with bicubic (default: the model's)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--grid", help="write an LR | bicubic | SR | HR comparison PNG here (default: none)")
     p.add_argument("--tile", type=cli.non_negative_int, default=256, help="LR tile size for the model, 0 = whole image")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI for runs:/ and models:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI for runs:/ and models:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
     return p
 
 
@@ -149,7 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model:
         raise UsageError("--model is required (or --no-reference to score the images as they are)")
     lpips_weights = None if args.lpips_weights == "none" else args.lpips_weights
-    report = evaluate(args.model, args.data, scale=args.scale, tile=args.tile, device=args.device, tracking_uri=args.tracking_uri, grid=args.grid, table=not args.json, lpips_weights=lpips_weights)
+    report = evaluate(
+        args.model,
+        args.data,
+        scale=args.scale,
+        tile=args.tile,
+        device=args.device,
+        tracking_uri=args.tracking_uri,
+        grid=args.grid,
+        table=not args.json,
+        lpips_weights=lpips_weights,
+    )
     if args.json:
         print(json.dumps(report.to_dict()))
     elif args.grid:

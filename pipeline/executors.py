@@ -16,7 +16,7 @@ the job, which records them; they differ only in where the worker lives.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from pipeline import storage
 from pipeline.inference import UpscaleWorker, WorkerSettings
@@ -53,7 +53,9 @@ def run_local(todo: list[dict], settings: WorkerSettings, generator_bytes: bytes
         yield worker(item)
 
 
-def ray_resources(cluster: dict, gpus_per_worker: float, threads: int | None, workers: int | None, cpu_only: bool) -> tuple[dict, int]:
+def ray_resources(
+    cluster: dict, gpus_per_worker: float, threads: int | None, workers: int | None, cpu_only: bool
+) -> tuple[dict, int]:
     """(Ray resources of one actor, number of actors): one per GPU share, else per CPU group."""
     gpus = float(cluster.get("GPU", 0))
     if gpus > 0 and not cpu_only:
@@ -63,11 +65,18 @@ def ray_resources(cluster: dict, gpus_per_worker: float, threads: int | None, wo
     return {"num_cpus": threads}, workers or max(1, cpus // threads)
 
 
-def run_ray(todo: list[dict], settings: WorkerSettings, generator_bytes: bytes | None, resources: dict, workers: int) -> Iterator[dict]:
+def run_ray(
+    todo: list[dict], settings: WorkerSettings, generator_bytes: bytes | None, resources: dict, workers: int
+) -> Iterator[dict]:
     """Rows of `todo` from a Ray Data actor pool, in the order they finish."""
     import ray
 
     ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 1000))
-    ds = ds.map(UpscaleWorker, fn_constructor_kwargs={"settings": settings, "generator_bytes": generator_bytes}, compute=ray.data.ActorPoolStrategy(size=workers), **resources)
+    ds = ds.map(
+        UpscaleWorker,
+        fn_constructor_kwargs={"settings": settings, "generator_bytes": generator_bytes},
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        **resources,
+    )
     for row in ds.iter_rows():
         yield dict(row)

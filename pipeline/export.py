@@ -54,7 +54,7 @@ class Exported:
 
 def _model_run(ref: str, tracking_uri: str | None) -> str | None:
     if ref.startswith("runs:/"):
-        return ref[len("runs:/"):].strip("/").split("/")[0]
+        return ref[len("runs:/") :].strip("/").split("/")[0]
     if ref.startswith("models:/"):
         return tracking.model_run(tracking.resolve_tracking_uri(tracking_uri), ref)
     return None
@@ -69,11 +69,21 @@ def check_parity(generator: torch.nn.Module, path: Path, tolerance: float) -> fl
             x = torch.rand(2, generator.spec.in_channels, h, w, generator=torch.Generator().manual_seed(h * w))
             worst = max(worst, (runtime(x) - generator(x)).abs().max().item())
     if not worst <= tolerance:
-        raise ExportError(f"the ONNX export differs from the PyTorch model by {worst:.3g} (more than --tolerance {tolerance:g}) on {CHECK_SIZES}; nothing was written")
+        raise ExportError(
+            f"the ONNX export differs from the PyTorch model by {worst:.3g} (more than --tolerance {tolerance:g}) on {CHECK_SIZES}; nothing was written"
+        )
     return worst
 
 
-def export_model(ref: str, output: str | None = None, fmt: str = "onnx", tracking_uri: str | None = None, overwrite: bool = False, tolerance: float = 1e-4, log: bool = True) -> Exported:
+def export_model(
+    ref: str,
+    output: str | None = None,
+    fmt: str = "onnx",
+    tracking_uri: str | None = None,
+    overwrite: bool = False,
+    tolerance: float = 1e-4,
+    log: bool = True,
+) -> Exported:
     """Export `ref` (see the module docstring); returns where it went and how close it is."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
@@ -103,14 +113,30 @@ def export_model(ref: str, output: str | None = None, fmt: str = "onnx", trackin
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser("python -m pipeline.export", "Export a generator to ONNX (dynamic height and width), checked against PyTorch.", EXAMPLES)
-    p.add_argument("--model", required=True, help="models:/<name>@<alias>, runs:/<run id>, a generator .pt / checkpoint folder (local or s3://), or basicsr:<file> / srgan-pytorch:<file>")
+    p = cli.Parser(
+        "python -m pipeline.export",
+        "Export a generator to ONNX (dynamic height and width), checked against PyTorch.",
+        EXAMPLES,
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="models:/<name>@<alias>, runs:/<run id>, a generator .pt / checkpoint folder (local or s3://), or basicsr:<file> / srgan-pytorch:<file>",
+    )
     p.add_argument("--format", default="onnx", choices=FORMATS, help="export format")
     p.add_argument("--output", help="file to write (default: generator.onnx here); never replaced unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    p.add_argument("--tolerance", type=cli.positive_float, default=1e-4, help="largest |onnxruntime - PyTorch| accepted on the check images")
+    p.add_argument(
+        "--tolerance",
+        type=cli.positive_float,
+        default=1e-4,
+        help="largest |onnxruntime - PyTorch| accepted on the check images",
+    )
     p.add_argument("--no-log", action="store_true", help="do not log the file to the model's MLflow run")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI for models:/ and runs:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON line on stdout")
     return p
 
@@ -118,8 +144,13 @@ def build_parser() -> cli.Parser:
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = export_model(args.model, args.output, args.format, args.tracking_uri, args.overwrite, args.tolerance, not args.no_log)
-    print(f"exported {redact_uri(args.model)} to {result.path}: onnxruntime equals PyTorch within {result.max_abs_diff:.2g} on {len(CHECK_SIZES)} odd-sized images", file=sys.stderr)
+    result = export_model(
+        args.model, args.output, args.format, args.tracking_uri, args.overwrite, args.tolerance, not args.no_log
+    )
+    print(
+        f"exported {redact_uri(args.model)} to {result.path}: onnxruntime equals PyTorch within {result.max_abs_diff:.2g} on {len(CHECK_SIZES)} odd-sized images",
+        file=sys.stderr,
+    )
     if result.logged_to:
         print(f"logged to MLflow beside the model: {result.logged_to} (tag {ONNX_TAG})", file=sys.stderr)
     if args.json:

@@ -75,7 +75,13 @@ def declared_rgb(colours: tuple[str, ...]) -> tuple[int, int, int] | None:
     return tuple(f[0] for f in found) if all(len(f) == 1 for f in found) else None
 
 
-def plan_bands(bands: int, alpha: bool, channels: int | None, band_map: tuple[int, ...] | None = None, colours: tuple[str, ...] = ()) -> BandPlan:
+def plan_bands(
+    bands: int,
+    alpha: bool,
+    channels: int | None,
+    band_map: tuple[int, ...] | None = None,
+    colours: tuple[str, ...] = (),
+) -> BandPlan:
     """`colours`: each band's colour as the file declares it; an RGB model gets a file's
     three colour bands in red, green, blue order whatever order they are stored in."""
     colour = list(range(bands - int(alpha)))
@@ -85,14 +91,18 @@ def plan_bands(bands: int, alpha: bool, channels: int | None, band_map: tuple[in
     if band_map and len(colour) > channels:  # the map is for images with more bands than the model takes
         bad = [b for b in band_map if not 1 <= b <= bands]
         if bad:
-            raise DecodeError(f"--bands {','.join(map(str, band_map))} names band {bad[0]}, but the image has bands 1-{bands}")
+            raise DecodeError(
+                f"--bands {','.join(map(str, band_map))} names band {bad[0]}, but the image has bands 1-{bands}"
+            )
         picked = [b - 1 for b in band_map]
         if channels == 1:
             groups = [(b,) for b in picked]
         elif len(picked) == channels and len(set(picked)) == channels:
             groups = [tuple(picked)]
         else:
-            raise DecodeError(f"--bands must name {channels} different bands for this {channels}-channel model, got {','.join(map(str, band_map))}")
+            raise DecodeError(
+                f"--bands must name {channels} different bands for this {channels}-channel model, got {','.join(map(str, band_map))}"
+            )
     elif rgb is not None:
         groups = [rgb]
     elif len(colour) == channels:
@@ -103,7 +113,9 @@ def plan_bands(bands: int, alpha: bool, channels: int | None, band_map: tuple[in
         return BandPlan(((0, 0, 0),), tuple(range(1, bands)), replicate=True)
     else:
         extra = " + alpha" if alpha else ""
-        raise DecodeError(f"has {len(colour)} band(s){extra}, the model takes {channels}; pass --bands with {channels} band numbers (1-{bands}) for the model, the others are upscaled bicubic")
+        raise DecodeError(
+            f"has {len(colour)} band(s){extra}, the model takes {channels}; pass --bands with {channels} band numbers (1-{bands}) for the model, the others are upscaled bicubic"
+        )
     used = {b for g in groups for b in g}
     return BandPlan(tuple(groups), tuple(b for b in range(bands) if b not in used))
 
@@ -132,7 +144,14 @@ def upscale_bands(upscaler: Upscaler, x: torch.Tensor, plan: BandPlan, region=No
     return out
 
 
-def upscale_array(upscaler: Upscaler, array: np.ndarray, plan: BandPlan, value_range: float | None = None, offset: float = 0.0, region=None) -> np.ndarray:
+def upscale_array(
+    upscaler: Upscaler,
+    array: np.ndarray,
+    plan: BandPlan,
+    value_range: float | None = None,
+    offset: float = 0.0,
+    region=None,
+) -> np.ndarray:
     """(H, W, C) stored values -> (H*s, W*s, C) of the same dtype (of the region's size when
     `region` is given: see `upscale_bands`); values map to [0, 1] as (v + offset) / range."""
     x = formats.to_unit(array, value_range, offset)
@@ -165,7 +184,9 @@ def measured_range(raster: formats.Raster, block: int) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
-def value_range(raster: formats.Raster, setting: str | tuple[float, float], model_range: float | None, block: int) -> tuple[float, float, str]:
+def value_range(
+    raster: formats.Raster, setting: str | tuple[float, float], model_range: float | None, block: int
+) -> tuple[float, float, str]:
     """(low, high, where they come from): stored values low..high become the model's 0..1."""
     if isinstance(setting, tuple):
         return float(setting[0]), float(setting[1]), "--value-range"
@@ -177,7 +198,9 @@ def value_range(raster: formats.Raster, setting: str | tuple[float, float], mode
         raise DecodeError("is a 1-bit (boolean) image; an SR model needs grey levels: convert it to 8-bit first")
     if np.issubdtype(raster.dtype, np.integer) and raster.value_range[1] - raster.value_range[0] > 2**24:
         # more levels than float32 (the model's input) tells apart: the values that matter would be lost
-        raise DecodeError(f"is {raster.dtype}, whose whole range is too wide to read as the model's 0..1; pass --value-range stats (each file's own min and max) or --value-range LOW,HIGH")
+        raise DecodeError(
+            f"is {raster.dtype}, whose whole range is too wide to read as the model's 0..1; pass --value-range stats (each file's own min and max) or --value-range LOW,HIGH"
+        )
     if np.issubdtype(raster.dtype, np.floating):
         return (*raster.value_range, "float data is read as [0, 1] unless a range is given")
     return (*raster.value_range, f"the value range this {raster.dtype} file declares")
@@ -190,10 +213,14 @@ def check_values(array: np.ndarray, mask: np.ndarray | None, low: float, high: f
     if not values.size:
         return
     if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-        raise DecodeError("holds NaN or infinite values that are not its no-data value; mark them as no-data or fix the file")
+        raise DecodeError(
+            "holds NaN or infinite values that are not its no-data value; mark them as no-data or fix the file"
+        )
     lo, hi = float(values.min()), float(values.max())
     if lo < low or hi > high:
-        raise DecodeError(f"has values from {lo:g} to {hi:g}, outside [{low:g}, {high:g}] ({source}); pass --value-range stats (each file's own min and max) or --value-range LOW,HIGH")
+        raise DecodeError(
+            f"has values from {lo:g} to {hi:g}, outside [{low:g}, {high:g}] ({source}); pass --value-range stats (each file's own min and max) or --value-range LOW,HIGH"
+        )
 
 
 def file_precision(upscaler: Upscaler, requested: str, dtype: np.dtype) -> Upscaler:
@@ -221,7 +248,9 @@ def _upscale_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> d
             upscaler = file_precision(upscaler, settings.precision, raster.dtype)
             plan = plan_bands(raster.bands, raster.alpha, upscaler.in_channels, settings.bands, raster.colours)
             block = window_block(upscaler, settings.window_pixels)
-            low, high, source_of_range = value_range(raster, settings.value_range, upscaler.meta.get("data_range"), block)
+            low, high, source_of_range = value_range(
+                raster, settings.value_range, upscaler.meta.get("data_range"), block
+            )
             notes = {"model": upscaler.name, "scale": str(s), "value_range": f"{low:g},{high:g}"}
             model_bands = ",".join(str(b + 1) for g in plan.groups for b in g)
             if plan.groups[0] != tuple(range(len(plan.groups[0]))) and not plan.replicate:
@@ -233,14 +262,23 @@ def _upscale_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> d
                 for window in raster.windows(block, upscaler.pad):
                     array, mask = raster.read(window)
                     check_values(array, mask, low, high, source_of_range)
-                    region = None if window.rows == window.keep_rows and window.cols == window.keep_cols else window.region
+                    region = (
+                        None if window.rows == window.keep_rows and window.cols == window.keep_cols else window.region
+                    )
                     writer.write(window, upscale_array(upscaler, array, plan, high - low, -low, region), mask)
                     windows += 1
         storage.upload_file(out_path, item["output"], settings.run_id)
         return {
-            "width": raster.width, "height": raster.height, "bands": raster.bands, "dtype": str(raster.dtype),
-            "out_width": raster.width * s, "out_height": raster.height * s, "bytes_out": out_path.stat().st_size, "windows": windows,
-            "value_range": notes["value_range"], "model_bands": notes.get("model_bands", ""),
+            "width": raster.width,
+            "height": raster.height,
+            "bands": raster.bands,
+            "dtype": str(raster.dtype),
+            "out_width": raster.width * s,
+            "out_height": raster.height * s,
+            "bytes_out": out_path.stat().st_size,
+            "windows": windows,
+            "value_range": notes["value_range"],
+            "model_bands": notes.get("model_bands", ""),
         }
 
 
@@ -256,7 +294,15 @@ def process_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> di
         log.exception("upscaling %s failed", item["key"])
         values, status, error = {}, "failed", f"{type(exc).__name__}: {exc}"
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return new_row(item, settings.identity or {"model": settings.model}, status=status, error=error, seconds=round(time.perf_counter() - started, 3), finished_at=finished, **values)
+    return new_row(
+        item,
+        settings.identity or {"model": settings.model},
+        status=status,
+        error=error,
+        seconds=round(time.perf_counter() - started, 3),
+        finished_at=finished,
+        **values,
+    )
 
 
 def build_upscaler(settings: WorkerSettings, generator_bytes: bytes | None, device: torch.device) -> Upscaler:

@@ -23,9 +23,29 @@ from pipeline import storage
 
 MANIFEST_DIR = "_manifest"
 FIELDS = (
-    "key", "input", "output", "status", "format", "width", "height", "bands", "dtype",
-    "out_width", "out_height", "bytes_in", "bytes_out", "windows", "seconds", "error",
-    "model", "model_id", "scale", "settings", "value_range", "model_bands", "finished_at",
+    "key",
+    "input",
+    "output",
+    "status",
+    "format",
+    "width",
+    "height",
+    "bands",
+    "dtype",
+    "out_width",
+    "out_height",
+    "bytes_in",
+    "bytes_out",
+    "windows",
+    "seconds",
+    "error",
+    "model",
+    "model_id",
+    "scale",
+    "settings",
+    "value_range",
+    "model_bands",
+    "finished_at",
 )
 IDENTITY = ("model_id", "scale", "settings")  # equal on two rows: the same pixels would be made
 
@@ -51,9 +71,22 @@ def new_row(item: dict, ident: dict, **values) -> dict:
     status failed unless `values` say otherwise."""
     row = dict.fromkeys(FIELDS, 0)
     row.update(
-        key=item["key"], input=item["input"], output=item["output"], status="failed",
-        format=PurePosixPath(item["key"]).suffix.lower().lstrip("."), dtype="", bytes_in=int(item.get("size", 0)),
-        seconds=0.0, error="", model="", model_id="", scale=0, settings="", value_range="", model_bands="", finished_at="",
+        key=item["key"],
+        input=item["input"],
+        output=item["output"],
+        status="failed",
+        format=PurePosixPath(item["key"]).suffix.lower().lstrip("."),
+        dtype="",
+        bytes_in=int(item.get("size", 0)),
+        seconds=0.0,
+        error="",
+        model="",
+        model_id="",
+        scale=0,
+        settings="",
+        value_range="",
+        model_bands="",
+        finished_at="",
     )
     row.update(ident)
     row.update(values)
@@ -90,7 +123,9 @@ class Manifest:
         if self.record is not None:  # a run that ends here was not interrupted
             self.record["finished_at"] = _now()
             self._write_record()
-        rows = [{k: _parquet_safe(v) for k, v in r.items()} for r in latest_rows(read_manifest(self.output_root)).values()]
+        rows = [
+            {k: _parquet_safe(v) for k, v in r.items()} for r in latest_rows(read_manifest(self.output_root)).values()
+        ]
         latest = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(FIELDS))
         uri = storage.join(self.output_root, MANIFEST_DIR, "manifest.parquet")
         buf = io.BytesIO()
@@ -104,7 +139,11 @@ class Manifest:
         self._write_record()
 
     def _write_record(self) -> None:
-        storage.write_bytes(storage.join(self.output_root, MANIFEST_DIR, "runs", f"{self.run_id}.job.json"), json.dumps(self.record).encode(), self.run_id)
+        storage.write_bytes(
+            storage.join(self.output_root, MANIFEST_DIR, "runs", f"{self.run_id}.job.json"),
+            json.dumps(self.record).encode(),
+            self.run_id,
+        )
 
 
 def new_run_id() -> str:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import torch
 from torch import nn
@@ -78,7 +78,11 @@ class Upscaler:
     def form(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The generator as it runs: its inference form in this precision (built once)."""
         if self.precision not in self.forms:
-            self.forms[self.precision] = inference_form(self.generator, self.precision) if isinstance(self.generator, nn.Module) else self.generator
+            self.forms[self.precision] = (
+                inference_form(self.generator, self.precision)
+                if isinstance(self.generator, nn.Module)
+                else self.generator
+            )
         return self.forms[self.precision]
 
     def __call__(self, lr: torch.Tensor, region: tuple[int, int, int, int] | None = None) -> torch.Tensor:
@@ -88,8 +92,18 @@ class Upscaler:
             if self.generator is None:
                 return crop_region(imresize(lr.float(), float(self.scale)).clamp(0, 1), region, self.scale)
             if lr.shape[1] != self.in_channels:
-                raise ModelRefError(f"model {self.name} takes {self.in_channels}-channel images, got {lr.shape[1]} channels")
-            out = upscale_tiled(self.form(), lr.float(), self.scale, tile=self.tile, pad=self.pad, batch_size=self.batch_size, region=region)
+                raise ModelRefError(
+                    f"model {self.name} takes {self.in_channels}-channel images, got {lr.shape[1]} channels"
+                )
+            out = upscale_tiled(
+                self.form(),
+                lr.float(),
+                self.scale,
+                tile=self.tile,
+                pad=self.pad,
+                batch_size=self.batch_size,
+                region=region,
+            )
             return out.clamp_(0, 1)
 
 
@@ -134,7 +148,7 @@ def generator_file(ref: str, workdir: Path, tracking_uri: str | None = None) -> 
     if ref.startswith("models:/"):
         path = _model_weights(_mlflow_download(ref, tracking_uri))
     elif ref.startswith("runs:/"):
-        rest = ref[len("runs:/"):].strip("/")
+        rest = ref[len("runs:/") :].strip("/")
         if "/" not in rest:
             rest += "/generator.pt"
         path = _mlflow_download(f"runs:/{rest}", tracking_uri)
@@ -156,7 +170,9 @@ def foreign_layout(ref: str) -> tuple[str, str] | None:
     return (layout, rest) if sep and layout in LAYOUTS and not rest.startswith("//") else None
 
 
-def read_generator(data: bytes, name: str, device: str | torch.device = "cpu", threads: int | None = None) -> tuple[nn.Module | OnnxGenerator, dict]:
+def read_generator(
+    data: bytes, name: str, device: str | torch.device = "cpu", threads: int | None = None
+) -> tuple[nn.Module | OnnxGenerator, dict]:
     """(generator, meta) from the bytes fetch_generator_bytes returns for reference `name`: an
     srgan generator.pt (eval mode, on `device`) or, for a .onnx name, an ONNX export (run by
     onnxruntime with `threads`)."""
@@ -190,16 +206,27 @@ def fetch_generator_bytes(ref: str, tracking_uri: str | None = None) -> tuple[by
     return data, *read_generator(data, ref)
 
 
-def fetch_generator(ref: str, tracking_uri: str | None = None, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def fetch_generator(
+    ref: str, tracking_uri: str | None = None, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
     """(generator in eval mode, meta) for any reference but 'bicubic' (see module docstring);
     a PyTorch module, so not an ONNX export."""
     _, generator, meta = fetch_generator_bytes(ref, tracking_uri)
     if not isinstance(generator, nn.Module):
-        raise ModelRefError(f"model {ref!r} is an ONNX export, which can only upscale; give the srgan generator it was exported from")
+        raise ModelRefError(
+            f"model {ref!r} is an ONNX export, which can only upscale; give the srgan generator it was exported from"
+        )
     return generator.to(map_location), meta
 
 
-def load_upscaler(ref: str, device: torch.device | None = None, scale: int | None = None, tile: int = 256, tracking_uri: str | None = None, **options) -> Upscaler:
+def load_upscaler(
+    ref: str,
+    device: torch.device | None = None,
+    scale: int | None = None,
+    tile: int = 256,
+    tracking_uri: str | None = None,
+    **options,
+) -> Upscaler:
     """Upscaler for `ref`. `scale` is required for bicubic and, for a model, must agree with
     the model's own scale when given. `options`: Upscaler's batch_size, precision."""
     if scale is not None:
@@ -212,5 +239,7 @@ def load_upscaler(ref: str, device: torch.device | None = None, scale: int | Non
     if isinstance(generator, nn.Module):
         generator = generator.to(device or default_device())
     if scale is not None and scale != generator.scale:
-        raise ModelRefError(f"model {ref} upscales x{generator.scale}, but --scale {scale} was asked for; drop --scale or pick a x{scale} model")
+        raise ModelRefError(
+            f"model {ref} upscales x{generator.scale}, but --scale {scale} was asked for; drop --scale or pick a x{scale} model"
+        )
     return Upscaler(name=str(ref), scale=generator.scale, generator=generator, meta=meta, tile=tile, **options)

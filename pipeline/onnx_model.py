@@ -45,7 +45,16 @@ def export_onnx(generator: nn.Module, meta: dict, path: Path) -> None:
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "upscaled": {0: "batch", 2: "out_height", 3: "out_width"}}
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore")
-        torch.onnx.export(form, (example,), str(path), input_names=["image"], output_names=["upscaled"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            form,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["upscaled"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
     model = onnx.load(str(path))
     info = {"spec": generator.spec.to_dict(), "receptive_radius": int(generator.receptive_radius), "meta": meta}
     model.metadata_props.add(key=META_KEY, value=json.dumps(info))
@@ -68,10 +77,14 @@ class OnnxGenerator:
         try:
             self.session = ort.InferenceSession(data, options, providers=providers)
         except Exception as exc:
-            raise ModelRefError(f"{name} is not an ONNX model onnxruntime can run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+            raise ModelRefError(
+                f"{name} is not an ONNX model onnxruntime can run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from exc
         props = self.session.get_modelmeta().custom_metadata_map
         if META_KEY not in props:
-            raise ModelRefError(f"{name} is an ONNX model without srgan metadata (its spec and receptive radius); export it with python -m pipeline.export")
+            raise ModelRefError(
+                f"{name} is an ONNX model without srgan metadata (its spec and receptive radius); export it with python -m pipeline.export"
+            )
         info = json.loads(props[META_KEY])
         self.spec = GeneratorSpec(**info["spec"])
         self.receptive_radius = int(info["receptive_radius"])

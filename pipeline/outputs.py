@@ -24,7 +24,9 @@ def output_key(key: str) -> str:
     return PurePosixPath(key).as_posix()
 
 
-def plan_outputs(job: UpscaleJob, out_root: str, ident: dict, runs: dict | None = None) -> tuple[list[dict], list[dict]]:
+def plan_outputs(
+    job: UpscaleJob, out_root: str, ident: dict, runs: dict | None = None
+) -> tuple[list[dict], list[dict]]:
     """(items to process, rows decided without processing: skipped or refused). `include`:
     shell-style patterns on the key relative to the input; a file must match one of them.
     An output that exists is skipped when the same model and settings (`ident`) made it, and
@@ -35,11 +37,17 @@ def plan_outputs(job: UpscaleJob, out_root: str, ident: dict, runs: dict | None 
     if job.include:
         files = [f for f in files if any(fnmatch.fnmatchcase(f.key, pattern) for pattern in job.include)]
         if not files:
-            raise UsageError(f"no input under {in_root} matches --include {' '.join(job.include)} (patterns match the key relative to --input, e.g. 'satellite/*' or '*.tif')")
+            raise UsageError(
+                f"no input under {in_root} matches --include {' '.join(job.include)} (patterns match the key relative to --input, e.g. 'satellite/*' or '*.tif')"
+            )
     owners, existing = {}, set()
     if not job.overwrite and storage.exists(out_root):
         existing = {f.key for f in storage.list_files(out_root) if not f.key.startswith(MANIFEST_DIR + "/")}
-        owners = {k: r for k, r in records.latest_rows(records.read_manifest(out_root)).items() if r["status"] in ("done", "skipped")}
+        owners = {
+            k: r
+            for k, r in records.latest_rows(records.read_manifest(out_root)).items()
+            if r["status"] in ("done", "skipped")
+        }
     runs = records.recorded_runs(out_root) if runs is None else runs
     todo, decided, conflicts = [], [], []
     for f in outside:
@@ -63,11 +71,19 @@ def plan_outputs(job: UpscaleJob, out_root: str, ident: dict, runs: dict | None 
             decided.append(new_row(item, ident, status="skipped", error="done before with this model and settings"))
         elif runs and all(records.same_maker(r, ident) for r in runs.values()):
             # Written by an interrupted run of this same job before its row was recorded.
-            decided.append(new_row(item, ident, status="skipped", error="made by an interrupted run with this model and settings"))
+            decided.append(
+                new_row(item, ident, status="skipped", error="made by an interrupted run with this model and settings")
+            )
         elif runs:
             conflicts.append((key, "has no row, and a run with other settings was interrupted there"))
         else:
-            decided.append(new_row(item, ident, error="an output of this name exists that no run of this job made; move it away or use --overwrite"))
+            decided.append(
+                new_row(
+                    item,
+                    ident,
+                    error="an output of this name exists that no run of this job made; move it away or use --overwrite",
+                )
+            )
     if conflicts:
         key, reason = conflicts[0]
         raise UsageError(
@@ -85,7 +101,14 @@ def _not_ours(owner: dict, item: dict, ident: dict, runs: dict) -> str:
         return f"was made by {records.describe(owner)}"
     if owner.get("input") != item["input"] or int(owner.get("bytes_in", -1)) != int(item["size"]):
         return f"was made from {owner.get('input')} ({owner.get('bytes_in')} bytes), not from {item['input']} ({item['size']} bytes)"
-    later = [r for run, r in runs.items() if run > owner.get("run", "") and r is not None and not r.get("finished_at") and not records.same_maker(r, ident)]
+    later = [
+        r
+        for run, r in runs.items()
+        if run > owner.get("run", "")
+        and r is not None
+        and not r.get("finished_at")
+        and not records.same_maker(r, ident)
+    ]
     if later:
         return f"may have been rewritten by the interrupted run {later[0]['run']} ({records.describe(later[0])})"
     return ""

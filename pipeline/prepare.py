@@ -32,8 +32,8 @@ from pipeline import cli, formats, storage
 from pipeline.data import ImageSpec
 from pipeline.datasets import SETTINGS, RunLog, prepared_uri, read_records, remove_manifest, write_manifest
 from pipeline.errors import DecodeError, StorageError, UsageError
-from pipeline.manifest import new_run_id
 from pipeline.formats import png_tiff
+from pipeline.manifest import new_run_id
 from pipeline.redact import redact_uri
 
 KILL_AFTER_ENV = "SRGAN_PREPARE_KILL_AFTER"  # test-only: the driver kills itself after N recorded sources
@@ -42,7 +42,15 @@ EXAMPLES = [
     "python -m pipeline.prepare --input data/hr --output data/hr-checked      # validate and list only",
     "python -m pipeline.train --config configs/srgan_x4.yaml --set data.train=s3://bucket/DIV2K_train_HR_sub/",
 ]
-FLAGS = {"input": "--input", "sub_images": "--sub-images", "step": "--step", "channels": "--channels", "min_size": "--min-size", "data_range": "--data-range", "extensions": "--ext"}
+FLAGS = {
+    "input": "--input",
+    "sub_images": "--sub-images",
+    "step": "--step",
+    "channels": "--channels",
+    "min_size": "--min-size",
+    "data_range": "--data-range",
+    "extensions": "--ext",
+}
 
 
 @dataclass(frozen=True)
@@ -65,15 +73,24 @@ class PrepareJob:
         if self.sub_images and self.step is None:
             object.__setattr__(self, "step", max(1, self.sub_images // 2))
         if self.sub_images and self.sub_images < self.min_size:
-            raise UsageError(f"--sub-images {self.sub_images} is below --min-size {self.min_size}: every sub-image would be too small; raise --sub-images")
+            raise UsageError(
+                f"--sub-images {self.sub_images} is below --min-size {self.min_size}: every sub-image would be too small; raise --sub-images"
+            )
         if storage.overlaps(self.input, self.output):
-            raise UsageError(f"--output {self.output} overlaps --input {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input")
+            raise UsageError(
+                f"--output {self.output} overlaps --input {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input"
+            )
 
     def settings(self) -> dict:
         """What decides the outputs and the verdicts: equal settings, equal results."""
         return {
-            "input": storage.local_or_uri(self.input).rstrip("/"), "sub_images": self.sub_images, "step": self.step, "channels": self.channels,
-            "min_size": self.min_size, "data_range": self.data_range, "extensions": sorted(e.lower() for e in self.extensions),
+            "input": storage.local_or_uri(self.input).rstrip("/"),
+            "sub_images": self.sub_images,
+            "step": self.step,
+            "channels": self.channels,
+            "min_size": self.min_size,
+            "data_range": self.data_range,
+            "extensions": sorted(e.lower() for e in self.extensions),
         }
 
 
@@ -126,7 +143,14 @@ def _validate_and_cut(data: bytes, key: str, job: PrepareJob, out_root: str, own
     _, _, used = spec.decode_with_range(data, key)
     array, alpha, declared = formats.decode_with_range(data, key)  # the stored values, to cut
     height, width, bands = array.shape
-    row = {"bands": bands, "dtype": str(array.dtype), "source": key, "high": used.high, "range": used.source, "from_dtype": used.from_dtype}
+    row = {
+        "bands": bands,
+        "dtype": str(array.dtype),
+        "source": key,
+        "high": used.high,
+        "range": used.source,
+        "from_dtype": used.from_dtype,
+    }
     if not job.sub_images:
         return [{"key": key, "bytes": len(data), "width": width, "height": height, **row}]
     rows, size = [], job.sub_images
@@ -138,7 +162,9 @@ def _validate_and_cut(data: bytes, key: str, job: PrepareJob, out_root: str, own
             if not rows:  # decoded back as training will: the range must survive the cut
                 _, _, got = spec.decode_with_range(payload, out_key)
                 if (got.high, got.from_dtype) != (used.high, used.from_dtype):
-                    raise DecodeError(f"its value range ({used.source}) would read as {got.source} in a sub-image; prepare it without --sub-images")
+                    raise DecodeError(
+                        f"its value range ({used.source}) would read as {got.source} in a sub-image; prepare it without --sub-images"
+                    )
                 row.update(range=got.source)
             out_uri = storage.join(out_root, out_key)
             storage.check_inside(out_root, out_uri, "output")
@@ -170,7 +196,9 @@ def _check_output(job: PrepareJob, out_root: str) -> bool:
         before = json.loads(storage.read_bytes(settings_uri))
         for name, value in job.settings().items():
             if before.get(name) != value:
-                raise UsageError(f"{out_root} was prepared with {_flag(name, before.get(name))}, this run has {_flag(name, value)}; re-run with the same arguments to resume, or choose a new --output")
+                raise UsageError(
+                    f"{out_root} was prepared with {_flag(name, before.get(name))}, this run has {_flag(name, value)}; re-run with the same arguments to resume, or choose a new --output"
+                )
         return True
     if storage.exists(out_root) and storage.list_files(out_root):
         raise UsageError(f"--output {out_root} holds files that no prepare made; choose an empty or new folder")
@@ -195,10 +223,23 @@ def _plan(job: PrepareJob, in_root: str, out_root: str, records: dict) -> tuple[
     for f in files:
         twins = names[str(PurePosixPath(f.key).with_suffix(""))]
         if job.sub_images and len(twins) > 1:  # their sub-images would take the same names
-            refused.append({"source": f.key, "reason": f"shares its name before the extension with {', '.join(t for t in twins if t != f.key)}; rename one to cut sub-images of both"})
+            refused.append(
+                {
+                    "source": f.key,
+                    "reason": f"shares its name before the extension with {', '.join(t for t in twins if t != f.key)}; rename one to cut sub-images of both",
+                }
+            )
             continue
         record = records.get(f.key)
-        if record and record["bytes"] == f.size and (record["status"] == "bad" or not job.sub_images or all(r["key"] in existing for r in json.loads(record["images"]))):
+        if (
+            record
+            and record["bytes"] == f.size
+            and (
+                record["status"] == "bad"
+                or not job.sub_images
+                or all(r["key"] in existing for r in json.loads(record["images"]))
+            )
+        ):
             carried.append(record)
         else:
             todo.append({"key": f.key, "uri": f.uri, "size": f.size})
@@ -214,7 +255,9 @@ def _run(job: PrepareJob, todo: list[dict], out_root: str, log: RunLog, summary:
     ensure_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per 10% or 10 s instead
     ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 2000))
-    ds = ds.map(prepare_source, fn_kwargs={"job": job, "out_root": out_root, "owner": log.run_id}, num_cpus=job.cpus_per_task)
+    ds = ds.map(
+        prepare_source, fn_kwargs={"job": job, "out_root": out_root, "owner": log.run_id}, num_cpus=job.cpus_per_task
+    )
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
     results, started, shown = [], time.monotonic(), time.monotonic()
     try:
@@ -229,9 +272,17 @@ def _run(job: PrepareJob, todo: list[dict], out_root: str, log: RunLog, summary:
             if kill_after and len(results) >= kill_after:
                 log.flush()
                 os.kill(os.getpid(), signal.SIGKILL)  # test hook: die as a crash would
-            if len(results) == len(todo) or len(results) % max(1, len(todo) // 10) == 0 or time.monotonic() - shown > 10:
+            if (
+                len(results) == len(todo)
+                or len(results) % max(1, len(todo) // 10) == 0
+                or time.monotonic() - shown > 10
+            ):
                 shown = time.monotonic()
-                print(f"{len(results)}/{len(todo)} sources, {sum(r['status'] == 'bad' for r in results)} bad, {len(results) / (shown - started):.1f} sources/s", file=sys.stderr, flush=True)
+                print(
+                    f"{len(results)}/{len(todo)} sources, {sum(r['status'] == 'bad' for r in results)} bad, {len(results) / (shown - started):.1f} sources/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         log.flush()
     return results
@@ -246,7 +297,11 @@ def prepare(job: PrepareJob) -> PrepareSummary:
     records, earlier_runs = read_records(out_root) if begun else ({}, set())
     todo, carried, refused = _plan(job, in_root, out_root, records)
     summary = PrepareSummary(out_root, sources=len(todo) + len(carried) + len(refused), done_before=len(carried))
-    print(f"prepare {redact_uri(in_root)} -> {redact_uri(out_root)}: {summary.sources} source(s), {len(todo)} to do, {len(carried)} done before", file=sys.stderr, flush=True)
+    print(
+        f"prepare {redact_uri(in_root)} -> {redact_uri(out_root)}: {summary.sources} source(s), {len(todo)} to do, {len(carried)} done before",
+        file=sys.stderr,
+        flush=True,
+    )
     if not begun:
         storage.write_bytes(prepared_uri(out_root, SETTINGS), json.dumps(job.settings()).encode(), "prepare")
     results = []
@@ -267,10 +322,19 @@ def prepare(job: PrepareJob) -> PrepareSummary:
     summary.bad, summary.images, summary.bad_inputs = len(bad), len(images), sorted(bad, key=lambda b: b["source"])
     if not summary.failed:  # rewritten on every finished run: sources gone from --input leave it
         header = {
-            "input": job.settings()["input"], "files": "output" if job.sub_images else "input", "settings": job.settings(),
-            "counts": {"sources": summary.sources, "usable_sources": summary.sources - summary.bad, "bad": summary.bad, "images": summary.images},
+            "input": job.settings()["input"],
+            "files": "output" if job.sub_images else "input",
+            "settings": job.settings(),
+            "counts": {
+                "sources": summary.sources,
+                "usable_sources": summary.sources - summary.bad,
+                "bad": summary.bad,
+                "images": summary.images,
+            },
         }
-        summary.manifest = write_manifest(out_root, header, sorted(images, key=lambda r: r["key"]), summary.bad_inputs, "prepare")
+        summary.manifest = write_manifest(
+            out_root, header, sorted(images, key=lambda r: r["key"]), summary.bad_inputs, "prepare"
+        )
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -283,21 +347,52 @@ def print_summary(summary: PrepareSummary) -> None:
     )
     cli.print_first([f"bad: {b['source']}: {b['reason']}" for b in summary.bad_inputs])
     if summary.failed:
-        print(f"{summary.failed} source(s) could not be read or written (first: {summary.failures[0]['source']}: {summary.failures[0]['reason']}); no manifest written: re-run to retry them", file=sys.stderr)
+        print(
+            f"{summary.failed} source(s) could not be read or written (first: {summary.failures[0]['source']}: {summary.failures[0]['reason']}); no manifest written: re-run to retry them",
+            file=sys.stderr,
+        )
     else:
         print(f"manifest: {summary.manifest}", file=sys.stderr, flush=True)
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser("python -m pipeline.prepare", "List, validate and optionally cut HR images into sub-images for training, on Ray Data.", EXAMPLES)
+    p = cli.Parser(
+        "python -m pipeline.prepare",
+        "List, validate and optionally cut HR images into sub-images for training, on Ray Data.",
+        EXAMPLES,
+    )
     p.add_argument("--input", required=True, help="s3://bucket/prefix/ or a local folder of HR images (recursive)")
-    p.add_argument("--output", required=True, help="s3://bucket/prefix/ or a local folder, outside --input; give it as data.train (or data.val)")
-    p.add_argument("--sub-images", type=cli.positive_int, metavar="SIZE", help="cut each image into SIZE x SIZE sub-images, e.g. 480 for DIV2K (default: none; keep whole images, validate and list them only)")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="s3://bucket/prefix/ or a local folder, outside --input; give it as data.train (or data.val)",
+    )
+    p.add_argument(
+        "--sub-images",
+        type=cli.positive_int,
+        metavar="SIZE",
+        help="cut each image into SIZE x SIZE sub-images, e.g. 480 for DIV2K (default: none; keep whole images, validate and list them only)",
+    )
     p.add_argument("--step", type=cli.positive_int, help="pixels between sub-images (default: half of --sub-images)")
-    p.add_argument("--channels", type=cli.positive_int, default=3, help="bands the model takes (model.generator.in_channels)")
-    p.add_argument("--min-size", type=cli.positive_int, default=1, help="smallest usable side in px; training also skips images under data.patch_size")
-    p.add_argument("--data-range", type=cli.positive_float, help="pixel value that maps to 1.0, as data.data_range (default: none; what each file declares)")
-    p.add_argument("--ext", action="append", help=f"only these extensions, repeatable (default: {' '.join(formats.IMAGE_EXTENSIONS)})")
+    p.add_argument(
+        "--channels", type=cli.positive_int, default=3, help="bands the model takes (model.generator.in_channels)"
+    )
+    p.add_argument(
+        "--min-size",
+        type=cli.positive_int,
+        default=1,
+        help="smallest usable side in px; training also skips images under data.patch_size",
+    )
+    p.add_argument(
+        "--data-range",
+        type=cli.positive_float,
+        help="pixel value that maps to 1.0, as data.data_range (default: none; what each file declares)",
+    )
+    p.add_argument(
+        "--ext",
+        action="append",
+        help=f"only these extensions, repeatable (default: {' '.join(formats.IMAGE_EXTENSIONS)})",
+    )
     p.add_argument("--cpus-per-task", type=cli.positive_float, default=0.5, help="CPUs per Ray Data task")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line on stdout")
     return p
@@ -307,8 +402,15 @@ def build_parser() -> cli.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     job = PrepareJob(
-        input=args.input, output=args.output, sub_images=args.sub_images, step=args.step, channels=args.channels, min_size=args.min_size,
-        data_range=args.data_range, extensions=tuple(args.ext) if args.ext else formats.IMAGE_EXTENSIONS, cpus_per_task=args.cpus_per_task,
+        input=args.input,
+        output=args.output,
+        sub_images=args.sub_images,
+        step=args.step,
+        channels=args.channels,
+        min_size=args.min_size,
+        data_range=args.data_range,
+        extensions=tuple(args.ext) if args.ext else formats.IMAGE_EXTENSIONS,
+        cpus_per_task=args.cpus_per_task,
     )
     summary = prepare(job)
     print_summary(summary)

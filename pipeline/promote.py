@@ -84,19 +84,46 @@ class Decision:
 def judge(criterion: str, gate: Gate, cand: dict, base: dict) -> tuple[bool, str, dict]:
     """(passes, why, figures) for candidate and baseline means (EvalReport.to_dict() shapes)."""
     psnr_key = "psnr_y" if cand.get("psnr_y") is not None else "psnr"
-    figures = {f"{who}_{k}": r.get(k) for who, r in (("candidate", cand), ("baseline", base)) for k in (gate.metric, psnr_key, "niqe", "lpips")}
+    figures = {
+        f"{who}_{k}": r.get(k)
+        for who, r in (("candidate", cand), ("baseline", base))
+        for k in (gate.metric, psnr_key, "niqe", "lpips")
+    }
     if criterion == "distortion":
         if cand[gate.metric] is None:
-            raise PromotionError(f"--metric {gate.metric} is undefined on the holdout (no 1- or 3-band images); use psnr or ssim")
+            raise PromotionError(
+                f"--metric {gate.metric} is undefined on the holdout (no 1- or 3-band images); use psnr or ssim"
+            )
         margin = cand[gate.metric] - base[gate.metric]
         ok = margin >= gate.min_delta
-        return ok, f"{gate.metric} {cand[gate.metric]:.4f} vs {base[gate.metric]:.4f}: {'better' if ok else 'not better'} by {margin:.4f} ({'>=' if ok else '<'} {gate.min_delta})", figures
+        return (
+            ok,
+            f"{gate.metric} {cand[gate.metric]:.4f} vs {base[gate.metric]:.4f}: {'better' if ok else 'not better'} by {margin:.4f} ({'>=' if ok else '<'} {gate.min_delta})",
+            figures,
+        )
     if cand.get("niqe") is None or base.get("niqe") is None:
-        raise PromotionError("the perceptual criterion needs NIQE, which is undefined on this holdout (1- or 3-band images of at least 96 x 96 px); use --criterion distortion or larger holdout images")
-    checks = [(cand["niqe"] <= base["niqe"] - gate.niqe_margin, f"NIQE {cand['niqe']:.3f} vs {base['niqe']:.3f} (must be lower by {gate.niqe_margin})")]
+        raise PromotionError(
+            "the perceptual criterion needs NIQE, which is undefined on this holdout (1- or 3-band images of at least 96 x 96 px); use --criterion distortion or larger holdout images"
+        )
+    checks = [
+        (
+            cand["niqe"] <= base["niqe"] - gate.niqe_margin,
+            f"NIQE {cand['niqe']:.3f} vs {base['niqe']:.3f} (must be lower by {gate.niqe_margin})",
+        )
+    ]
     if cand.get("lpips") is not None and base.get("lpips") is not None:
-        checks.append((cand["lpips"] <= base["lpips"] - gate.lpips_margin, f"LPIPS {cand['lpips']:.4f} vs {base['lpips']:.4f} (must be lower by {gate.lpips_margin})"))
-    checks.append((cand[psnr_key] >= base[psnr_key] - gate.psnr_floor, f"{psnr_key} {cand[psnr_key]:.2f} vs {base[psnr_key]:.2f} dB (may be at most {gate.psnr_floor} dB lower)"))
+        checks.append(
+            (
+                cand["lpips"] <= base["lpips"] - gate.lpips_margin,
+                f"LPIPS {cand['lpips']:.4f} vs {base['lpips']:.4f} (must be lower by {gate.lpips_margin})",
+            )
+        )
+    checks.append(
+        (
+            cand[psnr_key] >= base[psnr_key] - gate.psnr_floor,
+            f"{psnr_key} {cand[psnr_key]:.2f} vs {base[psnr_key]:.2f} dB (may be at most {gate.psnr_floor} dB lower)",
+        )
+    )
     failed = [text for ok, text in checks if not ok]
     if failed:
         return False, "fails " + "; ".join(failed), figures
@@ -111,14 +138,23 @@ def sweep_best_run(tracking_uri: str, ref: str) -> str:
         parent = client.get_run(ref)
     except Exception:
         experiments = [e.experiment_id for e in client.search_experiments()]
-        found = client.search_runs(experiments, filter_string=f"tags.`{tracking.SWEEP_TAG}` = '{ref}' and tags.`{tracking.BEST_RUN_TAG}` != ''", order_by=["attributes.start_time DESC"], max_results=50)
+        found = client.search_runs(
+            experiments,
+            filter_string=f"tags.`{tracking.SWEEP_TAG}` = '{ref}' and tags.`{tracking.BEST_RUN_TAG}` != ''",
+            order_by=["attributes.start_time DESC"],
+            max_results=50,
+        )
         parents = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
         if not parents:
-            raise PromotionError(f"--from-sweep {ref!r}: no sweep parent run with that id or sweep name (or it has no finished trial)")
+            raise PromotionError(
+                f"--from-sweep {ref!r}: no sweep parent run with that id or sweep name (or it has no finished trial)"
+            ) from None
         parent = parents[0]
     best = parent.data.tags.get(tracking.BEST_RUN_TAG)
     if not best:
-        raise PromotionError(f"sweep run {parent.info.run_id} records no best trial (no trial finished); nothing to promote")
+        raise PromotionError(
+            f"sweep run {parent.info.run_id} records no best trial (no trial finished); nothing to promote"
+        )
     return best
 
 
@@ -168,7 +204,14 @@ def promote(name: str, run_id: str, holdout: str, gate: Gate, tracking_uri: str)
     if version is not None and version == champion:
         client.set_registered_model_alias(name, CANDIDATE, version)
         print(f"already registered: {name} v{version} from run {run_id}; alias {CANDIDATE} -> v{version}", flush=True)
-        return Decision(True, version, float("nan"), float("nan"), f"v{version}", f"{name} v{version} is already the {CHAMPION}; nothing to do")
+        return Decision(
+            True,
+            version,
+            float("nan"),
+            float("nan"),
+            f"v{version}",
+            f"{name} v{version} is already the {CHAMPION}; nothing to do",
+        )
 
     candidate = f"models:/{name}/{version}" if version else run_model(client, run_id)
     criterion = gate.resolved(client.get_run(run_id).data.tags.get(tracking.PHASES_TAG, ""))
@@ -182,7 +225,10 @@ def promote(name: str, run_id: str, holdout: str, gate: Gate, tracking_uri: str)
     if created:
         version = tracking.register_version(tracking_uri, name, candidate, run_id, {tracking.SOURCE_TAG: run_id})
     client.set_registered_model_alias(name, CANDIDATE, version)
-    print(f"{'registered' if created else 'already registered'}: {name} v{version} from run {run_id}; alias {CANDIDATE} -> v{version}", flush=True)
+    print(
+        f"{'registered' if created else 'already registered'}: {name} v{version} from run {run_id}; alias {CANDIDATE} -> v{version}",
+        flush=True,
+    )
 
     if champion is None:
         (baseline, base), (promoted, why, figures) = ("bicubic", cand["bicubic"]), against_bicubic
@@ -208,7 +254,15 @@ def promote(name: str, run_id: str, holdout: str, gate: Gate, tracking_uri: str)
         "compared_value": f"{base[main_key]:.6f}",
         "reason": why[:4000],
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **({"min_delta": str(gate.min_delta)} if criterion == "distortion" else {"niqe_margin": str(gate.niqe_margin), "lpips_margin": str(gate.lpips_margin), "psnr_floor": str(gate.psnr_floor)}),
+        **(
+            {"min_delta": str(gate.min_delta)}
+            if criterion == "distortion"
+            else {
+                "niqe_margin": str(gate.niqe_margin),
+                "lpips_margin": str(gate.lpips_margin),
+                "psnr_floor": str(gate.psnr_floor),
+            }
+        ),
         **{k: f"{v:.6f}" for k, v in figures.items() if v is not None},
     }
     for key, value in tags.items():
@@ -217,20 +271,54 @@ def promote(name: str, run_id: str, holdout: str, gate: Gate, tracking_uri: str)
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser("python -m pipeline.promote", "Register a trained generator and make it the champion if it passes the holdout gate.", EXAMPLES)
+    p = cli.Parser(
+        "python -m pipeline.promote",
+        "Register a trained generator and make it the champion if it passes the holdout gate.",
+        EXAMPLES,
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", help="the training run whose generator to promote (this or --from-sweep)")
-    source.add_argument("--from-sweep", help="a sweep's parent run id or sweep name: promote its best finished trial (this or --run-id)")
+    source.add_argument(
+        "--from-sweep", help="a sweep's parent run id or sweep name: promote its best finished trial (this or --run-id)"
+    )
     p.add_argument("--name", default="srgan", help="registered model name")
     p.add_argument("--holdout", required=True, help="HR images to judge with: a local folder or s3:// prefix")
-    p.add_argument("--criterion", default="auto", choices=CRITERIA, help="auto: perceptual for runs with a GAN phase, distortion otherwise")
+    p.add_argument(
+        "--criterion",
+        default="auto",
+        choices=CRITERIA,
+        help="auto: perceptual for runs with a GAN phase, distortion otherwise",
+    )
     p.add_argument("--metric", default="psnr_y", choices=METRICS, help="distortion criterion: what 'better' means")
-    p.add_argument("--min-delta", type=float, default=0.05, help="distortion criterion: required improvement (dB for PSNR)")
-    p.add_argument("--niqe-margin", type=float, default=Gate.niqe_margin, help="perceptual criterion: NIQE must be lower by this much")
-    p.add_argument("--lpips-margin", type=float, default=Gate.lpips_margin, help="perceptual criterion: LPIPS (where its weights are found) must be lower by this much")
-    p.add_argument("--psnr-floor", type=float, default=Gate.psnr_floor, help="perceptual criterion: PSNR may be at most this many dB below the baseline's (the paper's SRGAN is 1.55 dB below bicubic on BSD100)")
-    p.add_argument("--lpips-weights", default="torchvision", help="LPIPS AlexNet backbone: 'torchvision' (its cache; never downloaded), a local file or s3:// URI, or 'none'")
-    p.add_argument("--tracking-uri", help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument(
+        "--min-delta", type=float, default=0.05, help="distortion criterion: required improvement (dB for PSNR)"
+    )
+    p.add_argument(
+        "--niqe-margin",
+        type=float,
+        default=Gate.niqe_margin,
+        help="perceptual criterion: NIQE must be lower by this much",
+    )
+    p.add_argument(
+        "--lpips-margin",
+        type=float,
+        default=Gate.lpips_margin,
+        help="perceptual criterion: LPIPS (where its weights are found) must be lower by this much",
+    )
+    p.add_argument(
+        "--psnr-floor",
+        type=float,
+        default=Gate.psnr_floor,
+        help="perceptual criterion: PSNR may be at most this many dB below the baseline's (the paper's SRGAN is 1.55 dB below bicubic on BSD100)",
+    )
+    p.add_argument(
+        "--lpips-weights",
+        default="torchvision",
+        help="LPIPS AlexNet backbone: 'torchvision' (its cache; never downloaded), a local file or s3:// URI, or 'none'",
+    )
+    p.add_argument(
+        "--tracking-uri", help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+    )
     return p
 
 
@@ -238,7 +326,15 @@ def build_parser() -> cli.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri)
-    gate = Gate(args.criterion, args.metric, args.min_delta, args.niqe_margin, args.lpips_margin, args.psnr_floor, None if args.lpips_weights == "none" else args.lpips_weights)
+    gate = Gate(
+        args.criterion,
+        args.metric,
+        args.min_delta,
+        args.niqe_margin,
+        args.lpips_margin,
+        args.psnr_floor,
+        None if args.lpips_weights == "none" else args.lpips_weights,
+    )
     run_id = args.run_id or sweep_best_run(tracking_uri, args.from_sweep)
     decision = promote(args.name, run_id, args.holdout, gate, tracking_uri)
     print(decision.message, flush=True)

@@ -31,11 +31,21 @@ from pipeline.train_driver import run_training
 from pipeline.upscale import UpscaleJob, print_summary, run_upscale
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-QUICK_TRAIN = ["train.pretrain.steps=100", "train.gan.steps=20", "train.gan.lr_drop_step=null", "train.val_every=60", "train.checkpoint_every=60", "train.log_every=20"]
+QUICK_TRAIN = [
+    "train.pretrain.steps=100",
+    "train.gan.steps=20",
+    "train.gan.lr_drop_step=null",
+    "train.val_every=60",
+    "train.checkpoint_every=60",
+    "train.log_every=20",
+]
 QUICK_SWEEP = ["train.gan.steps=10", "train.val_every=5", "train.checkpoint_every=5", "train.log_every=5"]
 QUICK_UPSCALE = ("holdout/*", "medical/*", "satellite/*")
 MODEL_NAME = "srgan"
-EXAMPLES = ["python -m pipeline.quickstart", "python -m pipeline.quickstart --out /tmp/qs --root s3://bucket/quickstart --quick"]
+EXAMPLES = [
+    "python -m pipeline.quickstart",
+    "python -m pipeline.quickstart --out /tmp/qs --root s3://bucket/quickstart --quick",
+]
 
 
 def banner(text: str) -> None:
@@ -50,12 +60,21 @@ def upload_folder(folder: Path, uri: str) -> int:
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser("python -m pipeline.quickstart", "Run the whole flow on bundled samples: train, tune, promote, upscale, evaluate.", EXAMPLES)
+    p = cli.Parser(
+        "python -m pipeline.quickstart",
+        "Run the whole flow on bundled samples: train, tune, promote, upscale, evaluate.",
+        EXAMPLES,
+    )
     p.add_argument("--out", default="quickstart", help="local folder for samples, pictures and (without --root) runs")
-    p.add_argument("--root", help="where data, checkpoints, sweeps and upscaled images go: a local folder or s3://bucket/prefix (default: --out)")
+    p.add_argument(
+        "--root",
+        help="where data, checkpoints, sweeps and upscaled images go: a local folder or s3://bucket/prefix (default: --out)",
+    )
     p.add_argument("--config", default=str(CONFIGS / "quickstart.yaml"), help="training config")
     p.add_argument("--sweep", default=str(CONFIGS / "quickstart_tune.yaml"), help="sweep config")
-    p.add_argument("--quick", action="store_true", help="much shorter training, fewer images upscaled (for the end-to-end test)")
+    p.add_argument(
+        "--quick", action="store_true", help="much shorter training, fewer images upscaled (for the end-to-end test)"
+    )
     return p
 
 
@@ -72,11 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     photos, holdout = storage.join(data, "photos"), storage.join(data, "holdout")
     cfg = load_config(
         args.config,
-        [f"data.train={photos}", f"data.val={holdout}", f"run.storage_path={storage.join(root, 'runs')}", f"run.name=quickstart-{stamp}", "train.phases=[pretrain]", *(QUICK_TRAIN if args.quick else [])],
+        [
+            f"data.train={photos}",
+            f"data.val={holdout}",
+            f"run.storage_path={storage.join(root, 'runs')}",
+            f"run.name=quickstart-{stamp}",
+            "train.phases=[pretrain]",
+            *(QUICK_TRAIN if args.quick else []),
+        ],
     )
     sweep, base = load_sweep(
         args.sweep,
-        [f"name=quickstart-sweep-{stamp}", f"storage_path={storage.join(root, 'sweeps')}", *(["scheduler.grace_period=5"] if args.quick else [])],
+        [
+            f"name=quickstart-sweep-{stamp}",
+            f"storage_path={storage.join(root, 'sweeps')}",
+            *(["scheduler.grace_period=5"] if args.quick else []),
+        ],
         [f"data.train={photos}", f"data.val={holdout}", *(QUICK_SWEEP if args.quick else [])],
     )
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
@@ -90,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(written)} images under {data} (photos/ to train on, holdout/ to judge with, medical/, satellite/)")
 
     banner("2/6 train: the PSNR phase (local Ray or RAY_ADDRESS, MLflow)")
-    print(f"content loss backbone: {cfg.loss.content_backbone} (the discriminator's own features; no VGG19 download needed)")
+    print(
+        f"content loss backbone: {cfg.loss.content_backbone} (the discriminator's own features; no VGG19 download needed)"
+    )
     trained = run_training(cfg)
 
     banner("3/6 tune: 2 trials over the loss weights, GAN phase from the trained generator")
@@ -98,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     if swept.get("interrupted"):
         return cli.EXIT_INTERRUPTED
 
-    banner(f"4/6 promote to {MODEL_NAME}@champion: the PSNR generator (distortion criterion, against bicubic), then the sweep's best GAN (perceptual criterion, against that champion)")
+    banner(
+        f"4/6 promote to {MODEL_NAME}@champion: the PSNR generator (distortion criterion, against bicubic), then the sweep's best GAN (perceptual criterion, against that champion)"
+    )
     best = promote.sweep_best_run(trained.tracking_uri, swept["parent_run_id"])
     for run_id in (trained.mlflow_run_id, best):  # each judged by the criterion that fits its run (Gate's auto)
         decision = promote.promote(MODEL_NAME, run_id, holdout, promote.Gate(), trained.tracking_uri)
@@ -110,9 +144,18 @@ def main(argv: list[str] | None = None) -> int:
         return promote.EXIT_NOT_PROMOTED
     champion = f"models:/{MODEL_NAME}@champion"
 
-    banner(f"5/6 upscale {'the held-out, medical and satellite samples' if args.quick else 'every sample'} with {champion} (the batch job)")
+    banner(
+        f"5/6 upscale {'the held-out, medical and satellite samples' if args.quick else 'every sample'} with {champion} (the batch job)"
+    )
     upscaled = storage.join(root, "upscaled")
-    job = UpscaleJob(model=champion, input=data, output=upscaled, bands=(1, 2, 3), tracking_uri=trained.tracking_uri, include=QUICK_UPSCALE if args.quick else ())
+    job = UpscaleJob(
+        model=champion,
+        input=data,
+        output=upscaled,
+        bands=(1, 2, 3),
+        tracking_uri=trained.tracking_uri,
+        include=QUICK_UPSCALE if args.quick else (),
+    )
     summary = run_upscale(job)
     print_summary(summary)
     if summary.failed:

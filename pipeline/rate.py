@@ -15,10 +15,10 @@ import math
 import secrets
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -69,7 +69,18 @@ def key_path(page: str | Path) -> Path:
     return Path(page).with_suffix(".key.json")
 
 
-def make_page(a: str, b: str, data: str, out: str | Path = "rating.html", *, crop: int = 128, pairs_per_image: int = 2, seed: int = 0, scale: int | None = None, tracking_uri: str | None = None) -> RatingPage:
+def make_page(
+    a: str,
+    b: str,
+    data: str,
+    out: str | Path = "rating.html",
+    *,
+    crop: int = 128,
+    pairs_per_image: int = 2,
+    seed: int = 0,
+    scale: int | None = None,
+    tracking_uri: str | None = None,
+) -> RatingPage:
     """Write the rating page for models `a` and `b` (any model references, or 'bicubic') on the
     HR images under `data`, and its key beside it (see key_path).
 
@@ -83,7 +94,11 @@ def make_page(a: str, b: str, data: str, out: str | Path = "rating.html", *, cro
     storage.check_destination(str(out.resolve().parent), "--out")
     upscalers = _upscalers(a, b, scale, tracking_uri)
     rng = np.random.default_rng(seed)
-    crops = [c for name, array, alpha in iter_images(files) for c in _crops(name, array, alpha, upscalers, crop, pairs_per_image, rng)]
+    crops = [
+        c
+        for name, array, alpha in iter_images(files)
+        for c in _crops(name, array, alpha, upscalers, crop, pairs_per_image, rng)
+    ]
     sides = rng.permutation(["a", "b"] * (len(crops) // 2) + ["a"] * (len(crops) % 2)).tolist()
     page_id, pairs, keyed = secrets.token_hex(8), [], {}
     for i, side in zip(rng.permutation(len(crops)).tolist(), sides):
@@ -93,9 +108,17 @@ def make_page(a: str, b: str, data: str, out: str | Path = "rating.html", *, cro
         pairs.append({"token": token, "lr": _png(lr), "left": _png(left), "right": _png(right)})
         keyed[token] = {"image": name, "box_top_left_size": box, "left": side}
     key = {
-        "format": KEY_FORMAT, "page_id": page_id, "page": out.name, "a": a, "b": b,
+        "format": KEY_FORMAT,
+        "page_id": page_id,
+        "page": out.name,
+        "a": a,
+        "b": b,
         "runs": {"a": _source_run(a, tracking_uri), "b": _source_run(b, tracking_uri)},
-        "scale": upscalers[0].scale, "data": data, "crop": crop, "seed": seed, "pairs": keyed,
+        "scale": upscalers[0].scale,
+        "data": data,
+        "crop": crop,
+        "seed": seed,
+        "pairs": keyed,
     }
     shown = {"format": PAGE_FORMAT, "page_id": page_id, "key_file": key_path(out).name, "pairs": pairs}
     template = resources.files("pipeline").joinpath("rate_page.html").read_text(encoding="utf-8")
@@ -117,11 +140,21 @@ def _upscalers(a: str, b: str, scale: int | None, tracking_uri: str | None) -> t
     if up_a.scale != up_b.scale:
         raise UsageError(f"--a {a} upscales x{up_a.scale} but --b {b} x{up_b.scale}; compare models of one scale")
     if None not in (up_a.in_channels, up_b.in_channels) and up_a.in_channels != up_b.in_channels:
-        raise UsageError(f"--a {a} takes {up_a.in_channels}-band images but --b {b} {up_b.in_channels}-band ones; compare models of one band count")
+        raise UsageError(
+            f"--a {a} takes {up_a.in_channels}-band images but --b {b} {up_b.in_channels}-band ones; compare models of one band count"
+        )
     return up_a, up_b
 
 
-def _crops(name: str, array: np.ndarray, alpha: bool, upscalers: tuple[Upscaler, Upscaler], crop: int, count: int, rng: np.random.Generator) -> Iterator[tuple]:
+def _crops(
+    name: str,
+    array: np.ndarray,
+    alpha: bool,
+    upscalers: tuple[Upscaler, Upscaler],
+    crop: int,
+    count: int,
+    rng: np.random.Generator,
+) -> Iterator[tuple]:
     """(image name, [top, left, size] in HR pixels, LR crop, A's crop, B's crop) `count` times;
     tensors (C, h, w) in [0, 1]."""
     channels = next((u.in_channels for u in upscalers if u.in_channels is not None), array.shape[2] - alpha)
@@ -133,13 +166,20 @@ def _crops(name: str, array: np.ndarray, alpha: bool, upscalers: tuple[Upscaler,
     h, w = array.shape[0] // scale, array.shape[1] // scale
     side = min(crop // scale, h, w)  # in LR pixels
     if side < 4:
-        raise DataError(f"{name}: {array.shape[1]}x{array.shape[0]} is too small to crop at x{scale} (at least {4 * scale} px a side); remove it or raise --crop")
+        raise DataError(
+            f"{name}: {array.shape[1]}x{array.shape[0]} is too small to crop at x{scale} (at least {4 * scale} px a side); remove it or raise --crop"
+        )
     hr = torch.from_numpy(np.ascontiguousarray(array[: h * scale, : w * scale].transpose(2, 0, 1)))[None]
     lr = (imresize(hr, 1.0 / scale).float() / formats.data_range(array.dtype)).clamp(0, 1)
     for _ in range(count):
         top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         region = (top, top + side, left, left + side)
-        yield name, [top * scale, left * scale, side * scale], lr[0, :, top : top + side, left : left + side], *(u(lr, region)[0] for u in upscalers)
+        yield (
+            name,
+            [top * scale, left * scale, side * scale],
+            lr[0, :, top : top + side, left : left + side],
+            *(u(lr, region)[0] for u in upscalers),
+        )
 
 
 def _png(x: torch.Tensor) -> str:
@@ -153,7 +193,7 @@ def _source_run(ref: str, tracking_uri: str | None) -> str | None:
     a logged model's source run; None for files and bicubic. Resolved when the page is made,
     so that an alias that moves later does not move the ratings with it."""
     if ref.startswith("runs:/"):
-        return ref[len("runs:/"):].strip("/").split("/")[0]
+        return ref[len("runs:/") :].strip("/").split("/")[0]
     if not ref.startswith("models:/"):
         return None
     return tracking.model_run(tracking.resolve_tracking_uri(tracking_uri), ref)
@@ -178,13 +218,25 @@ class RatingResult:
 
     def to_dict(self) -> dict:
         decided = self.wins_a + self.wins_b
-        share = (lambda k: None if decided == 0 else k / decided)
+
+        def share(k: int) -> float | None:
+            return None if decided == 0 else k / decided
+
         return {
-            "a": self.a, "b": self.b, "page_id": self.page_id,
-            "preference_b": share(self.wins_b), "preference_b_ci95": wilson_interval(self.wins_b, decided),
-            "preference_a": share(self.wins_a), "preference_a_ci95": wilson_interval(self.wins_a, decided),
-            "wins_a": self.wins_a, "wins_b": self.wins_b, "ties": self.ties, "judgements": decided + self.ties,
-            "pairs": len(self.pairs), "raters": len(self.raters), "left_share": share(self.left_chosen),
+            "a": self.a,
+            "b": self.b,
+            "page_id": self.page_id,
+            "preference_b": share(self.wins_b),
+            "preference_b_ci95": wilson_interval(self.wins_b, decided),
+            "preference_a": share(self.wins_a),
+            "preference_a_ci95": wilson_interval(self.wins_a, decided),
+            "wins_a": self.wins_a,
+            "wins_b": self.wins_b,
+            "ties": self.ties,
+            "judgements": decided + self.ties,
+            "pairs": len(self.pairs),
+            "raters": len(self.raters),
+            "left_share": share(self.left_chosen),
         }
 
 
@@ -195,12 +247,16 @@ def count_choices(key: dict, exports: list[tuple[str, dict]]) -> RatingResult:
     result = RatingResult(a=key["a"], b=key["b"], page_id=key["page_id"], runs=key.get("runs", {}))
     for source, export in exports:
         if export.get("page_id") != key["page_id"]:
-            raise DataError(f"{source} holds choices for page {export.get('page_id')!r}, but the key is for page {key['page_id']!r}; give the key written beside that page (--key)")
+            raise DataError(
+                f"{source} holds choices for page {export.get('page_id')!r}, but the key is for page {key['page_id']!r}; give the key written beside that page (--key)"
+            )
         rater = str(export.get("rater") or source)  # a file without a name is a rater of its own
         for choice in export.get("choices") or []:
             token = choice.get("pair") if isinstance(choice, dict) else None
             if token not in key["pairs"] or choice.get("choice") not in CHOICES:
-                raise DataError(f"{source}: {json.dumps(choice)[:80]} is not a choice on this key's page; export the file again from the page")
+                raise DataError(
+                    f"{source}: {json.dumps(choice)[:80]} is not a choice on this key's page; export the file again from the page"
+                )
             previous = latest.get((rater, token))
             if previous is None or str(choice.get("at", "")) >= str(previous.get("at", "")):
                 latest[(rater, token)] = choice
@@ -234,18 +290,26 @@ def rate_results(results: list[str | Path], key: str | Path | None = None) -> Ra
     """Count the choices in the exported `results` files with the page's key (default: the
     key file the page names, beside the first results file or in the working directory)."""
     exports = [(str(path), _read_json(path, "results file")) for path in results]
-    unknown = [source for source, export in exports if export.get("format") != PAGE_FORMAT or not isinstance(export.get("choices"), list)]
+    unknown = [
+        source
+        for source, export in exports
+        if export.get("format") != PAGE_FORMAT or not isinstance(export.get("choices"), list)
+    ]
     if unknown:
         raise DataError(f"{unknown[0]} is not a choices file exported from a rating page (format {PAGE_FORMAT})")
     if key is None:
         name = Path(str(exports[0][1].get("key_file") or "rating.key.json")).name
         found = [p for p in (Path(results[0]).parent / name, Path(name)) if p.is_file()]
         if not found:
-            raise UsageError(f"no key {name} beside {results[0]} or in the working directory; give --key <page>.key.json")
+            raise UsageError(
+                f"no key {name} beside {results[0]} or in the working directory; give --key <page>.key.json"
+            )
         key = found[0]
     key_data = _read_json(key, "key")
     if key_data.get("format") != KEY_FORMAT or not isinstance(key_data.get("pairs"), dict):
-        raise DataError(f"{key} is not a rating page's key (format {KEY_FORMAT}); give the .key.json written beside the page")
+        raise DataError(
+            f"{key} is not a rating page's key (format {KEY_FORMAT}); give the .key.json written beside the page"
+        )
     result = count_choices(key_data, exports)
     if not result.pairs:
         raise DataError(f"no choices in {', '.join(map(str, results))}; rate some pairs, then export again")
@@ -271,41 +335,78 @@ def log_to_runs(result: RatingResult, tracking_uri: str | None = None) -> list[s
     c, now = tracking.client(uri), int(time.time() * 1000)
     for side, run_id in runs.items():
         own, ci = report[f"preference_{side}"], report[f"preference_{side}_ci95"] or (None, None)
-        values = {"rate/preferred": own, "rate/preferred_low": ci[0], "rate/preferred_high": ci[1], **{f"rate/{k}": report[k] for k in ("judgements", "ties", "pairs", "raters")}}
+        values = {
+            "rate/preferred": own,
+            "rate/preferred_low": ci[0],
+            "rate/preferred_high": ci[1],
+            **{f"rate/{k}": report[k] for k in ("judgements", "ties", "pairs", "raters")},
+        }
         try:
             c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items() if v is not None])
             c.log_dict(run_id, {**report, "this_run": side}, f"rate/{result.page_id}.json")
         except MlflowException as exc:
-            raise TrackingError(f"cannot log the rating on run {run_id} ({getattr(result, side)}) at {tracking.display_uri(uri)}: {cli.one_line(exc)}") from exc
+            raise TrackingError(
+                f"cannot log the rating on run {run_id} ({getattr(result, side)}) at {tracking.display_uri(uri)}: {cli.one_line(exc)}"
+            ) from exc
         notes.append(f"logged on run {run_id} ({side}: {getattr(result, side)})")
     return notes
 
 
 def print_table(result: RatingResult) -> None:
     r = result.to_dict()
-    print(f"A: {r['a']}\nB: {r['b']}\n{r['pairs']} pairs, {r['raters']} rater(s), {r['judgements']} judgement(s), {r['ties']} with no preference (left out of the shares)")
+    print(
+        f"A: {r['a']}\nB: {r['b']}\n{r['pairs']} pairs, {r['raters']} rater(s), {r['judgements']} judgement(s), {r['ties']} with no preference (left out of the shares)"
+    )
     print(f"{'preferred':<10}  {'share':>5}  {'95% CI (Wilson)':<15}  count")
     for side, other in (("b", "a"), ("a", "b")):
         share, ci = r[f"preference_{side}"], r[f"preference_{side}_ci95"]
         cells = ("-", "-") if share is None else (f"{share:.3f}", f"{ci[0]:.3f} - {ci[1]:.3f}")
-        print(f"{side.upper() + ' over ' + other.upper():<10}  {cells[0]:>5}  {cells[1]:<15}  {r['wins_' + side]} of {r['wins_a'] + r['wins_b']}")
+        print(
+            f"{side.upper() + ' over ' + other.upper():<10}  {cells[0]:>5}  {cells[1]:<15}  {r['wins_' + side]} of {r['wins_a'] + r['wins_b']}"
+        )
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser("python -m pipeline.rate", "Blind A/B rating: write a self-contained page comparing two models' upscales, then count the choices raters export from it.", EXAMPLES)
+    p = cli.Parser(
+        "python -m pipeline.rate",
+        "Blind A/B rating: write a self-contained page comparing two models' upscales, then count the choices raters export from it.",
+        EXAMPLES,
+    )
     p.add_argument("--a", help=f"model A: {REFERENCE_HELP}")
     p.add_argument("--b", help="model B, the same kinds of reference")
     p.add_argument("--data", help="HR images: a local folder or an s3:// prefix (searched recursively)")
     p.add_argument("--out", default="rating.html", help="the page to write; its key goes beside it as <name>.key.json")
-    p.add_argument("--crop", type=cli.positive_int, default=128, help="crop side in HR pixels (rounded down to the scale)")
+    p.add_argument(
+        "--crop", type=cli.positive_int, default=128, help="crop side in HR pixels (rounded down to the scale)"
+    )
     p.add_argument("--pairs-per-image", type=cli.positive_int, default=2, help="random crops per image")
-    p.add_argument("--seed", type=cli.non_negative_int, default=0, help="draws the crops, their order and the hidden sides")
-    p.add_argument("--scale", type=int, choices=SCALES, help="upscaling factor; required for bicubic against bicubic (default: the model's)")
-    p.add_argument("--results", nargs="+", metavar="CHOICES_JSON", help="count these exported choices files instead of making a page")
-    p.add_argument("--key", help="with --results: the page's key (default: the key the page names, beside the first results file or here)")
-    p.add_argument("--no-log", action="store_true", help="with --results: do not log the result on the models' MLflow runs")
+    p.add_argument(
+        "--seed", type=cli.non_negative_int, default=0, help="draws the crops, their order and the hidden sides"
+    )
+    p.add_argument(
+        "--scale",
+        type=int,
+        choices=SCALES,
+        help="upscaling factor; required for bicubic against bicubic (default: the model's)",
+    )
+    p.add_argument(
+        "--results",
+        nargs="+",
+        metavar="CHOICES_JSON",
+        help="count these exported choices files instead of making a page",
+    )
+    p.add_argument(
+        "--key",
+        help="with --results: the page's key (default: the key the page names, beside the first results file or here)",
+    )
+    p.add_argument(
+        "--no-log", action="store_true", help="with --results: do not log the result on the models' MLflow runs"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI for runs:/ and models:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI for runs:/ and models:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
     return p
 
 
@@ -327,11 +428,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if len(page_options) < 3:
         raise UsageError("give --a, --b and --data to make a rating page, or --results to count exported choices")
-    page = make_page(args.a, args.b, args.data, args.out, crop=args.crop, pairs_per_image=args.pairs_per_image, seed=args.seed, scale=args.scale, tracking_uri=args.tracking_uri)
+    page = make_page(
+        args.a,
+        args.b,
+        args.data,
+        args.out,
+        crop=args.crop,
+        pairs_per_image=args.pairs_per_image,
+        seed=args.seed,
+        scale=args.scale,
+        tracking_uri=args.tracking_uri,
+    )
     if args.json:
         print(json.dumps({"page": str(page.page), "key": str(page.key), "pairs": page.pairs}))
     else:
-        print(f"rating page: {page.page} ({page.pairs} pairs; sides hidden)\nkey: {page.key} (keep it from the raters; --results needs it)")
+        print(
+            f"rating page: {page.page} ({page.pairs} pairs; sides hidden)\nkey: {page.key} (keep it from the raters; --results needs it)"
+        )
     return 0
 
 

@@ -9,7 +9,20 @@ import re
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 # Words that make a query parameter a credential, matched against its name split at - _ .
 # (X-Amz-Security-Token, access_token, api_key, X-Goog-Signature, sig, ...).
-_SECRET_WORDS = {"signature", "sig", "credential", "credentials", "token", "password", "passwd", "pwd", "secret", "key", "apikey", "awsaccesskeyid"}
+_SECRET_WORDS = {
+    "signature",
+    "sig",
+    "credential",
+    "credentials",
+    "token",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "key",
+    "apikey",
+    "awsaccesskeyid",
+}
 MASK = "***"
 
 
@@ -35,7 +48,7 @@ def _redact_one(uri: str) -> str:
     # counts. A path with '@' and ':' in it is masked too: safe, if not pretty.
     userinfo = re.match(r"([^@\s]*:[^@\s]*|[^@/?#\s]*)@", rest)
     if userinfo:
-        rest = f"{MASK}@{rest[userinfo.end():]}"
+        rest = f"{MASK}@{rest[userinfo.end() :]}"
     authority, tail = re.match(r"([^/?#]*)(.*)", rest, re.S).groups()
     before_fragment, hash_, fragment = tail.partition("#")
     path, question, query = before_fragment.partition("?")

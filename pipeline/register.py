@@ -43,7 +43,13 @@ class Registered:
     created: bool
 
 
-def register_generator(ref: str, name: str, tracking_uri: str | None = None, experiment: str = "imported-generators", trained_for: str = "psnr") -> Registered:
+def register_generator(
+    ref: str,
+    name: str,
+    tracking_uri: str | None = None,
+    experiment: str = "imported-generators",
+    trained_for: str = "psnr",
+) -> Registered:
     """Log `ref`'s generator as a model of its own run and register it under `name`."""
     if ref == BICUBIC:
         raise UsageError("--model bicubic has no weights to register; give a generator")
@@ -57,7 +63,11 @@ def register_generator(ref: str, name: str, tracking_uri: str | None = None, exp
     digest = hashlib.sha256(data).hexdigest()
     source = redact_uri(ref)
     experiment_id = tracking.ensure_experiment(uri, experiment)
-    params = {"source": source, "sha256": digest, **{f"generator.{k}": str(v) for k, v in generator.spec.to_dict().items()}}
+    params = {
+        "source": source,
+        "sha256": digest,
+        **{f"generator.{k}": str(v) for k, v in generator.spec.to_dict().items()},
+    }
     tags = {IMPORTED_TAG: source, tracking.PHASES_TAG: TRAINED_FOR[trained_for]}
     run_id = tracking.start_run(uri, experiment_id, f"import-{digest[:12]}", f"import:{digest}", params, tags)
     c = tracking.client(uri)
@@ -69,16 +79,33 @@ def register_generator(ref: str, name: str, tracking_uri: str | None = None, exp
             model_uri = tracking.log_generator(uri, run_id, path)
     found = c.search_model_versions(f"name = '{name}' and tags.`{tracking.SOURCE_TAG}` = '{run_id}'")
     created = not found
-    version = tracking.register_version(uri, name, model_uri, run_id, {tracking.SOURCE_TAG: run_id, IMPORTED_TAG: source}) if created else str(found[0].version)
+    version = (
+        tracking.register_version(uri, name, model_uri, run_id, {tracking.SOURCE_TAG: run_id, IMPORTED_TAG: source})
+        if created
+        else str(found[0].version)
+    )
     c.set_terminated(run_id, "FINISHED")
     return Registered(run_id, version, model_uri, digest, created)
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser("python -m pipeline.register", "Register a generator trained elsewhere (BasicSR, SRGAN-PyTorch) or any generator file in the MLflow model registry.", EXAMPLES)
-    p.add_argument("--model", required=True, help="basicsr:<file>, srgan-pytorch:<file> (local or s3://), a generator .pt, runs:/<run id> or models:/<name>@<alias>")
+    p = cli.Parser(
+        "python -m pipeline.register",
+        "Register a generator trained elsewhere (BasicSR, SRGAN-PyTorch) or any generator file in the MLflow model registry.",
+        EXAMPLES,
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="basicsr:<file>, srgan-pytorch:<file> (local or s3://), a generator .pt, runs:/<run id> or models:/<name>@<alias>",
+    )
     p.add_argument("--name", default="srgan", help="registered model name")
-    p.add_argument("--trained-for", default="psnr", choices=sorted(TRAINED_FOR), help="psnr: judged by distortion on promotion (auto criterion); gan: by perception")
+    p.add_argument(
+        "--trained-for",
+        default="psnr",
+        choices=sorted(TRAINED_FOR),
+        help="psnr: judged by distortion on promotion (auto criterion); gan: by perception",
+    )
     p.add_argument("--experiment", default="imported-generators", help="MLflow experiment of the import's run")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line on stdout")
@@ -90,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = register_generator(args.model, args.name, args.tracking_uri, args.experiment, args.trained_for)
     verb = "registered" if result.created else "already registered"
-    print(f"{verb}: {args.name} v{result.version} from {redact_uri(args.model)} (run {result.run_id}, sha256 {result.sha256[:16]}); promote it with python -m pipeline.promote --run-id {result.run_id} --name {args.name} --holdout <images>", file=sys.stderr)
+    print(
+        f"{verb}: {args.name} v{result.version} from {redact_uri(args.model)} (run {result.run_id}, sha256 {result.sha256[:16]}); promote it with python -m pipeline.promote --run-id {result.run_id} --name {args.name} --holdout <images>",
+        file=sys.stderr,
+    )
     if args.json:
         print(json.dumps(asdict(result)), flush=True)
     return 0

@@ -14,7 +14,6 @@ import numpy as np
 from pipeline.errors import TrackingError
 from pipeline.tracking import client, display_uri
 
-
 # What an MLflow call raises when the server does not answer (refused, reset, timed out,
 # a gateway in front of it failing), as opposed to an answer that refuses the request.
 UNREACHABLE = ("Max retries exceeded", "Connection refused", "NewConnectionError", "ConnectTimeout", "ReadTimeout", "Read timed out",
@@ -55,7 +54,9 @@ class RunLogger:
     def __init__(self, tracking_uri: str, run_id: str, outage_s: float = 300.0) -> None:
         self.run_id, self.uri, self.outage_s = run_id, tracking_uri, outage_s
         self._client = client(tracking_uri)
-        self._pending: list[tuple] = []  # ("metrics", [Metric]) / ("image", picture, name) / ("json", data, name) / ("tag", key, value)
+        self._pending: list[
+            tuple
+        ] = []  # ("metrics", [Metric]) / ("image", picture, name) / ("json", data, name) / ("tag", key, value)
         self._down_since: float | None = None
         self._last_step = self._until_answered(self._logged_steps)
 
@@ -69,7 +70,11 @@ class RunLogger:
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
-            print(f"warning: MLflow tracking server {display_uri(self.uri)} does not answer ({str(exc).strip().splitlines()[0][:200]}); training goes on and keeps what it logs for up to {self.outage_s:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"warning: MLflow tracking server {display_uri(self.uri)} does not answer ({str(exc).strip().splitlines()[0][:200]}); training goes on and keeps what it logs for up to {self.outage_s:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         elif now - self._down_since > self.outage_s:
             raise TrackingError(
                 f"MLflow tracking server {display_uri(self.uri)} has not answered for {now - self._down_since:.0f} s (mlflow.outage_s {self.outage_s:g}); "
@@ -115,7 +120,11 @@ class RunLogger:
                     continue
                 self._pending.pop(0)
                 if self._down_since is not None:
-                    print(f"MLflow tracking server {display_uri(self.uri)} answers again after {time.monotonic() - self._down_since:.0f} s; sending what was kept", file=sys.stderr, flush=True)
+                    print(
+                        f"MLflow tracking server {display_uri(self.uri)} answers again after {time.monotonic() - self._down_since:.0f} s; sending what was kept",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     self._down_since = None
         return True
 
@@ -123,7 +132,11 @@ class RunLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        new = {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v) and step > self._last_step.get(k, -1)}
+        new = {
+            k: float(v)
+            for k, v in values.items()
+            if v is not None and np.isfinite(v) and step > self._last_step.get(k, -1)
+        }
         if new:
             self._pending.append(("metrics", [Metric(k, v, now, step) for k, v in new.items()]))
             self._last_step.update(dict.fromkeys(new, step))

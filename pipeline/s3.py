@@ -48,7 +48,9 @@ def retry_s() -> float:
     try:
         return float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_S))
     except ValueError:
-        raise StorageError(f"{RETRY_ENV}={os.environ[RETRY_ENV]!r} is not a number of seconds; unset it or give e.g. 120") from None
+        raise StorageError(
+            f"{RETRY_ENV}={os.environ[RETRY_ENV]!r} is not a number of seconds; unset it or give e.g. 120"
+        ) from None
 
 
 def endpoint() -> str:
@@ -56,7 +58,11 @@ def endpoint() -> str:
     from pipeline.redact import redact_uri
 
     url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return redact_uri(url) if url else f"AWS S3 ({os.environ.get('AWS_REGION') or os.environ.get('AWS_DEFAULT_REGION') or 'default region'})"
+    return (
+        redact_uri(url)
+        if url
+        else f"AWS S3 ({os.environ.get('AWS_REGION') or os.environ.get('AWS_DEFAULT_REGION') or 'default region'})"
+    )
 
 
 def call(what: str, uri: str, fn):
@@ -79,6 +85,10 @@ def call(what: str, uri: str, fn):
                     f"({attempts} attempts; {RETRY_ENV} / s3.retry_s is {budget:g} s): {first}"
                 ) from exc
             if attempts == 1:
-                print(f"warning: the S3 endpoint {endpoint()} does not answer ({what} {uri}); retrying for up to {budget:g} s", file=sys.stderr, flush=True)
+                print(
+                    f"warning: the S3 endpoint {endpoint()} does not answer ({what} {uri}); retrying for up to {budget:g} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             time.sleep(delay)
             delay = min(2 * delay, 15.0)

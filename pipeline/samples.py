@@ -1,13 +1,13 @@
 """Write the bundled sample HR images to a folder, so the quickstart needs no download.
 
-    python -m pipeline.samples --out quickstart/samples
+  python -m pipeline.samples --out quickstart/samples
 
-  photos/     real photographs shipped with scikit-image (8-bit RGB PNG), for training
-  holdout/    other scikit-image photographs (chelsea; camera and coins, grayscale), for
-              validation and promotion: never trained on
-  medical/    a real 16-bit MR head slice shipped with matplotlib (s1045.ima), 1-band PNG
-  satellite/  a 4-band 16-bit raster derived from the real Jacksboro fault DEM shipped
-              with matplotlib: elevation plus hillshade under three sun azimuths (TIFF)
+photos/     real photographs shipped with scikit-image (8-bit RGB PNG), for training
+holdout/    other scikit-image photographs (chelsea; camera and coins, grayscale), for
+            validation and promotion: never trained on
+medical/    a real 16-bit MR head slice shipped with matplotlib (s1045.ima), 1-band PNG
+satellite/  a 4-band 16-bit raster derived from the real Jacksboro fault DEM shipped
+            with matplotlib: elevation plus hillshade under three sun azimuths (TIFF)
 """
 
 from __future__ import annotations
@@ -85,16 +85,22 @@ def resolve(uri: str) -> str:
     if not marker.exists():
         write_samples(root)
         marker.touch()
-    sub = uri[len("samples://"):].strip("/")
+    sub = uri[len("samples://") :].strip("/")
     folder = root / sub
     if not folder.is_dir():
-        raise StorageError(f"{uri} names no bundled samples; use samples://photos, samples://holdout, samples://medical, samples://satellite or samples://")
+        raise StorageError(
+            f"{uri} names no bundled samples; use samples://photos, samples://holdout, samples://medical, samples://satellite or samples://"
+        )
     return str(folder)
 
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.Parser("python -m pipeline.samples", "Write the bundled sample HR images.", ["python -m pipeline.samples --out quickstart/samples"])
+    parser = cli.Parser(
+        "python -m pipeline.samples",
+        "Write the bundled sample HR images.",
+        ["python -m pipeline.samples --out quickstart/samples"],
+    )
     parser.add_argument("--out", required=True, help="folder to write photos/, holdout/, medical/ and satellite/ into")
     args = parser.parse_args(argv)
     for path in write_samples(args.out):

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -35,9 +35,18 @@ from srgan.resize import imresize
 # What training validation reports (to MLflow and Tune): means over the validation images
 # (NIQE over those large enough, LPIPS when its weights were found; absent otherwise).
 VALIDATION_METRICS = (
-    "val/psnr", "val/ssim", "val/hf_ratio", "val/hf_error",
-    "val/psnr_bicubic", "val/ssim_bicubic", "val/hf_ratio_bicubic", "val/images",
-    "val/niqe", "val/niqe_bicubic", "val/lpips", "val/lpips_bicubic",
+    "val/psnr",
+    "val/ssim",
+    "val/hf_ratio",
+    "val/hf_error",
+    "val/psnr_bicubic",
+    "val/ssim_bicubic",
+    "val/hf_ratio_bicubic",
+    "val/images",
+    "val/niqe",
+    "val/niqe_bicubic",
+    "val/lpips",
+    "val/lpips_bicubic",
 )
 LOWER_IS_BETTER = ("niqe", "lpips", "hf_error")  # the rest: higher is better
 
@@ -149,7 +158,9 @@ def sr_figures(x: torch.Tensor, hr: torch.Tensor, scale: int, lpips=None) -> dic
         "psnr": psnr(x, hr, 1.0, scale).item(),
         "ssim": ssim(x, hr, 1.0, scale).item(),
         "niqe": niqe_of(x, scale),
-        "lpips": float(lpips(x.float(), hr.float())[0]) if lpips is not None and has_y and min(x.shape[-2:]) >= lpips.min_size else None,
+        "lpips": float(lpips(x.float(), hr.float())[0])
+        if lpips is not None and has_y and min(x.shape[-2:]) >= lpips.min_size
+        else None,
         "hf_ratio": high_frequency_ratio(x, hr, scale).item(),
     }
 
@@ -162,12 +173,17 @@ def primary(figures: dict) -> tuple[float, float]:
 
 
 def _perception(figures: dict) -> str:
-    parts = [f"NIQE {figures['niqe']:.2f}" if figures.get("niqe") is not None else "", f"LPIPS {figures['lpips']:.3f}" if figures.get("lpips") is not None else ""]
+    parts = [
+        f"NIQE {figures['niqe']:.2f}" if figures.get("niqe") is not None else "",
+        f"LPIPS {figures['lpips']:.3f}" if figures.get("lpips") is not None else "",
+    ]
     return "".join(" " + p for p in parts if p)
 
 
 def caption(name: str, ours: dict, base: dict) -> str:
-    return f"{name}  bicubic {primary(base)[0]:.2f} dB{_perception(base)}  SR {primary(ours)[0]:.2f} dB{_perception(ours)}"
+    return (
+        f"{name}  bicubic {primary(base)[0]:.2f} dB{_perception(base)}  SR {primary(ours)[0]:.2f} dB{_perception(ours)}"
+    )
 
 
 class ValidationSums:
@@ -181,8 +197,14 @@ class ValidationSums:
 
     def add(self, ours: dict, base: dict) -> None:
         log_hf, log_hf_b = math.log2(max(ours["hf_ratio"], 1e-12)), math.log2(max(base["hf_ratio"], 1e-12))
-        optional = [v for f in (ours["niqe"], base["niqe"], ours["lpips"], base["lpips"]) for v in ((f, 1.0) if f is not None else (0.0, 0.0))]
-        self.sums += torch.tensor([*primary(ours), log_hf, abs(log_hf), *primary(base), log_hf_b, 1.0, *optional], dtype=torch.float64)
+        optional = [
+            v
+            for f in (ours["niqe"], base["niqe"], ours["lpips"], base["lpips"])
+            for v in ((f, 1.0) if f is not None else (0.0, 0.0))
+        ]
+        self.sums += torch.tensor(
+            [*primary(ours), log_hf, abs(log_hf), *primary(base), log_hf_b, 1.0, *optional], dtype=torch.float64
+        )
 
     def metrics(self) -> dict[str, float]:
         """The means; an optional measure no image had is NaN (not logged)."""
@@ -197,7 +219,9 @@ def _levels(dtype: np.dtype) -> int | None:
     return int(formats.data_range(dtype)) if np.issubdtype(dtype, np.integer) else None
 
 
-def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int, alpha: bool = False, lpips=None) -> tuple[ImageScore, GridRow]:
+def score_image(
+    upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int, alpha: bool = False, lpips=None
+) -> tuple[ImageScore, GridRow]:
     """Protocol scores for one HR image, and the pictures for its comparison row."""
     if alpha:  # transparency is not part of the picture being scored
         hr_array = hr_array[..., :-1]
@@ -208,7 +232,9 @@ def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int,
             raise ModelRefError(f"{name} {exc}") from None
     h, w = (hr_array.shape[0] // scale) * scale, (hr_array.shape[1] // scale) * scale
     if h < 2 * scale + 11 or w < 2 * scale + 11:
-        raise DataError(f"{name}: {hr_array.shape[1]}x{hr_array.shape[0]} is too small to score at x{scale} (at least {2 * scale + 11} px a side)")
+        raise DataError(
+            f"{name}: {hr_array.shape[1]}x{hr_array.shape[0]} is too small to score at x{scale} (at least {2 * scale + 11} px a side)"
+        )
     hr_native = torch.from_numpy(np.ascontiguousarray(hr_array[:h, :w].transpose(2, 0, 1)))[None]
     div = formats.data_range(hr_array.dtype)
     # LR and the bicubic baseline in the image's own dtype, exactly as MATLAB rounds them.
@@ -224,7 +250,9 @@ def score_image(upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int,
         sr = quantize(sr, levels) if levels else sr
     base = sr_figures(bicubic, hr, scale, lpips)
     ours = base if sr is bicubic else sr_figures(sr, hr, scale, lpips)
-    score = ImageScore(name=name, height=h, width=w, channels=hr.shape[1], **ours, **{f"bicubic_{k}": v for k, v in base.items()})
+    score = ImageScore(
+        name=name, height=h, width=w, channels=hr.shape[1], **ours, **{f"bicubic_{k}": v for k, v in base.items()}
+    )
     return score, GridRow(lr=lr[0], bicubic=bicubic[0], sr=sr[0], hr=hr[0], caption=caption(name, ours, base))
 
 
@@ -267,7 +295,9 @@ def score_as_is(images: Iterable[tuple[str, np.ndarray, bool]], progress=None) -
     for name, array, alpha in images:
         if alpha:
             array = array[..., :-1]
-        scores.append(AsIsScore(name, array.shape[0], array.shape[1], niqe_of(formats.to_unit(array)[None].clamp(0, 1))))
+        scores.append(
+            AsIsScore(name, array.shape[0], array.shape[1], niqe_of(formats.to_unit(array)[None].clamp(0, 1)))
+        )
         if progress:
             progress(scores[-1])
     return scores

@@ -29,6 +29,7 @@ from pipeline.models import Upscaler
 from srgan.generator import SRResNet
 from srgan.weights import WeightsError, load_generator
 
+
 class GeneratorModel:
     """What MLflow's pyfunc calls: (N, C, h, w) float32 in [0, 1] in, (N, C_out, h*scale,
     w*scale) float32 in [0, 1] out, computed tile by tile by the generator's inference form
@@ -37,13 +38,22 @@ class GeneratorModel:
     def __init__(self, generator: SRResNet, meta: dict, tile: int = 256) -> None:
         self.generator, self.meta, self.tile = generator, meta, tile
         on_cpu = next(generator.parameters()).device.type == "cpu"
-        self.upscaler = Upscaler(name="mlflow-model", scale=generator.scale, generator=generator, meta=meta, tile=tile, batch_size=1 if on_cpu else 4)
+        self.upscaler = Upscaler(
+            name="mlflow-model",
+            scale=generator.scale,
+            generator=generator,
+            meta=meta,
+            tile=tile,
+            batch_size=1 if on_cpu else 4,
+        )
 
     def predict(self, model_input, params: dict | None = None) -> np.ndarray:
         x = torch.from_numpy(np.asarray(model_input, dtype=np.float32))
         channels = self.generator.spec.in_channels
         if x.dim() != 4 or x.shape[1] != channels:
-            raise DataError(f"the generator takes (N, {channels}, H, W) float32 arrays in [0, 1], got shape {tuple(x.shape)}")
+            raise DataError(
+                f"the generator takes (N, {channels}, H, W) float32 arrays in [0, 1], got shape {tuple(x.shape)}"
+            )
         return self.upscaler(x).numpy()
 
 

@@ -60,7 +60,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), uri
     if not is_s3(uri):
         raise StorageError(f"unsupported URI scheme in {uri!r}; use a local path or s3://bucket/prefix")
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket:
         raise StorageError(f"{uri} names no bucket; use s3://bucket/prefix")
     if any(part in (".", "..") for part in key.split("/")):
@@ -87,7 +87,7 @@ def overlaps(a: str, b: str) -> bool:
         return False
     if is_s3(a):
         filesystem(a), filesystem(b)  # refuses '.' and '..' segments, which S3 clients resolve
-        a, b = a[len("s3://"):], b[len("s3://"):]
+        a, b = a[len("s3://") :], b[len("s3://") :]
     else:
         a, b = os.path.realpath(a), os.path.realpath(b)
     return _within(a, b) or _within(b, a)
@@ -103,7 +103,9 @@ def check_inside(root: str, uri: str, what: str) -> None:
         return
     real = os.path.realpath(uri if what == "input" else os.path.dirname(uri))
     if not _within(real, os.path.realpath(root)):
-        raise StorageError(f"{what} {uri} leads outside {root} through a symbolic link; not {'read' if what == 'input' else 'written'}")
+        raise StorageError(
+            f"{what} {uri} leads outside {root} through a symbolic link; not {'read' if what == 'input' else 'written'}"
+        )
 
 
 def list_files(root_uri: str, extensions: list[str] | tuple[str, ...] | None = None) -> list[StoredFile]:
@@ -112,7 +114,9 @@ def list_files(root_uri: str, extensions: list[str] | tuple[str, ...] | None = N
     return list_inputs(root_uri, extensions)[0]
 
 
-def list_inputs(root_uri: str, extensions: list[str] | tuple[str, ...] | None = None) -> tuple[list[StoredFile], list[StoredFile]]:
+def list_inputs(
+    root_uri: str, extensions: list[str] | tuple[str, ...] | None = None
+) -> tuple[list[StoredFile], list[StoredFile]]:
     """(files under `root_uri`, sorted by key; local links that lead outside it, which are
     not to be read). A local folder is walked without following linked folders: a linked
     folder that leads outside is reported as one refused entry, one that leads inside adds
@@ -253,18 +257,22 @@ def check_destination(uri: str, what: str = "output") -> None:
     bucket that does not exist (or these credentials cannot see), a local path that is a file."""
     uri = local_or_uri(uri)
     if is_s3(uri):
-        bucket = uri[len("s3://"):].split("/", 1)[0]
+        bucket = uri[len("s3://") :].split("/", 1)[0]
         if not bucket:
             raise StorageError(f"{what} {uri} names no bucket; use s3://bucket/prefix")
         fs, _ = filesystem(uri)
         try:
-            found = s3.call("check the bucket of", uri, lambda: fs.get_file_info(bucket)).type == pafs.FileType.Directory
+            found = (
+                s3.call("check the bucket of", uri, lambda: fs.get_file_info(bucket)).type == pafs.FileType.Directory
+            )
         except StorageError:
             raise
         except Exception as exc:
             raise StorageError(f"cannot check bucket {bucket!r} of {what} {uri}: {exc}") from exc
         if not found:
-            raise StorageError(f"{what} {uri}: bucket {bucket!r} does not exist (or these credentials cannot see it); create it or use another bucket")
+            raise StorageError(
+                f"{what} {uri}: bucket {bucket!r} does not exist (or these credentials cannot see it); create it or use another bucket"
+            )
         return
     path = Path(uri)
     for parent in (path, *path.parents):
@@ -283,7 +291,13 @@ def download(uri: str, dest: Path) -> None:
         if s3.call("read", uri, lambda: fs.get_file_info(path)).type != pafs.FileType.File:
             raise StorageError(f"{uri} does not exist")
         with _appearing_whole(Path(dest)) as tmp:
-            s3.call("read", uri, lambda: pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()))
+            s3.call(
+                "read",
+                uri,
+                lambda: pafs.copy_files(
+                    path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+                ),
+            )
     except StorageError:
         raise
     except Exception as exc:
@@ -309,7 +323,11 @@ def upload_file(src: Path, uri: str, owner: str = "write") -> None:
     local = pafs.LocalFileSystem()
     try:
         if not isinstance(fs, pafs.LocalFileSystem):
-            s3.call("write", uri, lambda: pafs.copy_files(str(src), path, source_filesystem=local, destination_filesystem=fs))
+            s3.call(
+                "write",
+                uri,
+                lambda: pafs.copy_files(str(src), path, source_filesystem=local, destination_filesystem=fs),
+            )
             return
         with _appearing_whole(Path(path), owner) as tmp:
             pafs.copy_files(str(src), str(tmp), source_filesystem=local, destination_filesystem=local)

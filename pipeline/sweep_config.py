@@ -31,7 +31,7 @@ class Distribution(Section):
     choice: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "Distribution":
+    def _one(self) -> Distribution:
         given = [k for k in ("loguniform", "uniform", "choice") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of loguniform: [low, high], uniform: [low, high], choice: [values]")
@@ -53,15 +53,20 @@ class Distribution(Section):
 class ObjectiveSection(Section):
     metric: str = Field("val/psnr", description="a reported metric, or 'score' for the weighted sum below")
     mode: Literal["max", "min"] = "max"
-    score: dict[str, float] | None = Field(None, description="score = sum(weight * metric), e.g. {val/psnr: 1, val/niqe: -1} (a perception-distortion trade-off)")
+    score: dict[str, float] | None = Field(
+        None,
+        description="score = sum(weight * metric), e.g. {val/psnr: 1, val/niqe: -1} (a perception-distortion trade-off)",
+    )
 
     @model_validator(mode="after")
-    def _reported(self) -> "ObjectiveSection":
+    def _reported(self) -> ObjectiveSection:
         if (self.metric == SCORE) != (self.score is not None):
             raise ValueError("objective.metric 'score' and objective.score go together: set both or neither")
         valid = ", ".join(VALIDATION_METRICS)
         if self.metric != SCORE and self.metric not in VALIDATION_METRICS:
-            raise ValueError(f"metric {self.metric!r} is not a metric training reports; use one of {valid}, or 'score' with objective.score")
+            raise ValueError(
+                f"metric {self.metric!r} is not a metric training reports; use one of {valid}, or 'score' with objective.score"
+            )
         for name in self.score or {}:
             if name not in VALIDATION_METRICS:
                 raise ValueError(f"score names {name!r}, which training does not report; use metrics among {valid}")
@@ -75,21 +80,30 @@ class SchedulerSection(Section):
 
 
 class SweepConfig(Section):
-    name: FolderName = Field("srgan-loss-weights", description="the Tune experiment (re-run the same name to resume) and the MLflow parent run")
+    name: FolderName = Field(
+        "srgan-loss-weights",
+        description="the Tune experiment (re-run the same name to resume) and the MLflow parent run",
+    )
     storage_path: str = Field("./ray_results/sweeps", description="local path or s3://bucket/prefix")
     train_config: str = Field(..., description="training config every trial starts from (relative to this file)")
-    train_overrides: list[str] = Field(default_factory=list, description="key=value applied to train_config for every trial")
+    train_overrides: list[str] = Field(
+        default_factory=list, description="key=value applied to train_config for every trial"
+    )
     search: dict[str, Distribution] = Field(..., description="dotted training-config key -> distribution")
     objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
     num_samples: int = Field(8, ge=1)
     max_concurrent_trials: int = Field(2, ge=1)
-    trial_cpus: float = Field(0.1, ge=0, description="CPUs for each trial's driver; its workers follow the training config's scaling")
+    trial_cpus: float = Field(
+        0.1, ge=0, description="CPUs for each trial's driver; its workers follow the training config's scaling"
+    )
     seed: int = 0
     mlflow: MlflowSection = Field(default_factory=lambda: MlflowSection(experiment="srgan-sweeps"))
 
 
-def load_sweep(path: str | Path, overrides: list[str] | None = None, train_overrides: list[str] | None = None) -> tuple[SweepConfig, dict]:
+def load_sweep(
+    path: str | Path, overrides: list[str] | None = None, train_overrides: list[str] | None = None
+) -> tuple[SweepConfig, dict]:
     """(sweep config, the trials' base training-config tree). Every search key is checked
     against the training config now, with its distribution's lower end."""
     tree = apply_overrides(load_yaml(path), overrides or [])
@@ -100,10 +114,14 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, train_overr
     base = apply_overrides(load_yaml(train_path), [*sweep.train_overrides, *(train_overrides or [])])
     train = parse_config(base)
     if not train.data.val:
-        raise ConfigError(f"objective.metric {sweep.objective.metric}: trials report validation metrics only with data.val set; set it in {train_path} or with --train-set data.val=<images>")
+        raise ConfigError(
+            f"objective.metric {sweep.objective.metric}: trials report validation metrics only with data.val set; set it in {train_path} or with --train-set data.val=<images>"
+        )
     steps = train.total_steps
     if sweep.scheduler.type == "asha" and sweep.scheduler.grace_period > steps:
-        raise ConfigError(f"scheduler.grace_period {sweep.scheduler.grace_period} is more than the {steps} training steps of a trial; lower it or train longer")
+        raise ConfigError(
+            f"scheduler.grace_period {sweep.scheduler.grace_period} is more than the {steps} training steps of a trial; lower it or train longer"
+        )
     for key, dist in sweep.search.items():
         try:
             parse_config(apply_overrides(copy.deepcopy(base), [f"{key}={yaml.safe_dump(dist.example()).strip()}"]))

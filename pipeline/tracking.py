@@ -39,7 +39,11 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under its
 # On sweep runs (parents) and their trials (children):
 SWEEP_TAG = "srgan.sweep"
 TRIAL_TAG = "srgan.trial_id"
-OBJECTIVE_TAG, OBJECTIVE_MODE_TAG, OBJECTIVE_SCORE_TAG = "srgan.objective", "srgan.objective_mode", "srgan.objective_score"
+OBJECTIVE_TAG, OBJECTIVE_MODE_TAG, OBJECTIVE_SCORE_TAG = (
+    "srgan.objective",
+    "srgan.objective_mode",
+    "srgan.objective_score",
+)
 BEST_RUN_TAG, BEST_TRIAL_TAG = "srgan.best_run_id", "srgan.best_trial_id"
 STOPPED_TAG = "srgan.stopped"  # on a trial that did not finish: 'scheduler' or 'error'
 # On registry versions:
@@ -52,7 +56,7 @@ SQLITE = "sqlite:///"
 
 def _sqlite_file(uri: str) -> Path | None:
     """The database file of a sqlite:/// tracking URI, None for other stores."""
-    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+    return Path(uri[len(SQLITE) :]) if uri.startswith(SQLITE) else None
 
 
 def resolve_tracking_uri(configured: str | None = None) -> str:
@@ -81,11 +85,15 @@ def check_reachable(uri: str, budget_s: float = 15.0, must_exist: bool = False) 
     even an error status, counts as an answer. With `must_exist` (reading runs or models), a
     local sqlite store must be there already: MLflow would create an empty one."""
     if must_exist and _sqlite_file(uri) is not None and not _sqlite_file(uri).is_file():
-        raise TrackingError(f"MLflow store {uri} does not exist, so it holds no runs or models; point --tracking-uri or MLFLOW_TRACKING_URI at the store that does")
+        raise TrackingError(
+            f"MLflow store {uri} does not exist, so it holds no runs or models; point --tracking-uri or MLFLOW_TRACKING_URI at the store that does"
+        )
     if not uri.startswith(("http://", "https://")):
         return
     parts = urlsplit(uri)
-    probe = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], path=parts.path.rstrip("/") + "/health", query=""))
+    probe = urlunsplit(
+        parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], path=parts.path.rstrip("/") + "/health", query="")
+    )
     deadline, refusals = time.monotonic() + budget_s, 0
     while True:
         try:
@@ -134,7 +142,7 @@ def _model_ref(c, uri: str):
     """(registry version or None, logged model id or None, path inside) of models:/<name>@<alias>,
     models:/<name>/<version>, models:/<name>/latest or models:/m-<id>[/<path>], looked up
     through client `c`: MLflow's own models:/ resolution reads the process-wide registry URI."""
-    name, *rest = uri[len("models:/"):].strip("/").split("/")
+    name, *rest = uri[len("models:/") :].strip("/").split("/")
     if "@" in name:
         return c.get_model_version_by_alias(*name.split("@", 1)), None, rest
     if rest and rest[0].isdigit():
@@ -146,13 +154,19 @@ def _model_ref(c, uri: str):
         return max(versions, key=lambda v: int(v.version)), None, rest[1:]
     if not rest or name.startswith("m-"):
         return None, name, rest
-    raise TrackingError(f"{uri}: not a model reference; use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/latest or models:/m-<id>")
+    raise TrackingError(
+        f"{uri}: not a model reference; use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/latest or models:/m-<id>"
+    )
 
 
 def _model_location(c, uri: str) -> str:
     """The artifact location of a models:/ reference (see `_model_ref`), path inside included."""
     version, model_id, rest = _model_ref(c, uri)
-    location = c.get_model_version_download_uri(version.name, version.version) if version else c.get_logged_model(model_id).artifact_location
+    location = (
+        c.get_model_version_download_uri(version.name, version.version)
+        if version
+        else c.get_logged_model(model_id).artifact_location
+    )
     return "/".join([location.rstrip("/"), *rest])
 
 
@@ -174,11 +188,20 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
 
 
 def find_run(tracking_uri: str, experiment_id: str, run_uri: str) -> str | None:
-    runs = client(tracking_uri).search_runs([experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_uri}'", max_results=1)
+    runs = client(tracking_uri).search_runs(
+        [experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_uri}'", max_results=1
+    )
     return runs[0].info.run_id if runs else None
 
 
-def start_run(tracking_uri: str, experiment_id: str, run_name: str, run_uri: str, params: dict[str, str], tags: dict[str, str] | None = None) -> str:
+def start_run(
+    tracking_uri: str,
+    experiment_id: str,
+    run_name: str,
+    run_uri: str,
+    params: dict[str, str],
+    tags: dict[str, str] | None = None,
+) -> str:
     """Create the MLflow run for a training run, or reopen the one already made for it."""
     from mlflow.entities import Param, RunTag
 
@@ -304,9 +327,11 @@ def register_version(tracking_uri: str, name: str, model_uri: str, run_id: str, 
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    model_id = model_uri[len("models:/"):] if model_uri.startswith("models:/m-") else None
+    model_id = model_uri[len("models:/") :] if model_uri.startswith("models:/m-") else None
     # The logged model's own artifact location, looked up through this client: MLflow's local
     # registry store would resolve a models:/ source through the process-wide URI instead.
     source = c.get_logged_model(model_id).artifact_location if model_id else model_uri
-    version = c.create_model_version(name, source=source, run_id=run_id, tags=tags, model_id=model_id, await_creation_for=60)
+    version = c.create_model_version(
+        name, source=source, run_id=run_id, tags=tags, model_id=model_id, await_creation_for=60
+    )
     return str(version.version)

@@ -23,9 +23,18 @@ EXAMPLES = [
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser("python -m pipeline.train", "Train an SRGAN on Ray (local Ray, or the cluster RAY_ADDRESS names).", EXAMPLES)
+    p = cli.Parser(
+        "python -m pipeline.train", "Train an SRGAN on Ray (local Ray, or the cluster RAY_ADDRESS names).", EXAMPLES
+    )
     p.add_argument("--config", required=True, help="YAML config (configs/srgan_x4.yaml lists every key)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.batch_size=32 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. train.batch_size=32 (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", help="continue run.name from its last checkpoint")
     return p
 
@@ -34,7 +43,10 @@ def build_parser() -> cli.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     outcome = run_training(load_config(args.config, args.overrides), resume=args.resume)
-    print(json.dumps({"run": outcome.run_name, "mlflow_run_id": outcome.mlflow_run_id, "checkpoint": outcome.checkpoint}), flush=True)
+    print(
+        json.dumps({"run": outcome.run_name, "mlflow_run_id": outcome.mlflow_run_id, "checkpoint": outcome.checkpoint}),
+        flush=True,
+    )
     return 0
 
 

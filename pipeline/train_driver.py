@@ -24,9 +24,9 @@ from pipeline.data import ImageSpec, PatchBatches, describe_ranges, train_datase
 from pipeline.datasets import open_prepared, scan_images
 from pipeline.errors import ConfigError, DataError, ModelRefError, UserError
 from pipeline.models import fetch_generator
-from pipeline.run_logger import RunLogger
 from pipeline.recipe import load_vgg, needs_vgg
 from pipeline.redact import redact_uri
+from pipeline.run_logger import RunLogger
 from pipeline.train_loop import train_loop_per_worker
 from srgan.degrade import build_degradation
 from srgan.weights import WeightsError
@@ -70,14 +70,18 @@ def _run_folder(cfg: TrainConfig, resume: bool) -> tuple[str, str, str]:
     a storage path that cannot take files, an existing run without --resume, --resume of
     nothing."""
     if resume and not cfg.run.name:
-        raise ConfigError("--resume needs run.name: the folder under run.storage_path to continue (e.g. --set run.name=srgan-20261123-101500)")
+        raise ConfigError(
+            "--resume needs run.name: the folder under run.storage_path to continue (e.g. --set run.name=srgan-20261123-101500)"
+        )
     name = cfg.run.name or default_run_name()
     storage_uri = storage.local_or_uri(cfg.run.storage_path)
     storage.check_destination(storage_uri, "run.storage_path")
     run_uri = storage.join(storage_uri, name)
     already = storage.exists(storage.join(run_uri, SNAPSHOT))
     if already and not resume:
-        raise ConfigError(f"run {name!r} already exists at {run_uri}; pass --resume to continue it, or set run.name to start a new run")
+        raise ConfigError(
+            f"run {name!r} already exists at {run_uri}; pass --resume to continue it, or set run.name to start a new run"
+        )
     if resume and not already:
         raise ConfigError(f"--resume: no checkpoints of run {name!r} at {run_uri} to continue from")
     return name, run_uri, storage_uri
@@ -95,7 +99,9 @@ def _user_error_of(exc: BaseException) -> UserError | None:
     return found[0] if found else None
 
 
-def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None = None, mlflow_tags: dict[str, str] | None = None) -> TrainOutcome:
+def run_training(
+    cfg: TrainConfig, resume: bool = False, callbacks: list | None = None, mlflow_tags: dict[str, str] | None = None
+) -> TrainOutcome:
     """Everything `python -m pipeline.train` does, callable (pipeline.tune runs it per trial,
     with Tune's report callback and the parent-run tags)."""
     s3.apply_s3_settings(cfg.s3.endpoint_url, cfg.s3.region)
@@ -112,7 +118,13 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
     # A prepared dataset (python -m pipeline.prepare) lists its files in its manifest.
     prepared = {what: open_prepared(getattr(cfg.data, what), f"data.{what}") for what in ("train", "val")}
     train_files = prepared["train"].files if prepared["train"] else _list_images(cfg.data.train, cfg, "train")
-    val_files = (prepared["val"].files if prepared["val"] else _list_images(cfg.data.val, cfg, "val"))[: cfg.data.val_max_images] if cfg.data.val else []
+    val_files = (
+        (prepared["val"].files if prepared["val"] else _list_images(cfg.data.val, cfg, "val"))[
+            : cfg.data.val_max_images
+        ]
+        if cfg.data.val
+        else []
+    )
 
     ensure_ray()
     g = cfg.model.generator
@@ -121,16 +133,25 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
         print(f"scanning {len(train_files)} training images under {redact_uri(cfg.data.train)} ...", flush=True)
     train_scan = scan_images(prepared["train"], train_files, spec, cfg.data.read_cpus, "data.train")
     train_good, bad = train_scan.good, train_scan.bad
-    val_spec = ImageSpec(channels=g.in_channels, data_range=cfg.data.data_range, min_size=max(g.scale * 4, 11 + 2 * g.scale))
+    val_spec = ImageSpec(
+        channels=g.in_channels, data_range=cfg.data.data_range, min_size=max(g.scale * 4, 11 + 2 * g.scale)
+    )
     val_scan = scan_images(prepared["val"], val_files, val_spec, cfg.data.read_cpus, "data.val")
     val_good, val_bad = val_scan.good, val_scan.bad
     range_used, model_range = describe_ranges(train_scan.ranges + val_scan.ranges)
-    bad_inputs = [{"split": "train", "key": b.key, "reason": b.reason} for b in bad] + [{"split": "val", "key": b.key, "reason": b.reason} for b in val_bad]
+    bad_inputs = [{"split": "train", "key": b.key, "reason": b.reason} for b in bad] + [
+        {"split": "val", "key": b.key, "reason": b.reason} for b in val_bad
+    ]
     for b in bad_inputs:
         print(f"warning: skipping {b['split']} image {b['key']}: {b['reason']}", file=sys.stderr, flush=True)
     if not train_good:
-        raise DataError(f"data.train: none of the {len(train_files)} images under {cfg.data.train} is usable (see the warnings above)")
-    print(f"{len(train_good)} training images, {len(val_good)} validation images, {len(bad_inputs)} skipped; value range: {range_used}", flush=True)
+        raise DataError(
+            f"data.train: none of the {len(train_files)} images under {cfg.data.train} is usable (see the warnings above)"
+        )
+    print(
+        f"{len(train_good)} training images, {len(val_good)} validation images, {len(bad_inputs)} skipped; value range: {range_used}",
+        flush=True,
+    )
     patches = len(train_good) * cfg.data.patches_per_image
     if patches < cfg.train.batch_size:
         raise DataError(
@@ -140,31 +161,71 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
 
     experiment_id = tracking.ensure_experiment(tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_location)
     params = {**flatten(cfg), "run.name": name, "data.range_used": range_used}
-    run_id = tracking.start_run(tracking_uri, experiment_id, name, run_uri, params, tags={tracking.PHASES_TAG: ",".join(cfg.train.phases), **(mlflow_tags or {})})
+    run_id = tracking.start_run(
+        tracking_uri,
+        experiment_id,
+        name,
+        run_uri,
+        params,
+        tags={tracking.PHASES_TAG: ",".join(cfg.train.phases), **(mlflow_tags or {})},
+    )
     logger = RunLogger(tracking_uri, run_id, cfg.mlflow.outage_s)
     started = time.perf_counter()
     try:  # from here on, whatever stops the run marks its MLflow run FAILED
-        logger.metrics({"data/train_images": len(train_good), "data/val_images": len(val_good), "data/bad_inputs": len(bad_inputs)}, 0)
+        logger.metrics(
+            {
+                "data/train_images": len(train_good),
+                "data/val_images": len(val_good),
+                "data/bad_inputs": len(bad_inputs),
+            },
+            0,
+        )
         if bad_inputs:
             logger.json(bad_inputs, "bad_inputs.json")
         if is_remote_cluster() and tracking.is_local_store(tracking_uri):
-            print(f"warning: MLflow store {tracking_uri} is a local file, but Ray runs on a cluster: workers on other nodes cannot reach it; use an http:// tracking server", file=sys.stderr)
+            print(
+                f"warning: MLflow store {tracking_uri} is a local file, but Ray runs on a cluster: workers on other nodes cannot reach it; use an http:// tracking server",
+                file=sys.stderr,
+            )
         datasets = _datasets(cfg, spec, val_spec, train_good, val_good)
-        loop_config = {"config": cfg.model_dump(mode="json"), "run_id": run_id, "tracking_uri": tracking_uri, "run_uri": run_uri, "has_val": bool(val_good), "init_generator": init_generator, "data_range": model_range}
+        loop_config = {
+            "config": cfg.model_dump(mode="json"),
+            "run_id": run_id,
+            "tracking_uri": tracking_uri,
+            "run_uri": run_uri,
+            "has_val": bool(val_good),
+            "init_generator": init_generator,
+            "data_range": model_range,
+        }
         result = _trainer(cfg, name, storage_uri, datasets, loop_config, callbacks).fit()
         model_uri = None
         if result.checkpoint is not None:
             with result.checkpoint.as_directory() as folder:
-                model_uri = tracking.log_generator(tracking_uri, run_id, Path(folder) / "generator.pt", cfg.mlflow.log_model)
+                model_uri = tracking.log_generator(
+                    tracking_uri, run_id, Path(folder) / "generator.pt", cfg.mlflow.log_model
+                )
     except BaseException as exc:
         if not logger.finish("FAILED", wait=False):
-            print(f"note: MLflow at {tracking.display_uri(tracking_uri)} did not answer; run {run_id} stays RUNNING there until --resume continues it", file=sys.stderr, flush=True)
+            print(
+                f"note: MLflow at {tracking.display_uri(tracking_uri)} did not answer; run {run_id} stays RUNNING there until --resume continues it",
+                file=sys.stderr,
+                flush=True,
+            )
         user_error = _user_error_of(exc)
         if user_error is not None:
             raise user_error from None
         raise
     logger.finish("FINISHED")
-    outcome = TrainOutcome(name, run_uri, run_id, tracking_uri, _checkpoint_uri(result.checkpoint, storage_uri), model_uri, dict(result.metrics or {}), bad_inputs)
+    outcome = TrainOutcome(
+        name,
+        run_uri,
+        run_id,
+        tracking_uri,
+        _checkpoint_uri(result.checkpoint, storage_uri),
+        model_uri,
+        dict(result.metrics or {}),
+        bad_inputs,
+    )
     _print_summary(outcome, cfg, time.perf_counter() - started)
     return outcome
 
@@ -172,10 +233,20 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks: list | None 
 def _datasets(cfg: TrainConfig, spec: ImageSpec, val_spec: ImageSpec, train_good: list, val_good: list) -> dict:
     """The training pairs (per epoch) and the validation pairs (made once), as Ray Datasets."""
     degradation = build_degradation(cfg.data.degradation.name, cfg.model.generator.scale, **cfg.data.degradation.params)
-    batches = PatchBatches(spec, cfg.data.patch_size, cfg.data.patches_per_image, cfg.worker_batch_size, degradation, cfg.run.seed, cfg.data.degrade_on)
+    batches = PatchBatches(
+        spec,
+        cfg.data.patch_size,
+        cfg.data.patches_per_image,
+        cfg.worker_batch_size,
+        degradation,
+        cfg.run.seed,
+        cfg.data.degrade_on,
+    )
     datasets = {"train": train_dataset(train_good, batches, cfg.data.read_cpus, cfg.data.images_per_task, cfg.run.seed)}
     if val_good:
-        datasets["val"] = val_dataset(val_good, val_spec, cfg.data.val_crop, degradation, cfg.data.read_cpus, cfg.run.seed)
+        datasets["val"] = val_dataset(
+            val_good, val_spec, cfg.data.val_crop, degradation, cfg.data.read_cpus, cfg.run.seed
+        )
     for ds in datasets.values():
         # Rank 0's step and validation lines report progress; Ray Data's bars for every pass
         # over these datasets, re-printed by each worker, would bury them.
@@ -193,7 +264,11 @@ def _trainer(cfg: TrainConfig, name: str, storage_uri: str, datasets: dict, loop
         storage_fs, storage_path = storage.filesystem(storage_uri)
     else:
         Path(storage_uri).mkdir(parents=True, exist_ok=True)
-    resources = {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {}), **cfg.scaling.resources_per_worker}
+    resources = {
+        "CPU": cfg.scaling.cpus_per_worker,
+        **({"GPU": 1} if cfg.scaling.use_gpu else {}),
+        **cfg.scaling.resources_per_worker,
+    }
     # A range of workers makes the run elastic: it goes on with fewer when nodes are lost and
     # grows back when they return; a fixed number waits for the lost nodes.
     workers = (cfg.scaling.min_workers, cfg.scaling.num_workers) if cfg.scaling.min_workers else cfg.scaling.num_workers
@@ -229,11 +304,17 @@ def _checkpoint_uri(checkpoint, storage_uri: str) -> str | None:
 
 def _print_summary(outcome: TrainOutcome, cfg: TrainConfig, seconds: float) -> None:
     m = outcome.metrics
-    lines = [f"training finished: {m.get('step', '?')} steps in {seconds / 60:.1f} min ({', '.join(cfg.train.phases)}; {cfg.scaling.num_workers} worker(s))"]
+    lines = [
+        f"training finished: {m.get('step', '?')} steps in {seconds / 60:.1f} min ({', '.join(cfg.train.phases)}; {cfg.scaling.num_workers} worker(s))"
+    ]
     if "val/psnr" in m:
-        lines.append(f"  validation: PSNR {m['val/psnr']:.2f} dB (bicubic {m['val/psnr_bicubic']:.2f})  SSIM {m['val/ssim']:.4f} (bicubic {m['val/ssim_bicubic']:.4f})")
+        lines.append(
+            f"  validation: PSNR {m['val/psnr']:.2f} dB (bicubic {m['val/psnr_bicubic']:.2f})  SSIM {m['val/ssim']:.4f} (bicubic {m['val/ssim_bicubic']:.4f})"
+        )
     lines.append(f"  checkpoint: {outcome.checkpoint}")
-    lines.append(f"  MLflow run: {outcome.mlflow_run_id} (experiment '{cfg.mlflow.experiment}', {tracking.display_uri(outcome.tracking_uri)})")
+    lines.append(
+        f"  MLflow run: {outcome.mlflow_run_id} (experiment '{cfg.mlflow.experiment}', {tracking.display_uri(outcome.tracking_uri)})"
+    )
     if outcome.model_uri:
         lines.append(f"  model: runs:/{outcome.mlflow_run_id}/generator.pt and {outcome.model_uri}")
     if outcome.bad_inputs:

@@ -47,14 +47,23 @@ def sync_batch_norm_on(cfg: TrainConfig, world: int, rank: int) -> bool:
     if rank == 0 and world > 1 and on:
         log.info(f"BatchNorm statistics over all {world} workers' images (train.sync_batch_norm={setting})")
     elif rank == 0 and world > 1 and batch < 8:
-        log.warning(f"warning: train.sync_batch_norm=false: each worker's BatchNorm normalises its own {batch} images and the workers' running statistics drift apart; set train.sync_batch_norm=auto")
+        log.warning(
+            f"warning: train.sync_batch_norm=false: each worker's BatchNorm normalises its own {batch} images and the workers' running statistics drift apart; set train.sync_batch_norm=auto"
+        )
     return on
 
 
 class TrainState:
     """A worker's models, optimisers, GradScalers and weight average, and where it is."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, precision: Precision, state: dict | None = None, init_generator: dict | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        device: torch.device,
+        precision: Precision,
+        state: dict | None = None,
+        init_generator: dict | None = None,
+    ) -> None:
         """Build the networks from `cfg`, with the weights of checkpoint `state` or of a
         pretrained generator `init_generator`, wrap them for DDP, and start the phase."""
         import ray.train.torch
@@ -82,17 +91,27 @@ class TrainState:
         self.phase = phase
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr_at(self.cfg, self.step), betas=betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr_at(self.cfg, self.step, "d"), betas=betas)
-        self.scaler_g, self.scaler_d = make_scaler(self.device, self.precision), make_scaler(self.device, self.precision)
+        self.scaler_g, self.scaler_d = (
+            make_scaler(self.device, self.precision),
+            make_scaler(self.device, self.precision),
+        )
         self.ema = EMA(self.g, self.cfg.train.ema_decay)
         self.ema.model.to(self.device)
         self.ema_updates = 0
 
     def state_dict(self) -> dict:
         return {
-            "step": self.step, "epoch": self.epoch, "phase": self.phase, "ema_updates": self.ema_updates,
-            "generator": unwrap(self.g).state_dict(), "discriminator": unwrap(self.d).state_dict(), "ema": self.ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "phase": self.phase,
+            "ema_updates": self.ema_updates,
+            "generator": unwrap(self.g).state_dict(),
+            "discriminator": unwrap(self.d).state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
         }
 
     def load(self, state: dict) -> None:
@@ -114,7 +133,18 @@ class TrainState:
         if self.phase == "pretrain":
             stats = pretrain_step(self.g, self.opt_g, lr_batch, hr_batch, pixel, self.precision, self.scaler_g)
         else:
-            stats = gan_step(self.g, self.d, self.opt_g, self.opt_d, lr_batch, hr_batch, g_loss, self.precision, self.scaler_g, self.scaler_d)
+            stats = gan_step(
+                self.g,
+                self.d,
+                self.opt_g,
+                self.opt_d,
+                lr_batch,
+                hr_batch,
+                g_loss,
+                self.precision,
+                self.scaler_g,
+                self.scaler_d,
+            )
         self.ema.update(self.g, self.ema.warmup_decay(self.ema_updates))
         self.ema_updates += 1
         self.step += 1
@@ -152,7 +182,9 @@ def validation_line(m: dict[str, float]) -> str:
     return "  ".join(parts)
 
 
-def validate(model: torch.nn.Module, rows, scale: int, grid_images: int, rank: int, world: int, device: torch.device, lpips=None) -> tuple[dict[str, float], list]:
+def validate(
+    model: torch.nn.Module, rows, scale: int, grid_images: int, rank: int, world: int, device: torch.device, lpips=None
+) -> tuple[dict[str, float], list]:
     """Score rank 0's `model` (the one it saves; broadcast to all) on this rank's share of the
     validation pairs (idx % world == rank) and reduce the sums over all ranks. Returns
     (pipeline.scoring.VALIDATION_METRICS, grid rows of this rank). PSNR/SSIM are on Y for 1-
@@ -188,7 +220,9 @@ def validate(model: torch.nn.Module, rows, scale: int, grid_images: int, rank: i
 
 def say_balance(logger, stats: dict[str, float], cfg: TrainConfig, step: int) -> None:
     """Log the first GAN step's content vs weighted adversarial loss; warn when far from the paper's."""
-    ratio = loss_balance({k.removeprefix("loss_"): v for k, v in stats.items()}, LossWeights(**cfg.loss.weights.model_dump()))
+    ratio = loss_balance(
+        {k.removeprefix("loss_"): v for k, v in stats.items()}, LossWeights(**cfg.loss.weights.model_dump())
+    )
     if ratio is None:
         return
     logger.metrics({"train/content_to_adversarial": ratio}, step)
@@ -233,7 +267,9 @@ def train_loop_per_worker(loop: dict) -> None:
     restore_rng(rng)
     g_loss = build_generator_loss(cfg, state.d, device) if "gan" in cfg.train.phases else None
     pixel = PixelLoss(cfg.loss.pixel)
-    degrade = build_degradation(cfg.data.degradation.name, scale, **cfg.data.degradation.params)  # data.degrade_on: device
+    degrade = build_degradation(
+        cfg.data.degradation.name, scale, **cfg.data.degradation.params
+    )  # data.degrade_on: device
     if rank == 0:  # what `train.precision: auto` became on this hardware
         logger.tag("train.precision_used", state.precision)
         log.info(f"precision {state.precision} on {device.type}")
@@ -274,9 +310,19 @@ def train_loop_per_worker(loop: dict) -> None:
 
             if rank == 0 and (step % cfg.train.log_every == 0 or step == total):
                 rate, means, lr = progress.rate(batch * world), progress.means(), lr_at(cfg, step - 1)
-                logger.metrics({**{f"train/{k}": v for k, v in means.items()}, "train/lr": lr, "train/samples_per_s": rate, "train/epoch": state.epoch}, step)
+                logger.metrics(
+                    {
+                        **{f"train/{k}": v for k, v in means.items()},
+                        "train/lr": lr,
+                        "train/samples_per_s": rate,
+                        "train/epoch": state.epoch,
+                    },
+                    step,
+                )
                 shown = "  ".join(f"{k} {v:.4g}" for k, v in means.items())
-                log.info(f"[step {step}/{total} {state.phase}] {shown}  lr {lr:.2g}  {rate:.1f} samples/s  epoch {state.epoch}")
+                log.info(
+                    f"[step {step}/{total} {state.phase}] {shown}  lr {lr:.2g}  {rate:.1f} samples/s  epoch {state.epoch}"
+                )
                 progress = Progress()
             _maybe_fail(cfg, step, rank, world, loop["run_uri"])
             if cfg.debug.step_sleep_s:
@@ -286,14 +332,22 @@ def train_loop_per_worker(loop: dict) -> None:
             do_val = val_rows is not None and (step % cfg.train.val_every == 0 or step == total)
             do_ckpt = step % cfg.train.checkpoint_every == 0 or step == total or at_phase_end
             if do_val:
-                last_val, grid = validate(state.ema.model, val_rows.iter_rows(), scale, cfg.data.grid_images, rank, world, device, lpips)
+                last_val, grid = validate(
+                    state.ema.model, val_rows.iter_rows(), scale, cfg.data.grid_images, rank, world, device, lpips
+                )
                 if rank == 0:
                     logger.metrics(last_val, step)
                     if grid:
                         logger.image(comparison_grid(grid, scale), f"grids/step_{step:08d}.png")
                     log.info(f"[step {step}/{total} validation] {validation_line(last_val)}")
             if do_ckpt or do_val:
-                metrics = {"step": step, "epoch": state.epoch, "phase": state.phase, **{f"train/{k}": v for k, v in stats.items()}, **last_val}
+                metrics = {
+                    "step": step,
+                    "epoch": state.epoch,
+                    "phase": state.phase,
+                    **{f"train/{k}": v for k, v in stats.items()},
+                    **last_val,
+                }
                 if do_ckpt:
                     save_checkpoint(rank, metrics, state, meta, loop["run_uri"], logger.unsent() if rank == 0 else None)
                 else:

@@ -27,7 +27,18 @@ from pipeline.sweep_config import SCORE, SweepConfig, load_sweep
 from pipeline.train_driver import SNAPSHOT, run_training
 
 DISTORTION, PERCEPTION = "val/psnr", "val/niqe"
-REPORTED = ("val/psnr", "val/ssim", "val/niqe", "val/lpips", "val/hf_ratio", "val/hf_error", "val/psnr_bicubic", "val/niqe_bicubic", "val/lpips_bicubic", "val/hf_ratio_bicubic")
+REPORTED = (
+    "val/psnr",
+    "val/ssim",
+    "val/niqe",
+    "val/lpips",
+    "val/hf_ratio",
+    "val/hf_error",
+    "val/psnr_bicubic",
+    "val/niqe_bicubic",
+    "val/lpips_bicubic",
+    "val/hf_ratio_bicubic",
+)
 EXAMPLES = [
     "python -m pipeline.tune --config configs/tune_loss_weights.yaml --train-set train.gan.init_from=runs:/<pretraining run id>",
     "python -m pipeline.tune --config configs/quickstart_tune.yaml --set num_samples=4",
@@ -126,7 +137,9 @@ def results_table(results, sweep: SweepConfig, child_runs: dict[str, str], total
     table = pd.DataFrame(rows)
     objective = sweep.objective.metric
     if objective in table and not table.empty:
-        table = table.sort_values(objective, ascending=sweep.objective.mode == "min", na_position="last").reset_index(drop=True)
+        table = table.sort_values(objective, ascending=sweep.objective.mode == "min", na_position="last").reset_index(
+            drop=True
+        )
     valid = table[[DISTORTION, PERCEPTION]].notna().all(axis=1) if not table.empty else []
     table["pareto"] = False
     if len(table) and valid.any():
@@ -152,9 +165,22 @@ def perception_distortion_plot(table, path: Path) -> Path:
         b = data.dropna(subset=["val/psnr_bicubic", "val/niqe_bicubic"]).iloc[0]
         ax.scatter([b["val/psnr_bicubic"]], [b["val/niqe_bicubic"]], marker="*", s=160, c="tab:blue", label="bicubic")
     if data.empty:
-        ax.text(0.5, 0.5, "no trial reported NIQE\n(validation images need at least two 96 x 96 blocks after the border)", ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no trial reported NIQE\n(validation images need at least two 96 x 96 blocks after the border)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     for _, row in data.iterrows():
-        ax.annotate(str(row["trial_id"]), (row[DISTORTION], row[PERCEPTION]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.annotate(
+            str(row["trial_id"]),
+            (row[DISTORTION], row[PERCEPTION]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
     ax.set_xlabel("distortion: validation PSNR (dB, higher is better)")
     ax.set_ylabel("perception: NIQE (lower is more natural)")
     ax.set_title("SRGAN loss-weight sweep: perception vs distortion")
@@ -187,27 +213,40 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
     sweep = sweep.model_copy(update={"mlflow": sweep.mlflow.model_copy(update={"tracking_uri": tracking_uri})})
     experiment_id = tracking.ensure_experiment(tracking_uri, sweep.mlflow.experiment, sweep.mlflow.artifact_location)
     params = {f"sweep.{k}": v for k, v in flatten(sweep).items()}
-    parent_tags = {tracking.SWEEP_TAG: sweep.name, tracking.OBJECTIVE_TAG: sweep.objective.metric, tracking.OBJECTIVE_MODE_TAG: sweep.objective.mode}
+    parent_tags = {
+        tracking.SWEEP_TAG: sweep.name,
+        tracking.OBJECTIVE_TAG: sweep.objective.metric,
+        tracking.OBJECTIVE_MODE_TAG: sweep.objective.mode,
+    }
     if sweep.objective.score:
         parent_tags[tracking.OBJECTIVE_SCORE_TAG] = json.dumps(sweep.objective.score)
     parent_id = tracking.start_run(tracking_uri, experiment_id, sweep.name, sweep_uri, params, parent_tags)
 
     total_steps = parse_config(copy.deepcopy(base)).total_steps
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, sweep=sweep.model_dump(mode="json"), base=base, sweep_uri=sweep_uri, parent_run_id=parent_id),
+        tune.with_parameters(
+            run_trial, sweep=sweep.model_dump(mode="json"), base=base, sweep_uri=sweep_uri, parent_run_id=parent_id
+        ),
         {"CPU": sweep.trial_cpus},
     )
     ensure_ray()
     experiment_path = storage.join(storage_path if fs else storage_uri, sweep.name)
     if tune.Tuner.can_restore(experiment_path, storage_filesystem=fs):
         print(f"restoring sweep {sweep.name} from {sweep_uri} (finished trials are kept)", flush=True)
-        tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs)
+        tuner = tune.Tuner.restore(
+            experiment_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs
+        )
     else:
         scheduler = None
         if sweep.scheduler.type == "asha":
             # max_t beyond the last step: ASHA stops a trial that reaches max_t, and a trial
             # reporting its final step still has its model to log to MLflow.
-            scheduler = ASHAScheduler(time_attr="step", max_t=total_steps + 1, grace_period=sweep.scheduler.grace_period, reduction_factor=sweep.scheduler.reduction_factor)
+            scheduler = ASHAScheduler(
+                time_attr="step",
+                max_t=total_steps + 1,
+                grace_period=sweep.scheduler.grace_period,
+                reduction_factor=sweep.scheduler.reduction_factor,
+            )
         tuner = tune.Tuner(
             trainable,
             param_space=_search_space(sweep),
@@ -231,7 +270,10 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
     done = sum(t.status in ("TERMINATED", "ERROR") for t in saved.trials)
     if done < len(saved.trials):
         # Tune saved its state; the same command continues.
-        for child in client.search_runs([experiment_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_id}' and attributes.status = 'RUNNING'"):
+        for child in client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_id}' and attributes.status = 'RUNNING'",
+        ):
             client.set_terminated(child.info.run_id, "KILLED")
         client.set_terminated(parent_id, "KILLED")
         print(
@@ -253,7 +295,11 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
             client.set_tag(run_id, tracking.STOPPED_TAG, "scheduler" if row["status"] == "stopped early" else "error")
             client.set_terminated(run_id, "KILLED" if row["status"] == "stopped early" else "FAILED")
     with tempfile.TemporaryDirectory() as tmp:
-        csv, parquet, png = Path(tmp) / "results.csv", Path(tmp) / "results.parquet", Path(tmp) / "perception_distortion.png"
+        csv, parquet, png = (
+            Path(tmp) / "results.csv",
+            Path(tmp) / "results.parquet",
+            Path(tmp) / "perception_distortion.png",
+        )
         table.to_csv(csv, index=False)
         table.to_parquet(parquet, index=False)
         perception_distortion_plot(table, png)
@@ -265,7 +311,9 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
         client.set_tag(parent_id, tracking.BEST_RUN_TAG, best["mlflow_run_id"])
         client.set_tag(parent_id, tracking.BEST_TRIAL_TAG, best["trial_id"])
         if best.get(sweep.objective.metric) is not None:
-            RunLogger(tracking_uri, parent_id).metrics({f"best/{sweep.objective.metric}": best[sweep.objective.metric]}, 0)
+            RunLogger(tracking_uri, parent_id).metrics(
+                {f"best/{sweep.objective.metric}": best[sweep.objective.metric]}, 0
+            )
     client.set_terminated(parent_id, "FINISHED")
     _print_table(table, sweep)
     summary = {
@@ -278,14 +326,21 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
     }
     print(f"parent MLflow run {parent_id}: results.csv, results.parquet, perception_distortion.png", flush=True)
     if tracking_uri.startswith("sqlite:"):
-        print(f"browse: mlflow ui --backend-store-uri {tracking_uri}  (experiment '{sweep.mlflow.experiment}', run '{sweep.name}')", flush=True)
+        print(
+            f"browse: mlflow ui --backend-store-uri {tracking_uri}  (experiment '{sweep.mlflow.experiment}', run '{sweep.name}')",
+            flush=True,
+        )
     return summary
 
 
 def _print_table(table, sweep: SweepConfig) -> None:
     keys = list(sweep.search)
     short = {k: k.split(".")[-1] for k in keys}
-    header = f"{'trial':<14} {'status':<14} " + " ".join(f"{short[k]:>11}" for k in keys) + f" {'PSNR':>7} {'SSIM':>7} {'NIQE':>6} {'LPIPS':>6} {'HF':>6}"
+    header = (
+        f"{'trial':<14} {'status':<14} "
+        + " ".join(f"{short[k]:>11}" for k in keys)
+        + f" {'PSNR':>7} {'SSIM':>7} {'NIQE':>6} {'LPIPS':>6} {'HF':>6}"
+    )
     if sweep.objective.metric == SCORE:
         header += f" {'score':>8}"
     print(header + "  pareto", flush=True)
@@ -302,10 +357,26 @@ def _print_table(table, sweep: SweepConfig) -> None:
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser("python -m pipeline.tune", "Sweep SRGAN loss weights with Ray Tune (each trial a full training run).", EXAMPLES)
+    p = cli.Parser(
+        "python -m pipeline.tune", "Sweep SRGAN loss weights with Ray Tune (each trial a full training run).", EXAMPLES
+    )
     p.add_argument("--config", required=True, help="sweep config (configs/tune_loss_weights.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a sweep key, e.g. num_samples=4 (repeatable)")
-    p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE", help="override a training key for every trial (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a sweep key, e.g. num_samples=4 (repeatable)",
+    )
+    p.add_argument(
+        "--train-set",
+        dest="train_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training key for every trial (repeatable)",
+    )
     return p
 
 

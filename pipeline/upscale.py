@@ -32,12 +32,12 @@ import time
 from dataclasses import asdict, dataclass
 
 from pipeline import cli, executors, formats, s3, storage
+from pipeline import manifest as records
 from pipeline.errors import StorageError, UsageError
 from pipeline.inference import WINDOW_PIXELS, WorkerSettings
-from pipeline.outputs import output_key, plan_outputs  # noqa: F401  (output_key: part of this verb's API)
-from pipeline import manifest as records
 from pipeline.manifest import MANIFEST_DIR, Manifest, Summary, new_run_id
 from pipeline.models import BICUBIC, fetch_generator_bytes
+from pipeline.outputs import output_key, plan_outputs  # noqa: F401  (output_key: part of this verb's API)
 from srgan.generator import SCALES, check_scale
 from srgan.precision import PRECISIONS
 
@@ -77,7 +77,15 @@ class UpscaleJob:
     s3_retry_s: float = s3.DEFAULT_RETRY_S
 
     def __post_init__(self) -> None:
-        least = {"--tile": (self.tile, 0), "--batch-tiles": (self.batch_tiles, 1), "--window-pixels": (self.window_pixels, 1), "--max-pixels": (self.max_pixels, 1), "--max-failures": (self.max_failures, 0), "--threads": (self.threads, 1), "--workers": (self.workers, 1)}
+        least = {
+            "--tile": (self.tile, 0),
+            "--batch-tiles": (self.batch_tiles, 1),
+            "--window-pixels": (self.window_pixels, 1),
+            "--max-pixels": (self.max_pixels, 1),
+            "--max-failures": (self.max_failures, 0),
+            "--threads": (self.threads, 1),
+            "--workers": (self.workers, 1),
+        }
         for flag, (value, low) in least.items():
             if value is not None and value < low:
                 raise UsageError(f"{flag} {value}: give {low} or more")
@@ -96,21 +104,42 @@ class UpscaleJob:
         if self.model == BICUBIC and self.scale is None:
             raise UsageError(f"--model bicubic needs --scale ({', '.join(map(str, SCALES))})")
         if isinstance(self.value_range, tuple) and not self.value_range[0] < self.value_range[1]:
-            raise UsageError(f"--value-range {self.value_range[0]:g},{self.value_range[1]:g}: give LOW,HIGH with LOW below HIGH")
+            raise UsageError(
+                f"--value-range {self.value_range[0]:g},{self.value_range[1]:g}: give LOW,HIGH with LOW below HIGH"
+            )
         if not isinstance(self.value_range, tuple) and self.value_range not in ("auto", "stats"):
             raise UsageError(f"--value-range {self.value_range}: use auto, stats or LOW,HIGH (e.g. -2,2)")
         if storage.overlaps(self.input, self.output):
-            raise UsageError(f"--output {self.output} overlaps --input {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input")
+            raise UsageError(
+                f"--output {self.output} overlaps --input {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input"
+            )
 
     def pixel_settings(self, scale: int) -> dict:
         """What, besides the model, changes an output's pixels (tiling does not: it is exact)."""
         value_range = list(self.value_range) if isinstance(self.value_range, tuple) else self.value_range
-        return {"bands": list(self.bands) if self.bands else None, "value_range": value_range, "precision": self.precision}
+        return {
+            "bands": list(self.bands) if self.bands else None,
+            "value_range": value_range,
+            "precision": self.precision,
+        }
 
     def worker_settings(self, threads: int, run_id: str, ident: dict, in_root: str, out_root: str) -> WorkerSettings:
         return WorkerSettings(
-            self.model, self.tile, self.batch_tiles, self.window_pixels, self.max_pixels, self.bands, self.value_range, self.precision,
-            threads, self.scale, run_id=run_id, input_root=in_root, output_root=out_root, identity=ident, s3_retry_s=self.s3_retry_s,
+            self.model,
+            self.tile,
+            self.batch_tiles,
+            self.window_pixels,
+            self.max_pixels,
+            self.bands,
+            self.value_range,
+            self.precision,
+            threads,
+            self.scale,
+            run_id=run_id,
+            input_root=in_root,
+            output_root=out_root,
+            identity=ident,
+            s3_retry_s=self.s3_retry_s,
         )
 
 
@@ -131,17 +160,25 @@ def run_upscale(job: UpscaleJob) -> Summary:
     storage.check_destination(out_root, "--output")
     storage.check_inside(out_root, storage.join(out_root, MANIFEST_DIR, "runs", "x"), "output")
     earlier_runs = records.recorded_runs(out_root)
-    todo, decided = plan_outputs(job, out_root, ident, earlier_runs)  # inputs, --include and earlier outputs, before anything is written
+    todo, decided = plan_outputs(
+        job, out_root, ident, earlier_runs
+    )  # inputs, --include and earlier outputs, before anything is written
 
     manifest, summary = Manifest(out_root, run_id), Summary(run_id)
     manifest.start(ident)
     removed = storage.remove_partials(out_root, set(earlier_runs))
     if removed:
-        print(f"removed {removed} partial file(s) an interrupted run of this job left under {out_root}", file=sys.stderr)
+        print(
+            f"removed {removed} partial file(s) an interrupted run of this job left under {out_root}", file=sys.stderr
+        )
     for row in decided:
         summary.count(row)
         manifest.add(row)
-    print(f"upscale {job.input} -> {out_root}: {len(todo) + len(decided)} input(s), {len(todo)} to do, {summary.skipped} already done, {summary.failed} refused; model {job.model} (sha256 {model_id})", file=sys.stderr, flush=True)
+    print(
+        f"upscale {job.input} -> {out_root}: {len(todo) + len(decided)} input(s), {len(todo)} to do, {summary.skipped} already done, {summary.failed} refused; model {job.model} (sha256 {model_id})",
+        file=sys.stderr,
+        flush=True,
+    )
 
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
     if todo:
@@ -166,7 +203,11 @@ def run_upscale(job: UpscaleJob) -> Summary:
                 if time.monotonic() - last_print > 10:
                     last_print = time.monotonic()
                     rate = summary.mpx_out / (time.perf_counter() - started)
-                    print(f"{seen}/{len(todo)} images, {summary.failed} failed, {summary.mpx_out:.1f} Mpx out, {rate:.2f} Mpx/s", file=sys.stderr, flush=True)
+                    print(
+                        f"{seen}/{len(todo)} images, {summary.failed} failed, {summary.mpx_out:.1f} Mpx out, {rate:.2f} Mpx/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         except StorageError as exc:  # the manifest's own writes met the outage
             if s3.ENDPOINT_DOWN not in str(exc):
                 raise
@@ -187,22 +228,44 @@ def run_upscale(job: UpscaleJob) -> Summary:
     return summary
 
 
-def _rows(job: UpscaleJob, todo: list[dict], run_id: str, ident: dict, in_root: str, out_root: str, generator_bytes: bytes | None):
+def _rows(
+    job: UpscaleJob,
+    todo: list[dict],
+    run_id: str,
+    ident: dict,
+    in_root: str,
+    out_root: str,
+    generator_bytes: bytes | None,
+):
     """The rows of `todo` from the executor the job runs on (pipeline.executors), which it names."""
     executor, why = executors.choose(job.executor, in_root, todo)
     where = f"tile {job.tile}, window {job.window_pixels} px, images decoded whole up to {job.max_pixels} px"
     if executor == "local":
         threads = job.threads or executors.available_cpus()
-        print(f"executor local ({why}): in this process, {threads} CPU thread(s) or the GPU; {where}", file=sys.stderr, flush=True)
-        return executors.run_local(todo, job.worker_settings(threads, run_id, ident, in_root, out_root), generator_bytes)
+        print(
+            f"executor local ({why}): in this process, {threads} CPU thread(s) or the GPU; {where}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return executors.run_local(
+            todo, job.worker_settings(threads, run_id, ident, in_root, out_root), generator_bytes
+        )
     import ray
 
     from pipeline.cluster import ensure_ray
 
     ensure_ray(dashboard=False)
-    resources, workers = executors.ray_resources(ray.cluster_resources(), job.gpus_per_worker, job.threads, job.workers, job.cpu)
+    resources, workers = executors.ray_resources(
+        ray.cluster_resources(), job.gpus_per_worker, job.threads, job.workers, job.cpu
+    )
     print(f"executor ray ({why}): {workers} worker(s), each with {resources}; {where}", file=sys.stderr, flush=True)
-    return executors.run_ray(todo, job.worker_settings(int(resources["num_cpus"]), run_id, ident, in_root, out_root), generator_bytes, resources, workers)
+    return executors.run_ray(
+        todo,
+        job.worker_settings(int(resources["num_cpus"]), run_id, ident, in_root, out_root),
+        generator_bytes,
+        resources,
+        workers,
+    )
 
 
 def print_summary(summary: Summary) -> None:
@@ -219,7 +282,9 @@ def _bands(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give 1-based band numbers separated by commas, e.g. 3,2,1") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 1-based band numbers separated by commas, e.g. 3,2,1"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: band numbers start at 1, e.g. 3,2,1")
     return values
@@ -238,39 +303,130 @@ def _value_range(text: str) -> str | tuple[float, float]:
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser("python -m pipeline.upscale", "Upscale every image under a prefix with an SRGAN generator, on Ray Data.", EXAMPLES)
-    p.add_argument("--model", required=True, help="models:/<name>@<alias>, runs:/<run id>, a generator .pt / checkpoint folder (local or s3://), or bicubic")
+    p = cli.Parser(
+        "python -m pipeline.upscale",
+        "Upscale every image under a prefix with an SRGAN generator, on Ray Data.",
+        EXAMPLES,
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="models:/<name>@<alias>, runs:/<run id>, a generator .pt / checkpoint folder (local or s3://), or bicubic",
+    )
     p.add_argument("--input", required=True, help="s3://bucket/prefix/ or a local folder (recursive)")
-    p.add_argument("--output", required=True, help="s3://bucket/prefix/ or a local folder; each output keeps its input's relative key")
-    p.add_argument("--ext", action="append", help=f"only these extensions, repeatable (default: {' '.join(formats.EXTENSIONS)})")
-    p.add_argument("--include", action="append", metavar="PATTERN", help="only keys (relative to --input) matching this shell-style pattern, e.g. 'satellite/*' or '*.tif', repeatable (default: all)")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="s3://bucket/prefix/ or a local folder; each output keeps its input's relative key",
+    )
+    p.add_argument(
+        "--ext", action="append", help=f"only these extensions, repeatable (default: {' '.join(formats.EXTENSIONS)})"
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        metavar="PATTERN",
+        help="only keys (relative to --input) matching this shell-style pattern, e.g. 'satellite/*' or '*.tif', repeatable (default: all)",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--max-failures", type=cli.non_negative_int, default=0, help="exit 0 despite up to N failed inputs")
-    p.add_argument("--bands", type=_bands, help="for images with more bands than the model takes: the 1-based bands it takes (e.g. 3,2,1); the others are upscaled bicubic (default: none)")
-    p.add_argument("--tile", type=cli.non_negative_int, default=256, help="input tile size for inference, 0 = whole image/window at once")
-    p.add_argument("--batch-tiles", type=cli.positive_int, help="tiles per forward pass (default: 4 on a GPU, 1 on a CPU, where batching gains nothing and multiplies memory)")
-    p.add_argument("--value-range", type=_value_range, default="auto", metavar="auto|stats|LOW,HIGH", help="stored values that become the model's 0..1, mapped back after: auto = the model's data_range, else the integer type's range (signed ones from their minimum) or DICOM's BitsStored, and [0, 1] for floats; stats = each file's own min and max; LOW,HIGH = these. A value outside fails the file, never clipped; the range goes into the manifest and TIFF/GeoTIFF metadata")
-    p.add_argument("--max-pixels", type=cli.positive_int, default=formats.MAX_PIXELS, help="largest PNG/JPEG/BMP/TIFF/DICOM image (all frames) decoded whole, checked from the header before any pixel is allocated; larger ones fail with the reason; GeoTIFFs are read by windows and never refused")
-    p.add_argument("--window-pixels", type=cli.positive_int, default=WINDOW_PIXELS, help="input pixels upscaled at once, every format; memory per worker grows with it (the default holds a 4-band x4 window's output in 64 MB of float32)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: 8-bit files in bf16 where the device computes it natively (GPUs with bf16, CPUs with AVX512-BF16 or AMX), 16-bit and float files in fp32")
-    p.add_argument("--workers", type=cli.positive_int, help="actors in the pool (default: one per GPU share / per --threads CPUs)")
+    p.add_argument(
+        "--bands",
+        type=_bands,
+        help="for images with more bands than the model takes: the 1-based bands it takes (e.g. 3,2,1); the others are upscaled bicubic (default: none)",
+    )
+    p.add_argument(
+        "--tile",
+        type=cli.non_negative_int,
+        default=256,
+        help="input tile size for inference, 0 = whole image/window at once",
+    )
+    p.add_argument(
+        "--batch-tiles",
+        type=cli.positive_int,
+        help="tiles per forward pass (default: 4 on a GPU, 1 on a CPU, where batching gains nothing and multiplies memory)",
+    )
+    p.add_argument(
+        "--value-range",
+        type=_value_range,
+        default="auto",
+        metavar="auto|stats|LOW,HIGH",
+        help="stored values that become the model's 0..1, mapped back after: auto = the model's data_range, else the integer type's range (signed ones from their minimum) or DICOM's BitsStored, and [0, 1] for floats; stats = each file's own min and max; LOW,HIGH = these. A value outside fails the file, never clipped; the range goes into the manifest and TIFF/GeoTIFF metadata",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=cli.positive_int,
+        default=formats.MAX_PIXELS,
+        help="largest PNG/JPEG/BMP/TIFF/DICOM image (all frames) decoded whole, checked from the header before any pixel is allocated; larger ones fail with the reason; GeoTIFFs are read by windows and never refused",
+    )
+    p.add_argument(
+        "--window-pixels",
+        type=cli.positive_int,
+        default=WINDOW_PIXELS,
+        help="input pixels upscaled at once, every format; memory per worker grows with it (the default holds a 4-band x4 window's output in 64 MB of float32)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: 8-bit files in bf16 where the device computes it natively (GPUs with bf16, CPUs with AVX512-BF16 or AMX), 16-bit and float files in fp32",
+    )
+    p.add_argument(
+        "--workers", type=cli.positive_int, help="actors in the pool (default: one per GPU share / per --threads CPUs)"
+    )
     p.add_argument("--threads", type=cli.positive_int, help="CPU threads per actor (default: min(4, CPUs))")
-    p.add_argument("--gpus-per-worker", type=cli.positive_float, default=1.0, help="GPU share per actor; 0.5 runs two actors per GPU")
+    p.add_argument(
+        "--gpus-per-worker",
+        type=cli.positive_float,
+        default=1.0,
+        help="GPU share per actor; 0.5 runs two actors per GPU",
+    )
     p.add_argument("--cpu", action="store_true", help="ignore GPUs")
-    p.add_argument("--s3-retry-s", type=cli.positive_float, default=s3.DEFAULT_RETRY_S, help="how long an S3 read or write is retried, with backoff, while the endpoint does not answer; then the file fails naming the endpoint")
-    p.add_argument("--executor", choices=executors.EXECUTORS, default="auto", help="local: in this process; ray: a Ray Data actor pool; auto: local for a local input of at most 256 MiB when no Ray cluster is configured (RAY_ADDRESS), else ray")
+    p.add_argument(
+        "--s3-retry-s",
+        type=cli.positive_float,
+        default=s3.DEFAULT_RETRY_S,
+        help="how long an S3 read or write is retried, with backoff, while the endpoint does not answer; then the file fails naming the endpoint",
+    )
+    p.add_argument(
+        "--executor",
+        choices=executors.EXECUTORS,
+        default="auto",
+        help="local: in this process; ray: a Ray Data actor pool; auto: local for a local input of at most 256 MiB when no Ray cluster is configured (RAY_ADDRESS), else ray",
+    )
     p.add_argument("--scale", type=int, choices=SCALES, help="scale for --model bicubic (default: the model's own)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI for models:/ and runs:/ (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line on stdout")
     return p
 
 
 def job_from_args(args) -> UpscaleJob:
     return UpscaleJob(
-        model=args.model, input=args.input, output=args.output, extensions=tuple(args.ext) if args.ext else formats.EXTENSIONS,
-        include=tuple(args.include or ()), overwrite=args.overwrite, max_failures=args.max_failures, bands=args.bands,
-        tile=args.tile, batch_tiles=args.batch_tiles, window_pixels=args.window_pixels, max_pixels=args.max_pixels, value_range=args.value_range, precision=args.precision, workers=args.workers,
-        threads=args.threads, gpus_per_worker=args.gpus_per_worker, cpu=args.cpu, scale=args.scale, tracking_uri=args.tracking_uri, executor=args.executor, s3_retry_s=args.s3_retry_s,
+        model=args.model,
+        input=args.input,
+        output=args.output,
+        extensions=tuple(args.ext) if args.ext else formats.EXTENSIONS,
+        include=tuple(args.include or ()),
+        overwrite=args.overwrite,
+        max_failures=args.max_failures,
+        bands=args.bands,
+        tile=args.tile,
+        batch_tiles=args.batch_tiles,
+        window_pixels=args.window_pixels,
+        max_pixels=args.max_pixels,
+        value_range=args.value_range,
+        precision=args.precision,
+        workers=args.workers,
+        threads=args.threads,
+        gpus_per_worker=args.gpus_per_worker,
+        cpu=args.cpu,
+        scale=args.scale,
+        tracking_uri=args.tracking_uri,
+        executor=args.executor,
+        s3_retry_s=args.s3_retry_s,
     )
 
 
@@ -283,7 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({**asdict(summary), "mpx_per_s": summary.mpx_per_s}), flush=True)
     if summary.failed > job.max_failures:
-        print(f"{summary.failed} input(s) failed (more than --max-failures {job.max_failures}); fix or remove them and re-run: finished outputs are kept", file=sys.stderr)
+        print(
+            f"{summary.failed} input(s) failed (more than --max-failures {job.max_failures}); fix or remove them and re-run: finished outputs are kept",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

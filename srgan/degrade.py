@@ -30,7 +30,18 @@ import torch.nn.functional as F
 from srgan.realistic import Realistic, _check_hr, jpeg, usm_sharp
 from srgan.resize import imresize
 
-__all__ = ["Bicubic", "Degradation", "MRI", "Realistic", "Satellite", "blur", "build_degradation", "gaussian_kernels", "jpeg", "usm_sharp"]
+__all__ = [
+    "Bicubic",
+    "Degradation",
+    "MRI",
+    "Realistic",
+    "Satellite",
+    "blur",
+    "build_degradation",
+    "gaussian_kernels",
+    "jpeg",
+    "usm_sharp",
+]
 
 Range = tuple[float, float]
 
@@ -51,7 +62,6 @@ def _rng(seed: int, device: torch.device) -> torch.Generator:
 def _uniform(g: torch.Generator, n: int, bounds: Range) -> torch.Tensor:
     lo, hi = bounds
     return lo + (hi - lo) * torch.rand(n, generator=g, device=g.device)
-
 
 
 def gaussian_kernels(sigma_x: torch.Tensor, sigma_y: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
@@ -177,5 +187,7 @@ def build_degradation(name: str, scale: int, **params) -> Degradation:
     known = {f.name for f in fields(cls)} - {"scale"}
     unknown = set(params) - known
     if unknown:
-        raise ValueError(f"degradation {name!r} has no parameter(s) {', '.join(sorted(unknown))}; it takes {', '.join(sorted(known)) or 'none'}")
+        raise ValueError(
+            f"degradation {name!r} has no parameter(s) {', '.join(sorted(unknown))}; it takes {', '.join(sorted(known)) or 'none'}"
+        )
     return cls(scale=scale, **params)

@@ -35,8 +35,16 @@ class Discriminator(nn.Module):
         wrap = _sn if spectral_norm else (lambda m: m)
         f = base_features
         # (in, out, stride) for the paper's eight convs: k3n64s1, k3n64s2, k3n128s1, ...
-        plan = [(in_channels, f, 1), (f, f, 2), (f, 2 * f, 1), (2 * f, 2 * f, 2),
-                (2 * f, 4 * f, 1), (4 * f, 4 * f, 2), (4 * f, 8 * f, 1), (8 * f, 8 * f, 2)]
+        plan = [
+            (in_channels, f, 1),
+            (f, f, 2),
+            (f, 2 * f, 1),
+            (2 * f, 2 * f, 2),
+            (2 * f, 4 * f, 1),
+            (4 * f, 4 * f, 2),
+            (4 * f, 8 * f, 1),
+            (8 * f, 8 * f, 2),
+        ]
         stages = []
         for i, (cin, cout, stride) in enumerate(plan):
             use_bn = i > 0 and not spectral_norm

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,16 @@ def fold_batch_norm(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
     if not isinstance(bn, nn.BatchNorm2d):
         return copy.deepcopy(conv)  # the form's own: converting it must not change the model
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups, bias=True)
+    folded = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+    )
     folded.weight.data = conv.weight.detach() * scale.view(-1, 1, 1, 1)
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
     folded.bias.data = (bias - bn.running_mean) * scale + bn.bias.detach()
@@ -116,10 +125,17 @@ class FastSRResNet(nn.Module):
         self.spec, self.dtype = model.spec, dtype
         self.receptive_radius = model.receptive_radius
         self.head = nn.Sequential(copy.deepcopy(model.head[0]), copy.deepcopy(model.head[1]))
-        self.body = nn.Sequential(*[_Block(fold_batch_norm(b.conv1, b.bn1), copy.deepcopy(b.act), fold_batch_norm(b.conv2, b.bn2)) for b in model.body])
+        self.body = nn.Sequential(
+            *[
+                _Block(fold_batch_norm(b.conv1, b.bn1), copy.deepcopy(b.act), fold_batch_norm(b.conv2, b.bn2))
+                for b in model.body
+            ]
+        )
         self.body_tail = fold_batch_norm(model.body_tail[0], model.body_tail[1])
         stages = list(model.upsample)
-        self.upsample = nn.Sequential(*[_Stage(copy.deepcopy(s.conv), s.shuffle.upscale_factor, s.act) for s in stages[:-1]])
+        self.upsample = nn.Sequential(
+            *[_Stage(copy.deepcopy(s.conv), s.shuffle.upscale_factor, s.act) for s in stages[:-1]]
+        )
         last = stages[-1]
         self.last_factor = last.shuffle.upscale_factor
         self.last_conv = copy.deepcopy(last.conv)
@@ -153,7 +169,11 @@ class FastSRResNet(nn.Module):
         height = image.shape[-2]
         run = _RowRun()
         for start in range(0, height, rows):
-            x = image[..., start : start + rows, :].to(self.last_conv.weight.device, self.dtype).contiguous(memory_format=torch.channels_last)
+            x = (
+                image[..., start : start + rows, :]
+                .to(self.last_conv.weight.device, self.dtype)
+                .contiguous(memory_format=torch.channels_last)
+            )
             out = self._rows(run, x, last=start + rows >= height)
             if out.shape[-2]:
                 yield out.float()
@@ -162,7 +182,7 @@ class FastSRResNet(nn.Module):
         """forward(image) computed `rows` input rows at a time (see stream_rows)."""
         return torch.cat(list(self.stream_rows(image, rows)), dim=-2).contiguous()
 
-    def _rows(self, run: "_RowRun", x: torch.Tensor, last: bool) -> torch.Tensor:
+    def _rows(self, run: _RowRun, x: torch.Tensor, last: bool) -> torch.Tensor:
         """The output rows the input rows `x` (the next ones of the image) complete."""
         head = self.head[1](run.conv(self.head[0], x, last))
         y = head
@@ -182,7 +202,11 @@ class FastSRResNet(nn.Module):
         out = F.pixel_shuffle(self.tail(y), self.last_factor).float()
         if self.spec.bicubic_skip:  # as a convolution where it can: traceable with dynamic sizes (ONNX)
             x = image.float()
-            out = out + (upscale_by_convolution(x, self.spec.scale) if min(x.shape[-2:]) >= 2 else imresize(x, float(self.spec.scale)))
+            out = out + (
+                upscale_by_convolution(x, self.spec.scale)
+                if min(x.shape[-2:]) >= 2
+                else imresize(x, float(self.spec.scale))
+            )
         return out.contiguous()
 
 
@@ -208,7 +232,9 @@ class _RowRun:
         x = _rows_of(parts)
         if x.shape[-2] <= 2 * r:  # not enough rows for an output row yet
             self.lines[key] = x
-            return x.new_empty(x.shape[0], conv.out_channels, 0, x.shape[-1]).contiguous(memory_format=torch.channels_last)
+            return x.new_empty(x.shape[0], conv.out_channels, 0, x.shape[-1]).contiguous(
+                memory_format=torch.channels_last
+            )
         self.lines[key] = x[..., x.shape[-2] - 2 * r :, :].clone()  # a copy: a view would keep the whole strip
         return F.conv2d(x, conv.weight, conv.bias, padding=(0, c))
 
@@ -224,7 +250,12 @@ def _rows_of(parts: list[torch.Tensor]) -> torch.Tensor:
     """`parts` one below the other, channels_last (torch.cat picks the layout from its inputs,
     and a part of 0 or 1 rows is ambiguous: a convolution would then copy the result back)."""
     first = parts[0]
-    out = torch.empty((first.shape[0], first.shape[1], sum(p.shape[-2] for p in parts), first.shape[-1]), dtype=first.dtype, device=first.device, memory_format=torch.channels_last)
+    out = torch.empty(
+        (first.shape[0], first.shape[1], sum(p.shape[-2] for p in parts), first.shape[-1]),
+        dtype=first.dtype,
+        device=first.device,
+        memory_format=torch.channels_last,
+    )
     at = 0
     for part in parts:
         out[..., at : at + part.shape[-2], :] = part

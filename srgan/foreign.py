@@ -42,7 +42,7 @@ def _strip(state: dict, prefixes: tuple[str, ...]) -> dict:
     for key, value in state.items():
         for prefix in prefixes:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         out[key] = value
     return out
 
@@ -70,27 +70,50 @@ def _basicsr(payload: dict) -> tuple[GeneratorSpec, dict]:
     features = head.shape[0]
     up1 = state.get("upconv1.weight")
     scale = 4 if "upconv2.weight" in state else (round(math.sqrt(up1.shape[0] / features)) if up1 is not None else 0)
-    spec = GeneratorSpec(scale=scale, in_channels=head.shape[1], out_channels=tail.shape[0], num_blocks=_blocks(state, r"body\.(\d+)\."), num_features=features, batch_norm=False, arch="msrresnet")
-    rename = {"conv_first.": "head.", "conv_hr.": "hr_conv.", "conv_last.": "tail.", "upconv1.": "upsample.0.conv.", "upconv2.": "upsample.1.conv."}
+    spec = GeneratorSpec(
+        scale=scale,
+        in_channels=head.shape[1],
+        out_channels=tail.shape[0],
+        num_blocks=_blocks(state, r"body\.(\d+)\."),
+        num_features=features,
+        batch_norm=False,
+        arch="msrresnet",
+    )
+    rename = {
+        "conv_first.": "head.",
+        "conv_hr.": "hr_conv.",
+        "conv_last.": "tail.",
+        "upconv1.": "upsample.0.conv.",
+        "upconv2.": "upsample.1.conv.",
+    }
     mapped = {}
     for key, value in state.items():
         for old, new in rename.items():
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
                 break
         mapped[key] = value
     return spec, mapped
 
 
 def _srgan_pytorch(payload: dict) -> tuple[GeneratorSpec, dict]:
-    state = _strip(_container(payload, ("state_dict", "ema_state_dict", "model")), ("_orig_mod.", "module.", "_orig_mod."))
+    state = _strip(
+        _container(payload, ("state_dict", "ema_state_dict", "model")), ("_orig_mod.", "module.", "_orig_mod.")
+    )
     state.pop("n_averaged", None)
     state = {re.sub(r"^conv_block([123])\.", r"conv\1.", k): v for k, v in state.items()}
     head, tail = state.get("conv1.0.weight"), state.get("conv3.weight")
     if head is None or tail is None or head.dim() != 4:
         raise _missing("srgan-pytorch", state, ["conv1.0.weight", "conv3.weight"])
     features, stages = head.shape[0], _blocks(state, r"upsampling\.(\d+)\.")
-    spec = GeneratorSpec(scale=2**stages, in_channels=head.shape[1], out_channels=tail.shape[0], num_blocks=_blocks(state, r"trunk\.(\d+)\."), num_features=features, batch_norm=True)
+    spec = GeneratorSpec(
+        scale=2**stages,
+        in_channels=head.shape[1],
+        out_channels=tail.shape[0],
+        num_blocks=_blocks(state, r"trunk\.(\d+)\."),
+        num_features=features,
+        batch_norm=True,
+    )
     rules = [
         (r"^conv1\.0\.", "head.0."), (r"^conv1\.1\.", "head.1."),
         (r"^trunk\.(\d+)\.rcb\.0\.", r"body.\1.conv1."), (r"^trunk\.(\d+)\.rcb\.1\.", r"body.\1.bn1."), (r"^trunk\.(\d+)\.rcb\.2\.", r"body.\1.act."),
@@ -105,7 +128,9 @@ def _srgan_pytorch(payload: dict) -> tuple[GeneratorSpec, dict]:
             if re.match(pattern, key):
                 key = re.sub(pattern, new, key)
                 break
-        if (key == "head.1.weight" or key.endswith("act.weight")) and value.numel() == 1:  # nn.PReLU(): one slope for every channel
+        if (
+            key == "head.1.weight" or key.endswith("act.weight")
+        ) and value.numel() == 1:  # nn.PReLU(): one slope for every channel
             value = value.reshape(1).expand(features).clone()
         mapped[key] = value
     return spec, mapped
@@ -114,7 +139,9 @@ def _srgan_pytorch(payload: dict) -> tuple[GeneratorSpec, dict]:
 def _missing(layout: str, state: dict, needed: list[str]) -> ForeignCheckpointError:
     absent = [k for k in needed if k not in state]
     seen = ", ".join(sorted(state)[:6]) + (", ..." if len(state) > 6 else "")
-    return ForeignCheckpointError(f"not a {layout} checkpoint: missing keys {', '.join(absent) or needed[0]} (its keys: {seen or 'none'}); {_hint()}")
+    return ForeignCheckpointError(
+        f"not a {layout} checkpoint: missing keys {', '.join(absent) or needed[0]} (its keys: {seen or 'none'}); {_hint()}"
+    )
 
 
 def _hint() -> str:
@@ -126,7 +153,9 @@ def import_state(payload: dict, layout: str) -> tuple[nn.Module, dict]:
     if layout not in LAYOUTS:
         raise ForeignCheckpointError(f"unknown checkpoint layout {layout!r}; {_hint()}")
     if not isinstance(payload, dict):
-        raise ForeignCheckpointError(f"not a {layout} checkpoint: it holds a {type(payload).__name__}, not a state dict; {_hint()}")
+        raise ForeignCheckpointError(
+            f"not a {layout} checkpoint: it holds a {type(payload).__name__}, not a state dict; {_hint()}"
+        )
     spec, mapped = (_basicsr if layout == "basicsr" else _srgan_pytorch)(payload)
     try:
         model = build_generator(spec)
@@ -135,12 +164,21 @@ def import_state(payload: dict, layout: str) -> tuple[nn.Module, dict]:
     try:
         result = model.load_state_dict(mapped, strict=False)
     except RuntimeError as exc:  # a tensor of the wrong shape
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
+        detail = next(
+            (line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0]
+        )
         raise ForeignCheckpointError(f"not a {layout} checkpoint: {detail} (read as {spec}); {_hint()}") from exc
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
-        parts = [f"missing keys {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}" if missing else "", f"unexpected keys {', '.join(result.unexpected_keys[:8])}{' ...' if len(result.unexpected_keys) > 8 else ''}" if result.unexpected_keys else ""]
-        raise ForeignCheckpointError(f"not a {layout} checkpoint: {'; '.join(p for p in parts if p)} (read as {spec}); {_hint()}")
+        parts = [
+            f"missing keys {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}" if missing else "",
+            f"unexpected keys {', '.join(result.unexpected_keys[:8])}{' ...' if len(result.unexpected_keys) > 8 else ''}"
+            if result.unexpected_keys
+            else "",
+        ]
+        raise ForeignCheckpointError(
+            f"not a {layout} checkpoint: {'; '.join(p for p in parts if p)} (read as {spec}); {_hint()}"
+        )
     return model.eval(), {"imported_from": layout}
 
 
@@ -150,5 +188,7 @@ def load_foreign(path: str | Path, layout: str) -> tuple[nn.Module, dict]:
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ForeignCheckpointError(f"cannot read {path} as a {layout} checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {_hint()}") from exc
+        raise ForeignCheckpointError(
+            f"cannot read {path} as a {layout} checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {_hint()}"
+        ) from exc
     return import_state(payload, layout)

@@ -97,7 +97,9 @@ class SRResNet(nn.Module):
             raise ValueError("generator channels, blocks and features must all be >= 1")
         if bicubic_skip and in_channels != out_channels:
             raise ValueError("bicubic_skip needs in_channels == out_channels")
-        self.spec = GeneratorSpec(scale, in_channels, out_channels, num_blocks, num_features, batch_norm, bicubic_skip)  # arch srresnet
+        self.spec = GeneratorSpec(
+            scale, in_channels, out_channels, num_blocks, num_features, batch_norm, bicubic_skip
+        )  # arch srresnet
         self.head = nn.Sequential(nn.Conv2d(in_channels, num_features, 9, padding=4), nn.PReLU(num_features))
         self.body = nn.Sequential(*[ResidualBlock(num_features, batch_norm) for _ in range(num_blocks)])
         self.body_tail = nn.Sequential(

@@ -16,8 +16,9 @@ Adversarial losses take raw logits; ``vanilla`` is the paper's non-saturating BC
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +86,7 @@ class VGGFeatures(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def train(self, mode: bool = True) -> "VGGFeatures":
+    def train(self, mode: bool = True) -> VGGFeatures:
         super().train(mode)
         self.net.eval()  # frozen backbone: never switch to training behaviour
         return self
@@ -103,7 +104,11 @@ class ContentLoss(nn.Module):
     feature-matching loss.
     """
 
-    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]], feature_scale: float = PAPER_FEATURE_SCALE) -> None:
+    def __init__(
+        self,
+        features: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]],
+        feature_scale: float = PAPER_FEATURE_SCALE,
+    ) -> None:
         super().__init__()
         self.features = features
         self.feature_scale = feature_scale
@@ -116,12 +121,14 @@ class ContentLoss(nn.Module):
         return torch.stack(losses).mean()
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, gan_type: GanType = "vanilla") -> torch.Tensor:
+def discriminator_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, gan_type: GanType = "vanilla"
+) -> torch.Tensor:
     """Loss for D: push real up, fake down."""
     if gan_type == "vanilla":
-        return F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + F.binary_cross_entropy_with_logits(
-            fake_logits, torch.zeros_like(fake_logits)
-        )
+        return F.binary_cross_entropy_with_logits(
+            real_logits, torch.ones_like(real_logits)
+        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     if gan_type == "ragan":
         real_rel = real_logits - fake_logits.mean()
         fake_rel = fake_logits - real_logits.mean()
@@ -130,11 +137,16 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, gan
             + F.binary_cross_entropy_with_logits(fake_rel, torch.zeros_like(fake_rel))
         )
     if gan_type == "lsgan":
-        return 0.5 * (F.mse_loss(real_logits, torch.ones_like(real_logits)) + F.mse_loss(fake_logits, torch.zeros_like(fake_logits)))
+        return 0.5 * (
+            F.mse_loss(real_logits, torch.ones_like(real_logits))
+            + F.mse_loss(fake_logits, torch.zeros_like(fake_logits))
+        )
     raise ValueError(f"gan_type must be 'vanilla', 'ragan' or 'lsgan', got {gan_type!r}")
 
 
-def generator_adversarial_loss(fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None, gan_type: GanType = "vanilla") -> torch.Tensor:
+def generator_adversarial_loss(
+    fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None, gan_type: GanType = "vanilla"
+) -> torch.Tensor:
     """Adversarial loss for G. Non-saturating: -log D(G(z)), not log(1 - D(G(z)))."""
     if gan_type == "vanilla":
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
@@ -214,7 +226,9 @@ class GeneratorLoss(nn.Module):
         self.weights = weights
         self.gan_type = gan_type
 
-    def forward(self, sr: torch.Tensor, hr: torch.Tensor, fake_logits: torch.Tensor, real_logits: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, sr: torch.Tensor, hr: torch.Tensor, fake_logits: torch.Tensor, real_logits: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms: dict[str, torch.Tensor] = {}
         total = sr.new_zeros(())
         if self.weights.pixel > 0:

@@ -14,9 +14,9 @@ checked at load). The backbone is torchvision's ImageNet model from a local file
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -54,12 +54,26 @@ class LpipsNet:
 
 
 NETS = {
-    "alex": LpipsNet("alexnet", _alexnet_features, (2, 5, 8, 10, 12), (64, 192, 384, 256, 256), 31,
-                     "alexnet-owt-7be5be79.pth", "lpips_v0.1_alex.pth",
-                     "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"),
-    "vgg": LpipsNet("vgg16", _vgg16_features, (4, 9, 16, 23, 30), (64, 128, 256, 512, 512), 16,
-                    "vgg16-397923af.pth", "lpips_v0.1_vgg.pth",
-                    "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"),
+    "alex": LpipsNet(
+        "alexnet",
+        _alexnet_features,
+        (2, 5, 8, 10, 12),
+        (64, 192, 384, 256, 256),
+        31,
+        "alexnet-owt-7be5be79.pth",
+        "lpips_v0.1_alex.pth",
+        "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+    ),
+    "vgg": LpipsNet(
+        "vgg16",
+        _vgg16_features,
+        (4, 9, 16, 23, 30),
+        (64, 128, 256, 512, 512),
+        16,
+        "vgg16-397923af.pth",
+        "lpips_v0.1_vgg.pth",
+        "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+    ),
 }
 
 
@@ -70,7 +84,9 @@ class LPIPS(nn.Module):
     SHIFT = (-0.030, -0.088, -0.188)
     SCALE = (0.458, 0.448, 0.450)
 
-    def __init__(self, features: nn.Sequential, cuts: Sequence[int], lin_weights: Sequence[torch.Tensor], min_size: int = 1) -> None:
+    def __init__(
+        self, features: nn.Sequential, cuts: Sequence[int], lin_weights: Sequence[torch.Tensor], min_size: int = 1
+    ) -> None:
         super().__init__()
         starts = (0, *cuts[:-1])
         self.stages = nn.ModuleList(features[a:b] for a, b in zip(starts, cuts))
@@ -89,7 +105,9 @@ class LPIPS(nn.Module):
         if a.shape != b.shape:
             raise ValueError(f"LPIPS compares images of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
         if min(a.shape[-2:]) < self.min_size:
-            raise ValueError(f"LPIPS needs images of at least {self.min_size}x{self.min_size} pixels, got {a.shape[-2]}x{a.shape[-1]}")
+            raise ValueError(
+                f"LPIPS needs images of at least {self.min_size}x{self.min_size} pixels, got {a.shape[-2]}x{a.shape[-1]}"
+            )
         n = a.shape[0]
         x = (to_rgb_views(torch.cat([a, b])) * 2 - 1 - self.shift) / self.scale  # both in one pass
         total = 0
@@ -126,15 +144,25 @@ def build_lpips(backbone_state: dict, lin_state: dict, net: str = "alex") -> LPI
     """LPIPS from a torchvision backbone state dict (full, keys `features.N.*`, or features
     only, keys `N.*`) and LPIPS v0.1 linear weights (keys `lin{i}.model.1.weight`)."""
     spec = _net(net)
-    features = load_features_state(spec.build_features(), backbone_state, f"torchvision {spec.arch}", backbone_help(net))
+    features = load_features_state(
+        spec.build_features(), backbone_state, f"torchvision {spec.arch}", backbone_help(net)
+    )
     lins = [lin_state.get(f"lin{i}.model.1.weight") for i in range(len(spec.channels))]
     if any(w is None or tuple(w.shape) != (1, c, 1, 1) for w, c in zip(lins, spec.channels)):
-        raise WeightsError(f"not LPIPS v0.1 {net!r} linear weights (expected lin0..lin{len(lins) - 1}.model.1.weight of shapes (1, C, 1, 1), C = {spec.channels})")
+        raise WeightsError(
+            f"not LPIPS v0.1 {net!r} linear weights (expected lin0..lin{len(lins) - 1}.model.1.weight of shapes (1, C, 1, 1), C = {spec.channels})"
+        )
     return LPIPS(features, spec.cuts, lins, spec.min_size)
 
 
-def load_lpips(backbone: str | None = None, sha256: str | None = None, fetch: Fetch | None = None, net: str = "alex",
-               lin: str | None = None, lin_sha256: str | None = None) -> LPIPS:
+def load_lpips(
+    backbone: str | None = None,
+    sha256: str | None = None,
+    fetch: Fetch | None = None,
+    net: str = "alex",
+    lin: str | None = None,
+    lin_sha256: str | None = None,
+) -> LPIPS:
     """LPIPS in eval mode with frozen weights. `backbone`: a local file or a URI (fetched with
     `fetch`, e.g. the pipeline's S3 download); None or 'torchvision' reads torchvision's cache.
     `lin`: other linear weights than the shipped v0.1 ones. Raises WeightsError."""
@@ -155,7 +183,10 @@ def lpips_available(backbone: str | None = None, net: str = "alex") -> tuple[boo
     (a URI counts: it is fetched at load, and a failure is reported then); else (False, why)."""
     spec = _net(net)
     if not (DATA_DIR / spec.lin_file).is_file():
-        return False, f"LPIPS linear weights {DATA_DIR / spec.lin_file} are missing from this srgan install; reinstall the package"
+        return (
+            False,
+            f"LPIPS linear weights {DATA_DIR / spec.lin_file} are missing from this srgan install; reinstall the package",
+        )
     if backbone in (None, "torchvision"):
         path = torchvision_cache_file(net)
         return (True, "") if path.is_file() else (False, f"no {spec.arch} weights at {path}; {backbone_help(net)}")

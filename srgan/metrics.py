@@ -57,7 +57,9 @@ def _crop(x: torch.Tensor, border: int) -> torch.Tensor:
 
 def _check_pair(sr: torch.Tensor, hr: torch.Tensor) -> None:
     if sr.shape != hr.shape or sr.dim() != 4:
-        raise ValueError(f"metrics need two (N, C, H, W) tensors of one shape, got {tuple(sr.shape)} and {tuple(hr.shape)}")
+        raise ValueError(
+            f"metrics need two (N, C, H, W) tensors of one shape, got {tuple(sr.shape)} and {tuple(hr.shape)}"
+        )
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor, data_range: float) -> torch.Tensor:
@@ -123,7 +125,11 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, data_range: float = 1.0, crop: int 
 
 
 def _hann(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.hann_window(n, periodic=False, dtype=dtype, device=device) if n > 1 else torch.ones(1, dtype=dtype, device=device)
+    return (
+        torch.hann_window(n, periodic=False, dtype=dtype, device=device)
+        if n > 1
+        else torch.ones(1, dtype=dtype, device=device)
+    )
 
 
 def high_frequency_ratio(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:

@@ -49,12 +49,16 @@ class MSRResNet(nn.Module):
         if spec.scale not in SCALES:
             raise UserError(f"MSRResNet upscales x{', x'.join(map(str, SCALES))}, not x{spec.scale}")
         if spec.batch_norm or spec.bicubic_skip or spec.in_channels != spec.out_channels:
-            raise UserError("MSRResNet has no BatchNorm, its own bilinear skip and as many output bands as input bands: set batch_norm and bicubic_skip false, out_channels = in_channels")
+            raise UserError(
+                "MSRResNet has no BatchNorm, its own bilinear skip and as many output bands as input bands: set batch_norm and bicubic_skip false, out_channels = in_channels"
+            )
         self.spec = spec
         c, features = spec.in_channels, spec.num_features
         self.head = nn.Conv2d(c, features, 3, padding=1)
         self.body = nn.Sequential(*[PlainBlock(features) for _ in range(spec.num_blocks)])
-        self.upsample = nn.Sequential(*[ShuffleStage(features, f) for f in ([spec.scale] if spec.scale < 4 else [2, 2])])
+        self.upsample = nn.Sequential(
+            *[ShuffleStage(features, f) for f in ([spec.scale] if spec.scale < 4 else [2, 2])]
+        )
         self.hr_conv = nn.Conv2d(features, features, 3, padding=1)
         self.tail = nn.Conv2d(features, spec.out_channels, 3, padding=1)
 

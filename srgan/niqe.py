@@ -53,10 +53,14 @@ _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
 def load_pristine_params(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mu (36,), cov (36, 36), 1-D Gaussian window (7,)), float64, from the checked npz."""
     if not path.is_file():
-        raise WeightsError(f"NIQE pristine parameters missing at {path}; reinstall srgan-pipeline (the file ships as package data)")
+        raise WeightsError(
+            f"NIQE pristine parameters missing at {path}; reinstall srgan-pipeline (the file ships as package data)"
+        )
     digest = sha256_of(path)
     if digest != PARAMS_SHA256:
-        raise WeightsError(f"NIQE pristine parameters at {path} have sha256 {digest}, expected {PARAMS_SHA256}; restore the file shipped with srgan-pipeline")
+        raise WeightsError(
+            f"NIQE pristine parameters at {path} have sha256 {digest}, expected {PARAMS_SHA256}; restore the file shipped with srgan-pipeline"
+        )
     with np.load(path, allow_pickle=False) as npz:
         mu = torch.from_numpy(npz["mu_pris_param"].reshape(-1).astype(np.float64))
         cov = torch.from_numpy(npz["cov_pris_param"].astype(np.float64))
@@ -184,7 +188,9 @@ def niqe(images: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
     y = _rounded_luma(images, crop_border)
     h, w = y.shape[-2:]
     if h < BLOCK or w < BLOCK:
-        raise ValueError(f"NIQE needs images of at least {BLOCK}x{BLOCK} pixels after a crop_border of {crop_border}, got {h}x{w}")
+        raise ValueError(
+            f"NIQE needs images of at least {BLOCK}x{BLOCK} pixels after a crop_border of {crop_border}, got {h}x{w}"
+        )
     y = y[:, : h // BLOCK * BLOCK, : w // BLOCK * BLOCK]
     full = _block_features(_local_normalise(y, window), BLOCK)
     half = imresize(y / 255.0, scale=0.5) * 255.0

@@ -42,7 +42,11 @@ def native_bf16(device: torch.device) -> bool:
     or AMX (oneDNN's bf16 convolutions there run at about twice the fp32 speed)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return (
+        device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    )
 
 
 def resolve_inference_precision(requested: str, device: torch.device) -> Precision:

@@ -63,7 +63,16 @@ class RealisticPlan:
 # -------------------------------------------------------------------------------- kernels
 
 
-def mixed_kernels(kind: torch.Tensor, size: torch.Tensor, sigma_x: torch.Tensor, sigma_y: torch.Tensor, theta: torch.Tensor, beta: torch.Tensor, omega: torch.Tensor, max_size: int) -> torch.Tensor:
+def mixed_kernels(
+    kind: torch.Tensor,
+    size: torch.Tensor,
+    sigma_x: torch.Tensor,
+    sigma_y: torch.Tensor,
+    theta: torch.Tensor,
+    beta: torch.Tensor,
+    omega: torch.Tensor,
+    max_size: int,
+) -> torch.Tensor:
     """(N,) types (indices into KERNEL_TYPES), odd sizes and shape parameters -> (N, K, K) kernels,
     K = max_size, as BasicSR's random_mixed_kernels and circular_lowpass_kernel make them: each is
     computed on its own size x size grid, normalised there and zero-padded to K."""
@@ -104,7 +113,9 @@ def _rings(omega: torch.Tensor, max_size: int) -> torch.Tensor:
     J1 computed once per distinct radius."""
     r, at, _ = _radii(max_size)
     w = omega.double()[:, None]
-    ring = torch.where(r > 0, w * torch.special.bessel_j1(w * r) / (2 * math.pi * r.clamp_min(1e-12)), w**2 / (4 * math.pi))
+    ring = torch.where(
+        r > 0, w * torch.special.bessel_j1(w * r) / (2 * math.pi * r.clamp_min(1e-12)), w**2 / (4 * math.pi)
+    )
     return ring[:, at].view(-1, max_size, max_size)
 
 
@@ -128,7 +139,25 @@ def _pick(u: torch.Tensor, probs: tuple[float, ...]) -> torch.Tensor:
     return torch.searchsorted(cdf / cdf[-1], u, right=True).clamp(max=len(probs) - 1)
 
 
-def _draw_round(g, n, *, blur_prob, kernel_prob, sinc_prob, blur_sigma, betag, betap, kernel_sizes, resize_prob, resize_range, gaussian_prob, noise_range, poisson_range, gray_prob, jpeg_range) -> RoundPlan:
+def _draw_round(
+    g,
+    n,
+    *,
+    blur_prob,
+    kernel_prob,
+    sinc_prob,
+    blur_sigma,
+    betag,
+    betap,
+    kernel_sizes,
+    resize_prob,
+    resize_range,
+    gaussian_prob,
+    noise_range,
+    poisson_range,
+    gray_prob,
+    jpeg_range,
+) -> RoundPlan:
     u = torch.rand(15, n, generator=g, dtype=torch.float64)  # one uniform per sample and choice
     size = _odd_size(u[0], kernel_sizes)
     kind = torch.where(u[2] < sinc_prob, KERNEL_TYPES.index("sinc"), _pick(u[1], kernel_prob))
@@ -163,7 +192,9 @@ CHUNK = 16  # samples per convolution call
 CPU_PIECE_PIXELS = 1 << 17  # image pixels per piece of a batch that resize and jpeg work on at once on a CPU
 
 
-def filter_per_sample(x: torch.Tensor, kernels: torch.Tensor, sizes: torch.Tensor, active: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def filter_per_sample(
+    x: torch.Tensor, kernels: torch.Tensor, sizes: torch.Tensor, active: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Filter each image of (N, C, H, W) with its own kernel (N, K, K) cut to its size (N,),
     reflect-padded as BasicSR's filter2D (reflect-101; where the kernel outgrows the image,
     reflected again, as cv2.filter2D does); inactive samples pass unchanged. Into `out` if
@@ -190,7 +221,10 @@ def filter_per_sample(x: torch.Tensor, kernels: torch.Tensor, sizes: torch.Tenso
     for start, end in zip(starts, starts[1:] + [len(order)]):
         chunk = order[start : start + CHUNK]
         members, cut, keep = [i for _, i in chunk], (big - chunk[-1][0]) // 2, end - start
-        y = _correlate(x.index_select(0, torch.tensor(members, device=x.device)), kernels[members, cut : big - cut, cut : big - cut])
+        y = _correlate(
+            x.index_select(0, torch.tensor(members, device=x.device)),
+            kernels[members, cut : big - cut, cut : big - cut],
+        )
         out.index_copy_(0, torch.tensor(members[:keep], device=x.device), y[:keep])
     return out
 
@@ -218,7 +252,9 @@ def _pad_reflect(x: torch.Tensor, top: int, bottom: int, left: int, right: int) 
     h, w = x.shape[-2:]
     if max(top, bottom) < h and max(left, right) < w:
         return F.pad(x, (left, right, top, bottom), mode="reflect")
-    return x.index_select(-2, _reflect_index(h, top, bottom, x.device)).index_select(-1, _reflect_index(w, left, right, x.device))
+    return x.index_select(-2, _reflect_index(h, top, bottom, x.device)).index_select(
+        -1, _reflect_index(w, left, right, x.device)
+    )
 
 
 def _reflect_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
@@ -230,7 +266,9 @@ def _reflect_index(n: int, before: int, after: int, device: torch.device) -> tor
     return torch.where(i < n, i, period - i) if n > 1 else torch.zeros_like(i)
 
 
-def resize(x: torch.Tensor, mode: str, size: tuple[int, int] | None = None, factor: float | None = None) -> torch.Tensor:
+def resize(
+    x: torch.Tensor, mode: str, size: tuple[int, int] | None = None, factor: float | None = None
+) -> torch.Tensor:
     """F.interpolate(x, size or scale_factor=factor, mode) as feed_data calls it (no antialias,
     align_corners False): the same weights along each axis, applied as a few weighted row
     gathers per axis (PyTorch's CPU kernels are 1.5 to 4 times slower, area 3 to 5 times)."""
@@ -239,7 +277,9 @@ def resize(x: torch.Tensor, mode: str, size: tuple[int, int] | None = None, fact
         size = (math.floor(h * factor), math.floor(w * factor))  # F.interpolate's output size
     if tuple(size) == (h, w) and (mode != "bicubic" or factor in (None, 1.0)):
         return x  # every mode then samples each pixel where it is
-    rows, cols = (_tap_list(n_in, n_out, mode, factor, x.device, x.dtype) for n_in, n_out in ((h, size[0]), (w, size[1])))
+    rows, cols = (
+        _tap_list(n_in, n_out, mode, factor, x.device, x.dtype) for n_in, n_out in ((h, size[0]), (w, size[1]))
+    )
     out = x.new_empty(n, c, *size)
     per_piece = max(1, CPU_PIECE_PIXELS // (h * w)) if x.device.type == "cpu" else n
     for i in range(0, n, per_piece):  # on a CPU, pieces whose passes stay in cache
@@ -259,7 +299,9 @@ def _resample(x: torch.Tensor, taps: list[tuple[torch.Tensor, torch.Tensor]]) ->
 
 
 @lru_cache(maxsize=256)
-def _tap_list(n_in: int, n_out: int, mode: str, factor: float | None, device: torch.device, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _tap_list(
+    n_in: int, n_out: int, mode: str, factor: float | None, device: torch.device, dtype: torch.dtype
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """_taps as (index (O,), weight (O, 1)) pairs per tap, on the device, in the dtype."""
     index, weight = _taps(n_in, n_out, mode, factor)
     return [(i.contiguous().to(device), w.to(device, dtype)[:, None]) for i, w in zip(index.t(), weight.t())]
@@ -291,7 +333,10 @@ def _taps(n_in: int, n_out: int, mode: str, factor: float | None) -> tuple[torch
         a = -0.75
         near = lambda d: ((a + 2) * d - (a + 3)) * d * d + 1  # noqa: E731
         far = lambda d: ((a * d - 5 * a) * d + 8 * a) * d - 4 * a  # noqa: E731
-        offsets, weight = torch.tensor([-1.0, 0.0, 1.0, 2.0]), torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=1)
+        offsets, weight = (
+            torch.tensor([-1.0, 0.0, 1.0, 2.0]),
+            torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=1),
+        )
     else:
         raise ValueError(f"unknown resize mode {mode!r}; use one of {RESIZE_MODES}")
     return (first[:, None] + offsets).clamp(0, n_in - 1).long(), weight
@@ -339,7 +384,9 @@ def _shot_counts(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, tor
     levels = (x * 255).round_().clamp_(0, 255)
     lev = levels.int()
     offsets = torch.arange(m, device=x.device, dtype=torch.int32).view(m, 1)
-    distinct = (torch.bincount((lev.view(m, -1) + 256 * offsets).flatten(), minlength=m * 256).view(m, 256) > 0).sum(dim=1)
+    distinct = (torch.bincount((lev.view(m, -1) + 256 * offsets).flatten(), minlength=m * 256).view(m, 256) > 0).sum(
+        dim=1
+    )
     exponent = torch.ceil(torch.log2(distinct.float())).view(m, 1, 1, 1)  # vals = 2^exponent, 1..256
     return _poisson_counts(lev, exponent.int(), g), torch.exp2(exponent).to(x.dtype), levels
 
@@ -360,7 +407,9 @@ def _poisson_counts(levels: torch.Tensor, exponent: torch.Tensor, g: torch.Gener
     count = guide.index_select(0, torch.add(bucket, row, alpha=buckets).view(-1))  # negative: -(count + 1), refine
     refine = torch.nonzero(count < 0).squeeze(1)
     if len(refine):
-        u = (bucket.view(-1)[refine] + torch.rand(len(refine), generator=g, device=levels.device, dtype=torch.float64)) / buckets
+        u = (
+            bucket.view(-1)[refine] + torch.rand(len(refine), generator=g, device=levels.device, dtype=torch.float64)
+        ) / buckets
         row = row.view(-1)[refine].long()
         start = base[row]  # count k of a row sits at start + k in cdf
         at = start - 1 - count[refine].long()  # the answer is the least k with u < CDF(k)
@@ -438,13 +487,105 @@ def _dct64(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
 
 # ITU-T T.81 Annex K example tables (luminance, chrominance).
 _JPEG_LUMA = [
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+    16,
+    11,
+    10,
+    16,
+    24,
+    40,
+    51,
+    61,
+    12,
+    12,
+    14,
+    19,
+    26,
+    58,
+    60,
+    55,
+    14,
+    13,
+    16,
+    24,
+    40,
+    57,
+    69,
+    56,
+    14,
+    17,
+    22,
+    29,
+    51,
+    87,
+    80,
+    62,
+    18,
+    22,
+    37,
+    56,
+    68,
+    109,
+    103,
+    77,
+    24,
+    35,
+    55,
+    64,
+    81,
+    104,
+    113,
+    92,
+    49,
+    64,
+    78,
+    87,
+    103,
+    121,
+    120,
+    101,
+    72,
+    92,
+    95,
+    98,
+    112,
+    100,
+    103,
+    99,
 ]
 _JPEG_CHROMA = [
-    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
-    47, 66, 99, 99, 99, 99, 99, 99, *([99] * 32),
+    17,
+    18,
+    24,
+    47,
+    99,
+    99,
+    99,
+    99,
+    18,
+    21,
+    26,
+    66,
+    99,
+    99,
+    99,
+    99,
+    24,
+    26,
+    56,
+    99,
+    99,
+    99,
+    99,
+    99,
+    47,
+    66,
+    99,
+    99,
+    99,
+    99,
+    99,
+    99,
+    *([99] * 32),
 ]
 
 

@@ -64,7 +64,10 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         if n <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got {int(n)} over all processes")
         mean64 = totals[:channels] / n
-        mean, var = mean64.float(), (totals[channels:-1] / n - mean64.square()).clamp_min(0).float()  # biased, as BatchNorm normalises
+        mean, var = (
+            mean64.float(),
+            (totals[channels:-1] / n - mean64.square()).clamp_min(0).float(),
+        )  # biased, as BatchNorm normalises
         centred = xf - mean.view(shape)
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.weight is not None:
@@ -88,9 +91,15 @@ def _to_sync_bn2d(module: nn.Module) -> nn.Module:
     parameters and buffers (as nn.SyncBatchNorm.convert_sync_batchnorm does)."""
     if type(module) is nn.BatchNorm2d:
         bn = module
-        module = SyncBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, device=torch.device("meta"))
+        module = SyncBatchNorm2d(
+            bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, device=torch.device("meta")
+        )
         module.weight, module.bias = bn.weight, bn.bias
-        module.running_mean, module.running_var, module.num_batches_tracked = bn.running_mean, bn.running_var, bn.num_batches_tracked
+        module.running_mean, module.running_var, module.num_batches_tracked = (
+            bn.running_mean,
+            bn.running_var,
+            bn.num_batches_tracked,
+        )
         module.train(bn.training)
     for name, child in module.named_children():
         setattr(module, name, _to_sync_bn2d(child))

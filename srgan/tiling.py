@@ -26,8 +26,8 @@ faster per pixel than taller ones.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -35,6 +35,7 @@ from torch import nn
 MIN_STRIP_ROWS = 16  # thinner strips would run the convolutions on slivers
 CPU_STRIP_ROWS = 32  # on a CPU taller strips are slower per pixel (their maps leave the cache)
 MAX_BAND_SEARCH = 256  # band counts tried one by one (beyond: the monotone bound's count)
+
 
 @dataclass(frozen=True)
 class Span:
@@ -90,7 +91,9 @@ def aligned_spans(length: int, block: int, pad: int) -> list[Span]:
     file window by window, where pieces should start on the file's own block grid."""
     if block <= 0:
         raise ValueError(f"block size must be > 0, got {block}")
-    return [Span(max(0, a - pad), min(length, a + block + pad), a, min(a + block, length)) for a in range(0, length, block)]
+    return [
+        Span(max(0, a - pad), min(length, a + block + pad), a, min(a + block, length)) for a in range(0, length, block)
+    ]
 
 
 def _axis_options(length: int, pad: int, start: int, stop: int, most: int) -> list[tuple[int, int, int]]:
@@ -102,7 +105,9 @@ def _axis_options(length: int, pad: int, start: int, stop: int, most: int) -> li
     return out
 
 
-def grid(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> tuple[list[Span], list[Span]]:
+def grid(
+    height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None
+) -> tuple[list[Span], list[Span]]:
     """(row spans, column spans) of the tiles of `region` (top, bottom, left, right; default
     the whole image): the grid whose windows each hold at most (tile + 2 pad)^2 pixels and
     together the fewest pixels (fewest windows on a tie)."""
@@ -126,7 +131,9 @@ def grid(height: int, width: int, tile: int, pad: int, region: tuple[int, int, i
     return split(height, nr, pad, top, bottom), split(width, nc, pad, left, right)
 
 
-def bands(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> tuple[Span, list[Span], int]:
+def bands(
+    height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None
+) -> tuple[Span, list[Span], int]:
     """For a model that streams rows (see srgan.fast: each row computed once, a strip at a
     time): (the row window, the column spans, rows per strip) of `region` (default the whole
     image). A strip of a band holds at most (tile + 2 pad)^2 pixels, the budget of a tile's
@@ -154,7 +161,9 @@ def bands(height: int, width: int, tile: int, pad: int, region: tuple[int, int, 
     return rows, split(width, n, pad, left, right), strip(n)
 
 
-def tiles(height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None) -> Iterator[Tile]:
+def tiles(
+    height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None
+) -> Iterator[Tile]:
     rows, cols = grid(height, width, tile, pad, region)
     for r in rows:
         for c in cols:
@@ -258,7 +267,9 @@ def upscale_tiled(
         for group in by_shape.values():
             for start in range(0, len(group), batch_size):
                 chunk = group[start : start + batch_size]
-                windows = torch.stack([x[i, :, t.rows.win_start : t.rows.win_stop, t.cols.win_start : t.cols.win_stop] for t in chunk])
+                windows = torch.stack(
+                    [x[i, :, t.rows.win_start : t.rows.win_stop, t.cols.win_start : t.cols.win_stop] for t in chunk]
+                )
                 result = model(windows.to(device)).to(out_device)
                 if out is None:
                     out = _empty_output(n, result, scale, (top, bottom, left, right), out_device)
@@ -274,11 +285,17 @@ def upscale_tiled(
     return out[0] if squeeze else out
 
 
-def _empty_output(n: int, first: torch.Tensor, scale: int, region: tuple[int, int, int, int], out_device) -> torch.Tensor:
+def _empty_output(
+    n: int, first: torch.Tensor, scale: int, region: tuple[int, int, int, int], out_device
+) -> torch.Tensor:
     """The output of `n` images of `region` at x`scale`, shaped after the model's first result:
     float32 at least (a bf16/fp16 model's pieces are stored without further rounding)."""
     top, bottom, left, right = region
-    return torch.empty((n, first.shape[1], (bottom - top) * scale, (right - left) * scale), dtype=torch.promote_types(first.dtype, torch.float32), device=out_device)
+    return torch.empty(
+        (n, first.shape[1], (bottom - top) * scale, (right - left) * scale),
+        dtype=torch.promote_types(first.dtype, torch.float32),
+        device=out_device,
+    )
 
 
 def streams(model: object) -> bool:
@@ -286,7 +303,17 @@ def streams(model: object) -> bool:
     return bool(getattr(model, "streams", False)) and hasattr(model, "stream_rows")
 
 
-def _upscale_bands(model, x: torch.Tensor, scale: int, tile: int, pad: int, batch_size: int, device, out_device, region: tuple[int, int, int, int]) -> torch.Tensor:
+def _upscale_bands(
+    model,
+    x: torch.Tensor,
+    scale: int,
+    tile: int,
+    pad: int,
+    batch_size: int,
+    device,
+    out_device,
+    region: tuple[int, int, int, int],
+) -> torch.Tensor:
     """upscale_tiled for a model that streams rows: each band of columns is run top to bottom
     a strip at a time, its kept output rows written as they come."""
     n, _, h, w = x.shape
@@ -299,8 +326,14 @@ def _upscale_bands(model, x: torch.Tensor, scale: int, tile: int, pad: int, batc
     out: torch.Tensor | None = None
     for i in range(n):
         for c in cols:
-            window = x[i : i + 1, :, rows.win_start : rows.win_stop, c.win_start : c.win_stop]  # moved a strip at a time
-            x0, ww, c0 = (c.keep_start - c.win_start) * scale, (c.keep_stop - c.keep_start) * scale, (c.keep_start - left) * scale
+            window = x[
+                i : i + 1, :, rows.win_start : rows.win_stop, c.win_start : c.win_stop
+            ]  # moved a strip at a time
+            x0, ww, c0 = (
+                (c.keep_start - c.win_start) * scale,
+                (c.keep_stop - c.keep_start) * scale,
+                (c.keep_start - left) * scale,
+            )
             y0 = 0  # the first output row of the window that `part` holds
             for part in model.stream_rows(window, strip):
                 part = part.to(out_device)

@@ -18,8 +18,9 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -62,7 +63,9 @@ def _http_fetch(uri: str, dest: Path) -> None:
     torch.hub.download_url_to_file(uri, str(dest), progress=False)
 
 
-def cached_fetch(uri: str, sha256: str | None = None, fetch: Fetch | None = None, cache_dir: Path | None = None) -> Path:
+def cached_fetch(
+    uri: str, sha256: str | None = None, fetch: Fetch | None = None, cache_dir: Path | None = None
+) -> Path:
     """Local path of `uri`, downloading it into the cache the first time.
 
     The download lands in a temporary file renamed into place only when complete (and
@@ -72,7 +75,9 @@ def cached_fetch(uri: str, sha256: str | None = None, fetch: Fetch | None = None
         if uri.startswith(("http://", "https://")):
             fetch = _http_fetch
         else:
-            raise WeightsError(f"no fetcher for {uri!r}: the srgan core downloads http(s) only; load it through the pipeline (which reads s3://) or download it and pass a local path")
+            raise WeightsError(
+                f"no fetcher for {uri!r}: the srgan core downloads http(s) only; load it through the pipeline (which reads s3://) or download it and pass a local path"
+            )
     cache_dir = cache_dir or default_cache_dir()
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
     target = cache_dir / f"{key}-{Path(uri.rstrip('/')).name or 'weights'}"
@@ -84,7 +89,9 @@ def cached_fetch(uri: str, sha256: str | None = None, fetch: Fetch | None = None
         try:
             fetch(uri, tmp)
             if sha256 and sha256_of(tmp) != sha256.lower():
-                raise WeightsError(f"sha256 mismatch for {uri}: expected {sha256}, got {sha256_of(tmp)}; check the URI or the checksum in the config")
+                raise WeightsError(
+                    f"sha256 mismatch for {uri}: expected {sha256}, got {sha256_of(tmp)}; check the URI or the checksum in the config"
+                )
             tmp.replace(target)
         except WeightsError:
             raise
@@ -124,7 +131,7 @@ def load_features_state(features: nn.Sequential, state: dict, arch: str, hint: s
     (keys `features.N.*`) or a features-only one (keys `N.*`); WeightsError naming `arch` and
     ending with `hint` when the keys or shapes do not fit."""
     if any(k.startswith("features.") for k in state):
-        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     try:
         features.load_state_dict(state)
     except RuntimeError as exc:
@@ -171,7 +178,12 @@ def load_vgg19_features(source: str | None, sha256: str | None = None, fetch: Fe
 def save_generator(path: str | Path, generator: nn.Module, meta: dict | None = None) -> None:
     """Write a generator with the spec needed to rebuild it (and free-form `meta`)."""
     model = getattr(generator, "module", generator)  # unwrap DDP
-    payload = {"format": GENERATOR_FORMAT, "spec": model.spec.to_dict(), "state_dict": model.state_dict(), "meta": meta or {}}
+    payload = {
+        "format": GENERATOR_FORMAT,
+        "spec": model.spec.to_dict(),
+        "state_dict": model.state_dict(),
+        "meta": meta or {},
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
@@ -191,7 +203,9 @@ def load_generator(path: str | Path | BinaryIO, map_location: str | torch.device
             raise WeightsError(f"could not read a generator from the stream: {type(exc).__name__}: {exc}") from exc
         path = "<stream>"
     if payload.get("format") != GENERATOR_FORMAT:
-        raise WeightsError(f"{path} is not an srgan generator checkpoint (format {payload.get('format')!r}, expected {GENERATOR_FORMAT!r})")
+        raise WeightsError(
+            f"{path} is not an srgan generator checkpoint (format {payload.get('format')!r}, expected {GENERATOR_FORMAT!r})"
+        )
     model = build_generator(payload["spec"])
     model.load_state_dict(payload["state_dict"])
     return model.to(map_location).eval(), dict(payload.get("meta", {}))

@@ -106,3 +106,14 @@ def ray_session(s3_server):
 def mlflow_uri(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow")
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+# `make test-fast` leaves out what needs a Ray session, a server or a subprocess of the whole
+# pipeline: tests asking for these fixtures are marked `servers`, tests marked `slow` stay out too.
+SERVER_FIXTURES = {"ray_session", "s3_server", "bucket", "mlflow_uri"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)

@@ -37,7 +37,9 @@ def bad_files(rng: np.random.Generator) -> dict[str, bytes]:
     }
 
 
-def put_images(bucket: str, prefix: str, count: int, size: tuple[int, int] = (64, 64), seed: int = 0, with_bad: bool = False) -> list[str]:
+def put_images(
+    bucket: str, prefix: str, count: int, size: tuple[int, int] = (64, 64), seed: int = 0, with_bad: bool = False
+) -> list[str]:
     """Upload `count` PNGs (and, with_bad, the bad files) to s3://bucket/prefix; returns keys."""
     import boto3
 
@@ -62,7 +64,15 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (64, 64), see
     return paths
 
 
-def geotiff_bytes(array: np.ndarray, nodata=None, pixel_size: float = 10.0, alpha: bool = False, colours: tuple[str, ...] = (), georeferenced: bool = True, **creation) -> bytes:
+def geotiff_bytes(
+    array: np.ndarray,
+    nodata=None,
+    pixel_size: float = 10.0,
+    alpha: bool = False,
+    colours: tuple[str, ...] = (),
+    georeferenced: bool = True,
+    **creation,
+) -> bytes:
     """An (H, W, C) array as a GeoTIFF in UTM 33N with `pixel_size` m pixels, band
     descriptions and a tag, written by rasterio; `colours` set each band's colour
     interpretation; not `georeferenced`: a plain TIFF with GDAL's metadata."""
@@ -71,7 +81,17 @@ def geotiff_bytes(array: np.ndarray, nodata=None, pixel_size: float = 10.0, alph
     from rasterio.transform import from_origin
 
     h, w, c = array.shape
-    profile = {"driver": "GTiff", "width": w, "height": h, "count": c, "dtype": str(array.dtype), "crs": "EPSG:32633", "transform": from_origin(500000.0, 4600000.0, pixel_size, pixel_size), "nodata": nodata, **creation}
+    profile = {
+        "driver": "GTiff",
+        "width": w,
+        "height": h,
+        "count": c,
+        "dtype": str(array.dtype),
+        "crs": "EPSG:32633",
+        "transform": from_origin(500000.0, 4600000.0, pixel_size, pixel_size),
+        "nodata": nodata,
+        **creation,
+    }
     if not georeferenced:
         del profile["crs"], profile["transform"]
     with rasterio.MemoryFile() as mem:
@@ -86,7 +106,9 @@ def geotiff_bytes(array: np.ndarray, nodata=None, pixel_size: float = 10.0, alph
         return mem.read()
 
 
-def dicom_bytes(array: np.ndarray, bits_stored: int = 12, signed: bool = False, spacing=(0.5, 0.5), compressed_garbage: bool = False) -> bytes:
+def dicom_bytes(
+    array: np.ndarray, bits_stored: int = 12, signed: bool = False, spacing=(0.5, 0.5), compressed_garbage: bool = False
+) -> bytes:
     """A single-frame MR slice holding the (H, W) `array` as stored values."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset

@@ -22,7 +22,14 @@ from tests.helpers import write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
-VERBS = {"train": train, "tune": tune, "promote": promote, "upscale": upscale, "evaluate": evaluate, "quickstart": quickstart}
+VERBS = {
+    "train": train,
+    "tune": tune,
+    "promote": promote,
+    "upscale": upscale,
+    "evaluate": evaluate,
+    "quickstart": quickstart,
+}
 
 
 def one_error_line(capsys, code: int, alone: bool = True) -> str:
@@ -52,13 +59,28 @@ def test_override_yaml_that_does_not_parse(capsys, tmp_path):
     line = one_error_line(capsys, train.main(["--config", str(QUICKSTART), "--set", "train.batch_size=[1,"]))
     assert "--set 'train.batch_size=[1,': the value is not valid YAML" in line
     sweep = ROOT / "configs" / "quickstart_tune.yaml"
-    assert "--set 'num_samples=[1,'" in one_error_line(capsys, tune.main(["--config", str(sweep), "--set", "num_samples=[1,"]))
-    assert "--set 'train.gan.steps={'" in one_error_line(capsys, tune.main(["--config", str(sweep), "--train-set", "train.gan.steps={"]))
+    assert "--set 'num_samples=[1,'" in one_error_line(
+        capsys, tune.main(["--config", str(sweep), "--set", "num_samples=[1,"])
+    )
+    assert "--set 'train.gan.steps={'" in one_error_line(
+        capsys, tune.main(["--config", str(sweep), "--train-set", "train.gan.steps={"])
+    )
 
 
 def test_a_run_name_that_would_leave_the_storage_path_is_refused(capsys, tmp_path, images):
     runs, db = tmp_path / "runs", tmp_path / "mlflow.db"
-    args = ["--config", str(QUICKSTART), "--set", f"data.train={images}", "--set", "data.val=null", "--set", f"run.storage_path={runs}", "--set", f"mlflow.tracking_uri=sqlite:///{db}"]
+    args = [
+        "--config",
+        str(QUICKSTART),
+        "--set",
+        f"data.train={images}",
+        "--set",
+        "data.val=null",
+        "--set",
+        f"run.storage_path={runs}",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{db}",
+    ]
     line = one_error_line(capsys, train.main([*args, "--set", "run.name=../x"]))
     assert line.startswith("error: invalid config: run.name: '../x' is not a folder name") and "e.g. srgan-x4-a" in line
     assert not (tmp_path / "x").exists() and not runs.exists() and not db.exists()
@@ -66,7 +88,16 @@ def test_a_run_name_that_would_leave_the_storage_path_is_refused(capsys, tmp_pat
 
 def test_storage_in_a_missing_bucket_is_refused_before_the_mlflow_run_opens(capsys, tmp_path, images, s3_server):
     db = tmp_path / "mlflow.db"
-    args = ["--config", str(QUICKSTART), "--set", f"data.train={images}", "--set", "data.val=null", "--set", f"mlflow.tracking_uri=sqlite:///{db}"]
+    args = [
+        "--config",
+        str(QUICKSTART),
+        "--set",
+        f"data.train={images}",
+        "--set",
+        "data.val=null",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{db}",
+    ]
     line = one_error_line(capsys, train.main([*args, "--set", "run.storage_path=s3://no-such-bucket/runs"]))
     assert "run.storage_path s3://no-such-bucket/runs" in line and "bucket 'no-such-bucket' does not exist" in line
     assert not db.exists()  # no MLflow run (not even a store) was made
@@ -74,12 +105,18 @@ def test_storage_in_a_missing_bucket_is_refused_before_the_mlflow_run_opens(caps
 
 def test_quickstart_checks_its_arguments_before_writing_a_sample(capsys, tmp_path, s3_server):
     out = tmp_path / "qs"
-    assert "config file /nope.yaml not found" in one_error_line(capsys, quickstart.main(["--out", str(out), "--config", "/nope.yaml"]))
-    assert "bucket 'no-such-bucket' does not exist" in one_error_line(capsys, quickstart.main(["--out", str(out), "--root", "s3://no-such-bucket/qs"]))
+    assert "config file /nope.yaml not found" in one_error_line(
+        capsys, quickstart.main(["--out", str(out), "--config", "/nope.yaml"])
+    )
+    assert "bucket 'no-such-bucket' does not exist" in one_error_line(
+        capsys, quickstart.main(["--out", str(out), "--root", "s3://no-such-bucket/qs"])
+    )
     assert not out.exists()
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    assert f"--out {a_file}: {a_file} is a file, not a folder" in one_error_line(capsys, quickstart.main(["--out", str(a_file)]))
+    assert f"--out {a_file}: {a_file} is a file, not a folder" in one_error_line(
+        capsys, quickstart.main(["--out", str(a_file)])
+    )
     assert a_file.read_text() == "mine"
 
 
@@ -97,7 +134,9 @@ def test_a_file_that_is_not_a_generator_gets_the_same_error_everywhere(capsys, t
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"these bytes are not a checkpoint")
     from_evaluate = one_error_line(capsys, evaluate.main(["--model", str(bogus), "--data", str(images)]))
-    from_upscale = one_error_line(capsys, upscale.main(["--model", str(bogus), "--input", str(images), "--output", str(tmp_path / "out")]))
+    from_upscale = one_error_line(
+        capsys, upscale.main(["--model", str(bogus), "--input", str(images), "--output", str(tmp_path / "out")])
+    )
     assert from_evaluate == from_upscale and "bogus.pt" in from_upscale and "could not read a generator" in from_upscale
     assert not (tmp_path / "out").exists()
 
@@ -115,12 +154,20 @@ def test_a_file_that_is_not_a_generator_gets_the_same_error_everywhere(capsys, t
 )
 def test_upscale_numbers_are_refused_when_parsed(capsys, option, value, message):
     # The input does not exist: the option is refused before anything looks at it.
-    line = one_error_line(capsys, upscale.main(["--model", "bicubic", "--scale", "2", "--input", "/nowhere", "--output", "/nowhere-out", option, value]))
+    line = one_error_line(
+        capsys,
+        upscale.main(
+            ["--model", "bicubic", "--scale", "2", "--input", "/nowhere", "--output", "/nowhere-out", option, value]
+        ),
+    )
     assert message in line and "(see python -m pipeline.upscale --help)" in line
 
 
 def test_a_scale_the_generator_cannot_make_is_refused_by_every_verb(capsys, images):
-    for main, extra in ((upscale.main, ["--input", str(images), "--output", "/nowhere"]), (evaluate.main, ["--data", str(images)])):
+    for main, extra in (
+        (upscale.main, ["--input", str(images), "--output", "/nowhere"]),
+        (evaluate.main, ["--data", str(images)]),
+    ):
         line = one_error_line(capsys, main(["--model", "bicubic", "--scale", "5", *extra]))
         assert "argument --scale: invalid choice: 5 (choose from 2, 3, 4, 8)" in line
 
@@ -135,14 +182,21 @@ def test_upscale_job_objects_refuse_what_the_command_line_refuses():
 
 
 def test_an_output_bucket_that_does_not_exist_is_refused_before_any_image(capsys, images, s3_server):
-    line = one_error_line(capsys, upscale.main(["--model", "bicubic", "--scale", "2", "--input", str(images), "--output", "s3://no-such-bucket/out/"]))
+    line = one_error_line(
+        capsys,
+        upscale.main(
+            ["--model", "bicubic", "--scale", "2", "--input", str(images), "--output", "s3://no-such-bucket/out/"]
+        ),
+    )
     assert "--output s3://no-such-bucket/out: bucket 'no-such-bucket' does not exist" in line
 
 
 def test_promote_refuses_a_missing_holdout_before_registering(capsys, tmp_path, generator_file):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     c = client(uri)
-    run_id = c.create_run(c.create_experiment("promote-errors", artifact_location=(tmp_path / "art").as_uri())).info.run_id
+    run_id = c.create_run(
+        c.create_experiment("promote-errors", artifact_location=(tmp_path / "art").as_uri())
+    ).info.run_id
     log_generator(uri, run_id, generator_file)  # a run that could be registered
     capsys.readouterr()
     line = one_error_line(capsys, promote.main(["--run-id", run_id, "--holdout", "/nope", "--tracking-uri", uri]))
@@ -150,7 +204,11 @@ def test_promote_refuses_a_missing_holdout_before_registering(capsys, tmp_path, 
     # A holdout that lists but cannot be scored is found out before registering, too.
     write_images(tmp_path / "holdout", 1, size=(64, 64))
     (tmp_path / "holdout" / "z_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
-    line = one_error_line(capsys, promote.main(["--run-id", run_id, "--holdout", str(tmp_path / "holdout"), "--tracking-uri", uri]), alone=False)
+    line = one_error_line(
+        capsys,
+        promote.main(["--run-id", run_id, "--holdout", str(tmp_path / "holdout"), "--tracking-uri", uri]),
+        alone=False,
+    )
     assert "z_broken.png: not a readable PNG" in line
     assert c.search_registered_models() == []
 
@@ -190,7 +248,18 @@ def silent_server():
 @pytest.mark.parametrize("server", ["refused", "silent"])
 def test_a_tracking_server_that_does_not_answer_is_named_within_30_s(capsys, tmp_path, images, server, request):
     uri = "http://127.0.0.1:9" if server == "refused" else request.getfixturevalue("silent_server")
-    args = ["--config", str(QUICKSTART), "--set", f"data.train={images}", "--set", "data.val=null", "--set", f"run.storage_path={tmp_path / 'runs'}", "--set", f"mlflow.tracking_uri={uri}"]
+    args = [
+        "--config",
+        str(QUICKSTART),
+        "--set",
+        f"data.train={images}",
+        "--set",
+        "data.val=null",
+        "--set",
+        f"run.storage_path={tmp_path / 'runs'}",
+        "--set",
+        f"mlflow.tracking_uri={uri}",
+    ]
     started = time.monotonic()
     line = one_error_line(capsys, train.main(args))
     assert time.monotonic() - started < 30
@@ -206,7 +275,12 @@ def test_a_bug_keeps_its_traceback_and_exits_1():
 
 def test_console_scripts_print_one_error_line(tmp_path):
     script = Path(sys.executable).parent / "srgan-upscale"
-    done = subprocess.run([str(script), "--model", "bicubic", "--scale", "2", "--input", "x", "--output", "y", "--batch-tiles", "0"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(script), "--model", "bicubic", "--scale", "2", "--input", "x", "--output", "y", "--batch-tiles", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stderr.splitlines() == [
         "error: argument --batch-tiles: 0 is too small: give 1 or more (see python -m pipeline.upscale --help)"
     ], done.stderr
@@ -228,8 +302,23 @@ def test_help_shows_every_default_and_ends_with_examples(verb, capsys):
 def test_data_too_small_for_one_batch_is_refused_before_the_mlflow_run(capsys, tmp_path, ray_session):
     write_images(tmp_path / "one", 1, size=(48, 48))
     db = tmp_path / "mlflow.db"
-    args = ["--config", str(QUICKSTART), "--set", f"data.train={tmp_path / 'one'}", "--set", "data.val=null", "--set", "data.patches_per_image=2",
-            "--set", f"run.storage_path={tmp_path / 'runs'}", "--set", f"mlflow.tracking_uri=sqlite:///{db}"]
+    args = [
+        "--config",
+        str(QUICKSTART),
+        "--set",
+        f"data.train={tmp_path / 'one'}",
+        "--set",
+        "data.val=null",
+        "--set",
+        "data.patches_per_image=2",
+        "--set",
+        f"run.storage_path={tmp_path / 'runs'}",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{db}",
+    ]
     line = one_error_line(capsys, train.main(args), alone=False)  # Ray Data logs its scan
-    assert "1 usable image(s) x data.patches_per_image 2 = 2 patches an epoch, fewer than one batch (train.batch_size 8)" in line
+    assert (
+        "1 usable image(s) x data.patches_per_image 2 = 2 patches an epoch, fewer than one batch (train.batch_size 8)"
+        in line
+    )
     assert not db.exists()

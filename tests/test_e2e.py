@@ -20,7 +20,14 @@ def test_make_e2e_runs_the_flow_through_the_local_stack(tmp_path):
     env["SRGAN_STACK_DIR"] = str(tmp_path / "stack")
     log = tmp_path / "e2e.log"
     with open(log, "w") as out:
-        proc = subprocess.run(["make", "-s", "e2e", f"VENV={venv}", "E2E_ARGS=--quick"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1500)
+        proc = subprocess.run(
+            ["make", "-s", "e2e", f"VENV={venv}", "E2E_ARGS=--quick"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=1500,
+        )
     text = log.read_text()
     assert proc.returncode == 0, text[-5000:]
     assert "e2e ok:" in text and "srgan@champion = v" in text

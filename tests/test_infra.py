@@ -84,7 +84,7 @@ def test_mlflow_server_uses_postgres_and_s3():
     [(_, deployment)] = [(p, d) for p, d in _by_kind("Deployment") if d["metadata"]["name"] == "mlflow"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     command = " ".join(container["args"])
-    assert "--backend-store-uri" in command and "--artifacts-destination \"s3://" in command
+    assert "--backend-store-uri" in command and '--artifacts-destination "s3://' in command
     assert {e["name"] for e in container["env"]} == {"MLFLOW_BACKEND_STORE_URI"}
     assert _by_kind("StatefulSet")[0][1]["spec"]["template"]["spec"]["containers"][0]["image"].startswith("postgres:")
 
@@ -108,5 +108,9 @@ def test_dockerfile_installs_like_make_setup():
     makefile = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^\$\(STAMP\):.*?\n((?:\t.*\n)+)", makefile, re.M).group(1)
     make_pip = [line.strip().replace("$(PY)", "python") for line in recipe.splitlines() if "pip install" in line]
-    docker_pip = [line[len("RUN "):].strip() for line in (INFRA / "docker" / "Dockerfile").read_text().splitlines() if line.startswith("RUN ") and "pip install" in line]
+    docker_pip = [
+        line[len("RUN ") :].strip()
+        for line in (INFRA / "docker" / "Dockerfile").read_text().splitlines()
+        if line.startswith("RUN ") and "pip install" in line
+    ]
     assert make_pip and docker_pip == make_pip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VERBS = {"train", "tune", "promote", "upscale", "evaluate", "rate", "prepare", "export", "register", "quickstart"}
-MAX_LINES = 350
+MAX_LINES = 500  # after ruff format; the stage packages hold the real structure
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -45,9 +45,15 @@ def test_no_verb_imports_another_verb():
         path = ROOT / "pipeline" / f"{verb}.py"
         others = {f"pipeline.{v}" for v in VERBS - {verb}}
         offending = sorted(imported_modules(path) & others)
-        assert not offending, f"pipeline/{verb}.py imports verb module(s) {offending}; move the shared piece into a module no CLI owns"
+        assert not offending, (
+            f"pipeline/{verb}.py imports verb module(s) {offending}; move the shared piece into a module no CLI owns"
+        )
     # What the quickstart uses of the verbs are their library functions, never main(argv).
-    calls = {node.func.attr for node in ast.walk(ast.parse((ROOT / "pipeline" / "quickstart.py").read_text())) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
+    calls = {
+        node.func.attr
+        for node in ast.walk(ast.parse((ROOT / "pipeline" / "quickstart.py").read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
     assert "main" not in calls
 
 

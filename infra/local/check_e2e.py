@@ -29,7 +29,9 @@ def main() -> int:
     done = [r for r in rows if r["status"] == "done"]
     failed = [r for r in rows if r["status"] == "failed"]
     if not done or failed:
-        problems.append(f"upscale manifest: {len(done)} done, {len(failed)} failed ({[r['error'] for r in failed][:3]})")
+        problems.append(
+            f"upscale manifest: {len(done)} done, {len(failed)} failed ({[r['error'] for r in failed][:3]})"
+        )
     champion = mlflow.MlflowClient().get_registered_model("srgan").aliases.get("champion")
     if not champion:
         problems.append("no srgan@champion in the registry")
@@ -39,7 +41,9 @@ def main() -> int:
     if problems:
         print("e2e FAILED: " + "; ".join(problems), file=sys.stderr)
         return 1
-    print(f"e2e ok: {len(checkpoints)} checkpoint generator(s), {len(done)} images upscaled in {args.root}/upscaled, srgan@champion = v{champion}, grid {grid}")
+    print(
+        f"e2e ok: {len(checkpoints)} checkpoint generator(s), {len(done)} images upscaled in {args.root}/upscaled, srgan@champion = v{champion}, grid {grid}"
+    )
     return 0
 
 

@@ -90,16 +90,30 @@ def up(state: Path) -> None:
     wait_http(f"{endpoint}/moto-api/", 60, moto.pid, state / "s3.log")
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="stack-test", aws_secret_access_key="stack-test")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="stack-test",
+        aws_secret_access_key="stack-test",
+    )
     for bucket in (DATA_BUCKET, ARTIFACT_BUCKET):
         s3.create_bucket(Bucket=bucket)
     mlflow = start(
         "mlflow",
         [
-            str(bindir / "mlflow"), "server",
-            "--backend-store-uri", f"sqlite:///{state.resolve() / 'mlflow.db'}",
-            "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}/artifacts",
-            "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
+            str(bindir / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{state.resolve() / 'mlflow.db'}",
+            "--artifacts-destination",
+            f"s3://{ARTIFACT_BUCKET}/artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--workers",
+            "1",
         ],
         env,
         state,
@@ -107,7 +121,9 @@ def up(state: Path) -> None:
     wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow.pid, state / "mlflow.log")
     (state / "env.json").write_text(json.dumps(settings, indent=1))
     (state / "env.sh").write_text("".join(f"export {k}={v}\n" for k, v in settings.items()))
-    print(f"local stack up: S3 {endpoint} (buckets {DATA_BUCKET}, {ARTIFACT_BUCKET}), MLflow {settings['MLFLOW_TRACKING_URI']}")
+    print(
+        f"local stack up: S3 {endpoint} (buckets {DATA_BUCKET}, {ARTIFACT_BUCKET}), MLflow {settings['MLFLOW_TRACKING_URI']}"
+    )
     print(f"use it:  source {state / 'env.sh'}")
     for k, v in settings.items():
         print(f"  {k}={v}")
@@ -135,7 +151,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["up", "down", "wait-http"])
     parser.add_argument("url", nargs="?", help="wait-http: the URL to wait for")
-    parser.add_argument("--dir", default=os.environ.get("SRGAN_STACK_DIR", ".stack"), help="state folder (default .stack or $SRGAN_STACK_DIR)")
+    parser.add_argument(
+        "--dir",
+        default=os.environ.get("SRGAN_STACK_DIR", ".stack"),
+        help="state folder (default .stack or $SRGAN_STACK_DIR)",
+    )
     parser.add_argument("--pid", type=int, help="wait-http: the server's process id")
     parser.add_argument("--log", type=Path, help="wait-http: the server's log, shown when it exits")
     parser.add_argument("--timeout", type=float, default=180, help="wait-http: seconds (default 180)")

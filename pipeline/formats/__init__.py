@@ -26,8 +26,25 @@ IMAGE_EXTENSIONS = png_tiff.EXTENSIONS  # what training and evaluation decode wh
 EXTENSIONS = tuple(dict.fromkeys(ext for codec in CODECS for ext in codec.extensions))  # what upscaling reads
 
 __all__ = [
-    "CODECS", "EXTENSIONS", "IMAGE_EXTENSIONS", "MAX_PIXELS", "Codec", "DecodeError", "Raster", "RasterWriter", "Window",
-    "ValueRange", "open_raster", "decode", "decode_with_alpha", "decode_with_range", "encode", "to_unit", "from_unit", "data_range", "conform_bands",
+    "CODECS",
+    "EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "Codec",
+    "DecodeError",
+    "Raster",
+    "RasterWriter",
+    "Window",
+    "ValueRange",
+    "open_raster",
+    "decode",
+    "decode_with_alpha",
+    "decode_with_range",
+    "encode",
+    "to_unit",
+    "from_unit",
+    "data_range",
+    "conform_bands",
 ]
 
 
@@ -117,7 +134,9 @@ def to_unit(array: np.ndarray, value_range: float | None = None, offset: float =
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32))
 
 
-def from_unit(tensor: torch.Tensor, dtype: np.dtype, value_range: float | None = None, offset: float = 0.0) -> np.ndarray:
+def from_unit(
+    tensor: torch.Tensor, dtype: np.dtype, value_range: float | None = None, offset: float = 0.0
+) -> np.ndarray:
     """(C, H, W) tensor in [0, 1] -> (H, W, C) array of `dtype`: value * range - offset,
     rounded and clipped to the dtype if integer (inverse of `to_unit`). Works in place on one
     float copy, so a large image costs one float and one output array."""

@@ -12,9 +12,9 @@ dtype.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -36,13 +36,18 @@ class Window:
     keep_cols: tuple[int, int]
 
     @classmethod
-    def whole(cls, frame: int, height: int, width: int) -> "Window":
+    def whole(cls, frame: int, height: int, width: int) -> Window:
         return cls(frame, (0, height), (0, width), (0, height), (0, width))
 
     @property
     def region(self) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) of the kept part inside the part read."""
-        return (self.keep_rows[0] - self.rows[0], self.keep_rows[1] - self.rows[0], self.keep_cols[0] - self.cols[0], self.keep_cols[1] - self.cols[0])
+        return (
+            self.keep_rows[0] - self.rows[0],
+            self.keep_rows[1] - self.rows[0],
+            self.keep_cols[0] - self.cols[0],
+            self.keep_cols[1] - self.cols[0],
+        )
 
 
 def dtype_range(dtype: np.dtype) -> tuple[float, float]:
@@ -61,7 +66,9 @@ def check_pixels(width: int, height: int, frames: int, max_pixels: int) -> None:
     pixels = int(width) * int(height) * max(1, int(frames))
     if pixels > max_pixels:
         of = f" in {frames} frames" if frames > 1 else ""
-        raise DecodeError(f"is {width}x{height} px{of} ({pixels / 1e6:.1f} Mpx), over the {max_pixels:,}-pixel limit for images decoded whole; raise --max-pixels if the workers have the memory (8-bit RGB at x4 needs about 50 bytes per input pixel)")
+        raise DecodeError(
+            f"is {width}x{height} px{of} ({pixels / 1e6:.1f} Mpx), over the {max_pixels:,}-pixel limit for images decoded whole; raise --max-pixels if the workers have the memory (8-bit RGB at x4 needs about 50 bytes per input pixel)"
+        )
 
 
 class RasterWriter(ABC):
@@ -78,7 +85,7 @@ class RasterWriter(ABC):
     def abort(self) -> None:
         """Give up on the file (an error happened): release what is held, finish nothing."""
 
-    def __enter__(self) -> "RasterWriter":
+    def __enter__(self) -> RasterWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -97,7 +104,9 @@ class Raster(ABC):
     dtype: np.dtype
     frames: int = 1
     alpha: bool = False  # the last band is transparency, as the file itself declares
-    colours: tuple[str, ...] = ()  # per band, as the file declares: 'red', 'alpha', 'undefined', ... or () when it says nothing
+    colours: tuple[
+        str, ...
+    ] = ()  # per band, as the file declares: 'red', 'alpha', 'undefined', ... or () when it says nothing
     value_range: tuple[float, float] = (0.0, 1.0)  # (low, high): see dtype_range
 
     def windows(self, block: int, pad: int) -> Iterator[Window]:
@@ -106,7 +115,13 @@ class Raster(ABC):
         for frame in range(self.frames):
             for rows in aligned_spans(self.height, block, pad):
                 for cols in aligned_spans(self.width, block, pad):
-                    yield Window(frame, (rows.win_start, rows.win_stop), (cols.win_start, cols.win_stop), (rows.keep_start, rows.keep_stop), (cols.keep_start, cols.keep_stop))
+                    yield Window(
+                        frame,
+                        (rows.win_start, rows.win_stop),
+                        (cols.win_start, cols.win_stop),
+                        (rows.keep_start, rows.keep_stop),
+                        (cols.keep_start, cols.keep_stop),
+                    )
 
     @abstractmethod
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
@@ -121,7 +136,7 @@ class Raster(ABC):
     def close(self) -> None:
         """Release the file."""
 
-    def __enter__(self) -> "Raster":
+    def __enter__(self) -> Raster:
         return self
 
     def __exit__(self, *exc) -> None:

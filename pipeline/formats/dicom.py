@@ -50,7 +50,11 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS):
         raise DecodeError("DICOM file holds no pixel data")
     try:
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-        columns, rows, samples = int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        columns, rows, samples = (
+            int(getattr(ds, "Columns", 0) or 0),
+            int(getattr(ds, "Rows", 0) or 0),
+            int(getattr(ds, "SamplesPerPixel", 1) or 1),
+        )
     except (TypeError, ValueError) as exc:
         raise DecodeError(f"DICOM NumberOfFrames, Rows, Columns or SamplesPerPixel is not a number ({exc})") from exc
     check_pixels(columns, rows, frames, max_pixels)
@@ -142,7 +146,9 @@ class DicomRaster(Raster):
         self.value_range = (-float(offset), float(span - offset))
         photometric = str(getattr(self.dataset, "PhotometricInterpretation", "MONOCHROME2"))
         if photometric not in PHOTOMETRIC:
-            raise DecodeError(f"DICOM PhotometricInterpretation {photometric} is not supported; {', '.join(PHOTOMETRIC)} are")
+            raise DecodeError(
+                f"DICOM PhotometricInterpretation {photometric} is not supported; {', '.join(PHOTOMETRIC)} are"
+            )
         self.frames, self.height, self.width, self.bands = self.pixels.shape
         self.dtype = self.pixels.dtype
 
@@ -151,7 +157,9 @@ class DicomRaster(Raster):
         return self.pixels[window.frame, top:bottom, left:right], None
 
     def create(self, path: Path, scale: int, notes: dict[str, str]) -> RasterWriter:
-        return WholeFrames(path, self, scale, lambda frames: encode(self.dataset, frames, scale, notes.get("model", "srgan")))
+        return WholeFrames(
+            path, self, scale, lambda frames: encode(self.dataset, frames, scale, notes.get("model", "srgan"))
+        )
 
 
 CODEC = Codec("dicom", EXTENSIONS, DicomRaster)

@@ -124,7 +124,9 @@ class GeoRaster(Raster):
         try:
             array = np.moveaxis(self._ds.read(window=RioWindow(left, top, right - left, bottom - top)), 0, -1)
         except Exception as exc:
-            raise DecodeError(f"cannot read GeoTIFF window rows {window.rows} cols {window.cols} ({gdal_reason(exc)})") from exc
+            raise DecodeError(
+                f"cannot read GeoTIFF window rows {window.rows} cols {window.cols} ({gdal_reason(exc)})"
+            ) from exc
         if self.nodata is None:
             return array, None
         mask = np.isnan(array) if np.isnan(self.nodata) else (array == self.nodata)  # per band, as GDAL's nodata is
@@ -195,7 +197,9 @@ class GeoWriter(RasterWriter):
             if kept.any():
                 array[np.repeat(np.repeat(kept, s, axis=0), s, axis=1)] = self.nodata
         (top, bottom), (left, right) = window.keep_rows, window.keep_cols
-        self._ds.write(np.moveaxis(array, -1, 0), window=RioWindow(left * s, top * s, (right - left) * s, (bottom - top) * s))
+        self._ds.write(
+            np.moveaxis(array, -1, 0), window=RioWindow(left * s, top * s, (right - left) * s, (bottom - top) * s)
+        )
 
     def close(self) -> None:
         self._ds.close()

@@ -20,7 +20,16 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from pipeline.errors import DecodeError
-from pipeline.formats.base import MAX_PIXELS, Codec, Raster, RasterWriter, WholeFrames, Window, check_pixels, dtype_range
+from pipeline.formats.base import (
+    MAX_PIXELS,
+    Codec,
+    Raster,
+    RasterWriter,
+    WholeFrames,
+    Window,
+    check_pixels,
+    dtype_range,
+)
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -139,11 +148,18 @@ def tiff_range(page, array: np.ndarray) -> ValueRange | None:
     if bits < 8 * array.dtype.itemsize:
         return ValueRange(float(2**bits - 1), f"TIFF BitsPerSample {bits} ({2**bits - 1})")
     gdal = page.tags.get("GDAL_METADATA")
-    found = re.findall(r'<Item name="STATISTICS_MAXIMUM"[^>]*>\s*([0-9.eE+]+)\s*</Item>', str(gdal.value)) if gdal is not None else []
+    found = (
+        re.findall(r'<Item name="STATISTICS_MAXIMUM"[^>]*>\s*([0-9.eE+]+)\s*</Item>', str(gdal.value))
+        if gdal is not None
+        else []
+    )
     if found:
         stat = max(float(v) for v in found)
         bits = min(int(np.ceil(np.log2(max(stat, 1.0) + 1))), 8 * array.dtype.itemsize)
-        return ValueRange(float(2**bits - 1), f"GDAL STATISTICS_MAXIMUM {stat:g} -> {bits} bits ({2**bits - 1}; statistics, not a declaration)")
+        return ValueRange(
+            float(2**bits - 1),
+            f"GDAL STATISTICS_MAXIMUM {stat:g} -> {bits} bits ({2**bits - 1}; statistics, not a declaration)",
+        )
     return None
 
 
@@ -258,7 +274,9 @@ def encode_pillow(array: np.ndarray, fmt: str, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def decode_tiff(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, bool, tuple[str, ...], ValueRange | None]:
+def decode_tiff(
+    data: bytes, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, bool, tuple[str, ...], ValueRange | None]:
     """(array, has alpha, band colours, declared range): alpha where the TIFF's ExtraSamples
     tag or GDAL's colour interpretation says so (a plain 4-band raster stays 4 bands); colours
     from the RGB photometric or GDAL's per-band COLORINTERP metadata; range: `tiff_range`."""
@@ -292,7 +310,9 @@ def _tiff_colours(page) -> tuple[str, ...]:
     the photometric tag cannot say, e.g. blue, green, red), else RGB photometric's order."""
     gdal = page.tags.get("GDAL_METADATA")
     if gdal is not None:
-        items = re.findall(r'<Item name="COLORINTERP" sample="(\d+)" role="colorinterp">([^<]*)</Item>', str(gdal.value))
+        items = re.findall(
+            r'<Item name="COLORINTERP" sample="(\d+)" role="colorinterp">([^<]*)</Item>', str(gdal.value)
+        )
         if items:
             found = {int(sample): name.strip().lower() for sample, name in items}
             return tuple(found.get(i, "undefined") for i in range(max(found) + 1))
@@ -302,7 +322,9 @@ def _tiff_colours(page) -> tuple[str, ...]:
     return ()
 
 
-def encode_tiff(array: np.ndarray, alpha: bool = False, notes: dict[str, str] | None = None, max_value: int | None = None) -> bytes:
+def encode_tiff(
+    array: np.ndarray, alpha: bool = False, notes: dict[str, str] | None = None, max_value: int | None = None
+) -> bytes:
     """Deflate-compressed TIFF; RGB photometric for 3 colour bands (+ alpha when `alpha`),
     otherwise every band a plain sample (a 4-band raster is not RGBA). `notes` go into the
     ImageDescription as JSON; `max_value` into MaxSampleValue."""
@@ -316,7 +338,17 @@ def encode_tiff(array: np.ndarray, alpha: bool = False, notes: dict[str, str] | 
     data = array[..., 0] if channels == 1 else array
     description = json.dumps({"srgan": notes}) if notes else None
     extratags = [(281, "H", 1, int(max_value), True)] if max_value is not None and max_value <= 65535 else []
-    tifffile.imwrite(buf, data, photometric=photometric, planarconfig="contig", compression="zlib", extrasamples=extrasamples, description=description, metadata=None, extratags=extratags)
+    tifffile.imwrite(
+        buf,
+        data,
+        photometric=photometric,
+        planarconfig="contig",
+        compression="zlib",
+        extrasamples=extrasamples,
+        description=description,
+        metadata=None,
+        extratags=extratags,
+    )
     return buf.getvalue()
 
 
@@ -341,7 +373,9 @@ class ImageRaster(Raster):
         if _ext(self.name) in (".tif", ".tiff"):
             max_value = None if self.declared.from_dtype else int(self.declared.high)
             return WholeFrames(path, self, scale, lambda frames: encode_tiff(frames[0], self.alpha, notes, max_value))
-        return WholeFrames(path, self, scale, lambda frames: _with_chunk(encode(frames[0], self.name, self.alpha), self._sbit))
+        return WholeFrames(
+            path, self, scale, lambda frames: _with_chunk(encode(frames[0], self.name, self.alpha), self._sbit)
+        )
 
 
 CODEC = Codec("image", EXTENSIONS, ImageRaster)

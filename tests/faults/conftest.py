@@ -124,7 +124,9 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float = 240) -> str:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         kill_tree(proc)
-        raise AssertionError(f"{' '.join(map(str, proc.args[1:4]))} did not finish within {timeout:.0f} s: {log.read_text()[-4000:]}") from None
+        raise AssertionError(
+            f"{' '.join(map(str, proc.args[1:4]))} did not finish within {timeout:.0f} s: {log.read_text()[-4000:]}"
+        ) from None
     return log.read_text()
 
 
@@ -156,9 +158,15 @@ class Cluster:
 
     def _start(self, args: list[str], log: str) -> subprocess.Popen:
         out = open(self.work / log, "ab")
-        return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args], stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        return subprocess.Popen(
+            [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         self.head = self._start([
             "--head", "--port", str(self.port), "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--resources", json.dumps({"slot": 1, "head": 1}),
             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port()),
@@ -209,7 +217,12 @@ class Cluster:
                 kill_tree(proc)
         shutil.rmtree(self.temp, ignore_errors=True)
         # What `ray stop` would also do: forget this head as the machine's current cluster.
-        subprocess.run([sys.executable, "-c", "from pipeline.cluster import forget_dead_cluster; forget_dead_cluster()"], cwd=ROOT, env=self.env, timeout=60)
+        subprocess.run(
+            [sys.executable, "-c", "from pipeline.cluster import forget_dead_cluster; forget_dead_cluster()"],
+            cwd=ROOT,
+            env=self.env,
+            timeout=60,
+        )
 
 
 class Service:
@@ -219,9 +232,11 @@ class Service:
         self.name, self.cmd, self.health_url, self.work, self.env = name, cmd, health_url, work, env
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> "Service":
+    def start(self, timeout: float = 60) -> Service:
         out = open(self.work / f"{self.name}.log", "ab")
-        self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.work, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.work, start_new_session=True
+        )
         wait_http(self.health_url, timeout, self.proc)
         return self
 
@@ -293,7 +308,13 @@ class S3:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.moto_port}", aws_access_key_id="fault-test", aws_secret_access_key="fault-test-secret", region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.moto_port}",
+            aws_access_key_id="fault-test",
+            aws_secret_access_key="fault-test-secret",
+            region_name="us-east-1",
+        )
 
     def bucket(self, name: str = "faults") -> str:
         self.client().create_bucket(Bucket=name)

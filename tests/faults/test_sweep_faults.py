@@ -23,7 +23,9 @@ def children(db: str) -> list:
     try:
         client = mlflow.MlflowClient(db)
         exp = client.get_experiment_by_name("sweeps")
-        return [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags] if exp else []
+        return (
+            [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags] if exp else []
+        )
     except Exception:  # the store is being created
         return []
 
@@ -37,7 +39,14 @@ def test_a_sigkilled_sweep_driver_resumes_its_sweep_on_the_cluster(tmp_path, clu
     env = {**fault_env, **s3.env, "RAY_ADDRESS": cluster.address}
     cmd = [sys.executable, "-m", "pipeline.tune", "--config", str(tmp_path / "sweep.yaml")]
 
-    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    first = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=open(tmp_path / "first.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for("a finished trial", lambda: any(r.info.status == "FINISHED" for r in children(db)), 170, 2.0)
         time.sleep(12)  # Tune saves its state every 10 s: the finished trial is in it

@@ -53,7 +53,14 @@ def training_config(tmp_path: Path, storage_path: str, tracking_uri: str, **sect
 
 
 def start_training(config: Path, env: dict, log: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.train", "--config", str(config), *extra], cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train", "--config", str(config), *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def logged_step(uri: str, name: str) -> int:
@@ -69,7 +76,9 @@ def logged_step(uri: str, name: str) -> int:
 
 def the_run(uri: str, name: str):
     client = mlflow.MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id], filter_string=f"attributes.run_name = '{name}'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("faults").experiment_id], filter_string=f"attributes.run_name = '{name}'"
+    )
     assert len(runs) == 1, [r.info.run_id for r in runs]  # one MLflow run, however often the workers restarted
     return client, runs[0]
 
@@ -93,7 +102,9 @@ def resumed_from(client, run) -> list[int]:
     return [int(m.value) for m in client.get_metric_history(run.info.run_id, "train/resumed_from_step")]
 
 
-def test_a_killed_training_worker_is_replaced_and_the_run_continues_from_its_checkpoint(tmp_path, cluster, fault_env, s3):
+def test_a_killed_training_worker_is_replaced_and_the_run_continues_from_its_checkpoint(
+    tmp_path, cluster, fault_env, s3
+):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config, tree = training_config(tmp_path, str(tmp_path / "runs"), uri)
     env = {**fault_env, **s3.env, "RAY_ADDRESS": cluster.address}
@@ -108,7 +119,9 @@ def test_a_killed_training_worker_is_replaced_and_the_run_continues_from_its_che
     assert proc.returncode == 0, log[-4000:]
     client, run = assert_steps_whole(uri, tree)
     [start] = resumed_from(client, run)  # restarted once, by Ray Train, without anyone asking
-    assert start % EVERY == 0 and 0 <= killed_at - start <= EVERY + 1  # at most checkpoint_every steps redone (+1: MLflow lags a step)
+    assert (
+        start % EVERY == 0 and 0 <= killed_at - start <= EVERY + 1
+    )  # at most checkpoint_every steps redone (+1: MLflow lags a step)
     final = tmp_path / "runs" / tree["run"]["name"] / f"step_{TOTAL:08d}" / "generator.pt"
     assert load_generator(final)[0].spec.scale == 2
 
@@ -131,7 +144,9 @@ def test_a_lost_node_is_survived_with_the_same_guarantees(tmp_path, cluster, fau
             wait_for("training on one worker", lambda: logged_step(uri, tree["run"]["name"]) > killed_at + 2, 150, 1.0)
         else:
             time.sleep(8)
-            assert logged_step(uri, tree["run"]["name"]) <= killed_at + 1  # no progress without the node (+1: MLflow lags a step)
+            assert (
+                logged_step(uri, tree["run"]["name"]) <= killed_at + 1
+            )  # no progress without the node (+1: MLflow lags a step)
         cluster.start_worker()
         log = finish(proc, tmp_path / "train.log")
     finally:
@@ -143,7 +158,9 @@ def test_a_lost_node_is_survived_with_the_same_guarantees(tmp_path, cluster, fau
     assert 0 <= killed_at - starts[0] <= EVERY + 1
 
 
-def test_an_s3_outage_during_a_checkpoint_upload_is_retried_and_no_half_checkpoint_is_used(tmp_path, cluster, fault_env, s3):
+def test_an_s3_outage_during_a_checkpoint_upload_is_retried_and_no_half_checkpoint_is_used(
+    tmp_path, cluster, fault_env, s3
+):
     bucket = s3.bucket()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config, tree = training_config(tmp_path, f"s3://{bucket}/runs", uri, s3={"retry_s": 60})
@@ -159,16 +176,26 @@ def test_an_s3_outage_during_a_checkpoint_upload_is_retried_and_no_half_checkpoi
     assert "does not answer" in log and "retrying for up to 60 s" in log
     assert_steps_whole(uri, tree)
     # Every checkpoint Ray Train recorded is whole.
-    objects = {o["Key"] for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])}
+    objects = {
+        o["Key"]
+        for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    }
     run_prefix = f"runs/{tree['run']['name']}/"
-    snapshot = json.loads(s3.client().get_object(Bucket=bucket, Key=run_prefix + "checkpoint_manager_snapshot.json")["Body"].read())
+    snapshot = json.loads(
+        s3.client().get_object(Bucket=bucket, Key=run_prefix + "checkpoint_manager_snapshot.json")["Body"].read()
+    )
     recorded = [c for c in json.dumps(snapshot).split('"') if "step_000000" in c]
     assert recorded
     for step in sorted({Path(r).name for r in recorded}):
-        assert {f"{run_prefix}{step}/{f}" for f in ("state.pt", "generator.pt", "rng_rank0.pt", "rng_rank1.pt")} <= objects, step
+        assert {
+            f"{run_prefix}{step}/{f}" for f in ("state.pt", "generator.pt", "rng_rank0.pt", "rng_rank1.pt")
+        } <= objects, step
 
 
-def test_the_tracking_server_going_away_neither_stops_nor_loses_training(tmp_path, cluster, fault_env, s3, mlflow_server):
+def test_the_tracking_server_going_away_neither_stops_nor_loses_training(
+    tmp_path, cluster, fault_env, s3, mlflow_server
+):
     config, tree = training_config(tmp_path, str(tmp_path / "runs"), mlflow_server.uri)
     env = {**fault_env, **s3.env, "RAY_ADDRESS": cluster.address}
     proc = start_training(config, env, tmp_path / "train.log")
@@ -184,8 +211,12 @@ def test_the_tracking_server_going_away_neither_stops_nor_loses_training(tmp_pat
     assert not resumed_from(client, run)  # nothing restarted: the outage only delayed the metrics
 
 
-def test_a_tracking_outage_longer_than_its_budget_stops_the_run_cleanly_and_resume_continues_it(tmp_path, cluster, fault_env, s3, mlflow_server):
-    config, tree = training_config(tmp_path, str(tmp_path / "runs"), mlflow_server.uri, mlflow={"outage_s": 6}, train={"max_failures": 0})
+def test_a_tracking_outage_longer_than_its_budget_stops_the_run_cleanly_and_resume_continues_it(
+    tmp_path, cluster, fault_env, s3, mlflow_server
+):
+    config, tree = training_config(
+        tmp_path, str(tmp_path / "runs"), mlflow_server.uri, mlflow={"outage_s": 6}, train={"max_failures": 0}
+    )
     env = {**fault_env, **s3.env, "RAY_ADDRESS": cluster.address}
     proc = start_training(config, env, tmp_path / "train.log")
     try:
@@ -196,7 +227,11 @@ def test_a_tracking_outage_longer_than_its_budget_stops_the_run_cleanly_and_resu
         kill_tree(proc)
     assert proc.returncode == 2, log[-4000:]
     error = [line for line in log.splitlines() if line.startswith("error: ")]
-    assert error and f"MLflow tracking server {mlflow_server.uri} has not answered" in error[-1] and "--resume" in error[-1], log[-3000:]
+    assert (
+        error
+        and f"MLflow tracking server {mlflow_server.uri} has not answered" in error[-1]
+        and "--resume" in error[-1]
+    ), log[-3000:]
     checkpoints = sorted((tmp_path / "runs" / tree["run"]["name"]).glob("step_*/state.pt"))
     assert checkpoints  # kept
 
@@ -207,5 +242,7 @@ def test_a_tracking_outage_longer_than_its_budget_stops_the_run_cleanly_and_resu
     finally:
         kill_tree(proc)
     assert proc.returncode == 0, log[-4000:]
-    client, run = assert_steps_whole(mlflow_server.uri, tree)  # unsent steps up to the checkpoint came from it, later ones were trained again
+    client, run = assert_steps_whole(
+        mlflow_server.uri, tree
+    )  # unsent steps up to the checkpoint came from it, later ones were trained again
     assert run.data.tags[tracking.RUN_TAG].endswith(tree["run"]["name"])

@@ -40,7 +40,14 @@ def model(path: Path) -> Path:
 
 
 def upscale(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.upscale", *args], cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.upscale", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_a_node_lost_mid_job_leaves_every_input_done_once_and_nothing_partial(tmp_path, cluster, fault_env, s3):
@@ -48,15 +55,47 @@ def test_a_node_lost_mid_job_leaves_every_input_done_once_and_nothing_partial(tm
     g = model(tmp_path / "g.pt")
     env = {**fault_env, **s3.env}
     # What the outputs must be: the same job in one process.
-    reference = upscale(["--model", str(g), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "reference"), "--executor", "local"], env, tmp_path / "reference.log")
+    reference = upscale(
+        [
+            "--model",
+            str(g),
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "reference"),
+            "--executor",
+            "local",
+        ],
+        env,
+        tmp_path / "reference.log",
+    )
     assert finish(reference, tmp_path / "reference.log") is not None and reference.returncode == 0
 
     out = tmp_path / "out"
     # Two actors of 2 CPUs: one on each node.
-    proc = upscale(["--model", str(g), "--input", str(tmp_path / "in"), "--output", str(out), "--executor", "ray", "--workers", "2", "--threads", "2"], {**env, "RAY_ADDRESS": cluster.address}, tmp_path / "job.log")
+    proc = upscale(
+        [
+            "--model",
+            str(g),
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(out),
+            "--executor",
+            "ray",
+            "--workers",
+            "2",
+            "--threads",
+            "2",
+        ],
+        {**env, "RAY_ADDRESS": cluster.address},
+        tmp_path / "job.log",
+    )
     try:
         wait_for("4 outputs", lambda: len(list(out.glob("img_*.png"))) >= 4, 180, 0.2)
-        assert [p for p in descendants(cluster.worker.pid) if "MapWorker" in cmdline(p)]  # an actor of the pool is on that node
+        assert [
+            p for p in descendants(cluster.worker.pid) if "MapWorker" in cmdline(p)
+        ]  # an actor of the pool is on that node
         done_at_loss = len(list(out.glob("img_*.png")))
         cluster.kill_worker_node()
         time.sleep(3)
@@ -79,16 +118,33 @@ def test_a_node_lost_mid_job_leaves_every_input_done_once_and_nothing_partial(tm
 
 def _objects(s3, bucket: str, prefix: str) -> dict[str, dict]:
     pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return {o["Key"][len(prefix):]: o for page in pages for o in page.get("Contents", [])}
+    return {o["Key"][len(prefix) :]: o for page in pages for o in page.get("Contents", [])}
 
 
 def test_an_s3_outage_while_outputs_are_written_is_retried_through(tmp_path, fault_env, s3):
     names = inputs(tmp_path / "in", 16)
     g = model(tmp_path / "g.pt")
     bucket = s3.bucket()
-    proc = upscale(["--model", str(g), "--input", str(tmp_path / "in"), "--output", f"s3://{bucket}/out/", "--executor", "local", "--threads", "1"], {**fault_env, **s3.env}, tmp_path / "job.log")
+    proc = upscale(
+        [
+            "--model",
+            str(g),
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            f"s3://{bucket}/out/",
+            "--executor",
+            "local",
+            "--threads",
+            "1",
+        ],
+        {**fault_env, **s3.env},
+        tmp_path / "job.log",
+    )
     try:
-        wait_for("3 outputs", lambda: len([k for k in _objects(s3, bucket, "out/") if k.startswith("img_")]) >= 3, 180, 0.2)
+        wait_for(
+            "3 outputs", lambda: len([k for k in _objects(s3, bucket, "out/") if k.startswith("img_")]) >= 3, 180, 0.2
+        )
         s3.proxy.outage(S3_OUTAGE_S)
         log = finish(proc, tmp_path / "job.log")
     finally:
@@ -99,20 +155,37 @@ def test_an_s3_outage_while_outputs_are_written_is_retried_through(tmp_path, fau
     for name in names:  # each output is there and whole
         data = s3.client().get_object(Bucket=bucket, Key=f"out/{name}")["Body"].read()
         assert formats.decode(data, name).shape == (320, 320, 3)
-    manifest = pd.read_parquet(io.BytesIO(s3.client().get_object(Bucket=bucket, Key="out/_manifest/manifest.parquet")["Body"].read()))
+    manifest = pd.read_parquet(
+        io.BytesIO(s3.client().get_object(Bucket=bucket, Key="out/_manifest/manifest.parquet")["Body"].read())
+    )
     assert sorted(manifest["key"]) == names and set(manifest["status"]) == {"done"}
     assert set(objects) == set(names) | {k for k in objects if k.startswith("_manifest/")}
 
 
-def test_an_s3_outage_longer_than_the_retry_budget_stops_the_job_naming_the_endpoint_and_keeps_what_was_done(tmp_path, fault_env, s3):
+def test_an_s3_outage_longer_than_the_retry_budget_stops_the_job_naming_the_endpoint_and_keeps_what_was_done(
+    tmp_path, fault_env, s3
+):
     names = inputs(tmp_path / "in", 16)
     g = model(tmp_path / "g.pt")
     bucket = s3.bucket()
     env = {**fault_env, **s3.env}
-    args = ["--model", str(g), "--input", str(tmp_path / "in"), "--output", f"s3://{bucket}/out/", "--executor", "local", "--threads", "1"]
+    args = [
+        "--model",
+        str(g),
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        f"s3://{bucket}/out/",
+        "--executor",
+        "local",
+        "--threads",
+        "1",
+    ]
     proc = upscale([*args, "--s3-retry-s", "4"], env, tmp_path / "job.log")
     try:
-        wait_for("3 outputs", lambda: len([k for k in _objects(s3, bucket, "out/") if k.startswith("img_")]) >= 3, 180, 0.2)
+        wait_for(
+            "3 outputs", lambda: len([k for k in _objects(s3, bucket, "out/") if k.startswith("img_")]) >= 3, 180, 0.2
+        )
         s3.proxy.kill()
         log = finish(proc, tmp_path / "job.log", timeout=120)
     finally:
@@ -124,7 +197,11 @@ def test_an_s3_outage_longer_than_the_retry_budget_stops_the_job_naming_the_endp
     kept = {k: o for k, o in _objects(s3, bucket, "out/").items() if k.startswith("img_")}
     assert kept and len(kept) < len(names)
     for key in kept:  # what exists is whole
-        assert formats.decode(s3.client().get_object(Bucket=bucket, Key=f"out/{key}")["Body"].read(), key).shape == (320, 320, 3)
+        assert formats.decode(s3.client().get_object(Bucket=bucket, Key=f"out/{key}")["Body"].read(), key).shape == (
+            320,
+            320,
+            3,
+        )
 
     again = upscale(args, env, tmp_path / "again.log")
     try:

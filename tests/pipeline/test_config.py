@@ -29,7 +29,9 @@ def test_quickstart_config_is_small_and_download_free():
 
 
 def test_overrides_are_parsed_as_yaml_values():
-    cfg = load_config(ROOT / "configs" / "quickstart.yaml", ["train.gan.lr=2e-4", "train.phases=[gan]", "scaling.num_workers=1"])
+    cfg = load_config(
+        ROOT / "configs" / "quickstart.yaml", ["train.gan.lr=2e-4", "train.phases=[gan]", "scaling.num_workers=1"]
+    )
     assert cfg.train.gan.lr == 2e-4 and cfg.train.phases == ["gan"] and cfg.scaling.num_workers == 1
 
 

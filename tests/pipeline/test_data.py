@@ -30,7 +30,9 @@ def test_scan_rejects_band_counts_the_model_cannot_take(ray_session, tmp_path):
 def _batches(channels=3, batch=3, degrade_on="cpu", **kw):
     spec = ImageSpec(channels=channels, min_size=32)
     degrade = build_degradation(kw.pop("degradation", "bicubic"), 4, **kw)
-    return PatchBatches(spec, patch_size=32, patches_per_image=3, batch=batch, degrade=degrade, seed=7, degrade_on=degrade_on)
+    return PatchBatches(
+        spec, patch_size=32, patches_per_image=3, batch=batch, degrade=degrade, seed=7, degrade_on=degrade_on
+    )
 
 
 def _rows(n, seed=0, size=(50, 70)):
@@ -81,7 +83,11 @@ def test_degrading_on_the_device_gives_the_same_lr_for_the_same_seed():
 def test_patch_batches_keep_16_bit_and_extra_bands():
     rng = np.random.default_rng(1)
     raster = smooth_image(rng, 48, 48, 4, np.uint16)
-    batch = {"bytes": np.array([formats.encode(raster, "s.tif")], dtype=object), "path": np.array(["s.tif"]), "draw": np.array([0.5])}
+    batch = {
+        "bytes": np.array([formats.encode(raster, "s.tif")], dtype=object),
+        "path": np.array(["s.tif"]),
+        "draw": np.array([0.5]),
+    }
     spec = ImageSpec(channels=4, min_size=32)
     out = PatchBatches(spec, 32, 2, 2, build_degradation("satellite", 4), seed=0)(batch)
     assert out["hr"].shape == (1, 2, 4, 32, 32)
@@ -121,7 +127,9 @@ def test_val_dataset_keeps_whole_images_cropped_to_the_scale(ray_session, tmp_pa
     rng = np.random.default_rng(2)
     (tmp_path / "a.png").write_bytes(formats.encode(smooth_image(rng, 45, 61), "a.png"))
     files = storage.list_files(str(tmp_path))
-    rows = val_dataset(files, ImageSpec(channels=3), crop=None, degrade=build_degradation("bicubic", 4), read_cpus=0.25, seed=0).take_all()
+    rows = val_dataset(
+        files, ImageSpec(channels=3), crop=None, degrade=build_degradation("bicubic", 4), read_cpus=0.25, seed=0
+    ).take_all()
     assert rows[0]["key"] == "a.png" and rows[0]["levels"] == 255
     assert np.asarray(rows[0]["hr"]).shape == (3, 44, 60)
     assert np.asarray(rows[0]["lr"]).shape == (3, 11, 15)  # degraded once, here, not at every validation

@@ -60,9 +60,13 @@ def tiff_12_bit_packed(array: np.ndarray) -> bytes:
 
 def tiff_with_statistics(array: np.ndarray) -> bytes:
     """A TIFF that declares nothing but GDAL's band statistics (the last resort)."""
-    items = "".join(f'<Item name="STATISTICS_MAXIMUM" sample="{i}">{array[..., i].max()}</Item>' for i in range(array.shape[-1]))
+    items = "".join(
+        f'<Item name="STATISTICS_MAXIMUM" sample="{i}">{array[..., i].max()}</Item>' for i in range(array.shape[-1])
+    )
     buf = io.BytesIO()
-    tifffile.imwrite(buf, array, photometric="rgb", extratags=[(42112, "s", 0, f"<GDALMetadata>{items}</GDALMetadata>", True)])
+    tifffile.imwrite(
+        buf, array, photometric="rgb", extratags=[(42112, "s", 0, f"<GDALMetadata>{items}</GDALMetadata>", True)]
+    )
     return buf.getvalue()
 
 
@@ -70,7 +74,10 @@ FILES = {
     "sbit.png": (png_with_sbit, "PNG sBIT 12 bits (4095)"),
     "max.tif": (tiff_with_max, "TIFF MaxSampleValue 4095"),
     "nbits.tif": (tiff_12_bit_packed, "TIFF BitsPerSample 12 (4095)"),
-    "stats.tif": (tiff_with_statistics, "GDAL STATISTICS_MAXIMUM 4095 -> 12 bits (4095; statistics, not a declaration)"),
+    "stats.tif": (
+        tiff_with_statistics,
+        "GDAL STATISTICS_MAXIMUM 4095 -> 12 bits (4095; statistics, not a declaration)",
+    ),
 }
 
 
@@ -80,7 +87,9 @@ def test_12_bit_data_in_16_bits_is_read_against_its_declared_4095(name):
     write, source = FILES[name]
     tensor, levels = ImageSpec(channels=3).decode(write(image), name)
     assert levels == 4095 and tensor.max().item() == 1.0  # 4095 is the top, not 4095/65535 = 0.0625
-    assert torch.equal((tensor * 4095).round().to(torch.int64), torch.from_numpy(image.transpose(2, 0, 1).astype(np.int64)))
+    assert torch.equal(
+        (tensor * 4095).round().to(torch.int64), torch.from_numpy(image.transpose(2, 0, 1).astype(np.int64))
+    )
     assert ImageSpec(channels=3).decode_with_range(write(image), name)[2].source == source
 
 
@@ -94,7 +103,9 @@ def test_a_png_whose_sbit_samples_are_scaled_up_as_the_spec_says_keeps_65535():
 
 
 def test_data_range_overrides_what_the_file_declares():
-    tensor, levels, used = ImageSpec(channels=3, data_range=8191).decode_with_range(png_with_sbit(twelve_bit()), "x.png")
+    tensor, levels, used = ImageSpec(channels=3, data_range=8191).decode_with_range(
+        png_with_sbit(twelve_bit()), "x.png"
+    )
     assert levels == 8191 and used.source == "data.data_range 8191"
     assert abs(tensor.max().item() - 4095 / 8191) < 1e-6
 
@@ -107,10 +118,18 @@ def test_values_above_the_declared_maximum_make_the_file_bad_input_not_clipped(r
     (tmp_path / "plain.png").write_bytes(formats.encode(over, "x.png"))  # declares nothing: 65535
     good, bad = scan(storage.list_files(str(tmp_path)), ImageSpec(channels=3, min_size=16))
     assert sorted(f.key for f in good) == ["fine.tif", "plain.png"]
-    assert [(b.key, b.reason) for b in bad] == [("over.tif", "has values up to 5000, above 4095 (TIFF MaxSampleValue 4095); fix the file or set data.data_range to the data's true maximum")]
+    assert [(b.key, b.reason) for b in bad] == [
+        (
+            "over.tif",
+            "has values up to 5000, above 4095 (TIFF MaxSampleValue 4095); fix the file or set data.data_range to the data's true maximum",
+        )
+    ]
 
     good, bad = scan(storage.list_files(str(tmp_path)), ImageSpec(channels=3, min_size=16, data_range=4095))
-    assert sorted(b.key for b in bad) == ["over.tif", "plain.png"] and "(data.data_range 4095); raise data.data_range" in bad[0].reason
+    assert (
+        sorted(b.key for b in bad) == ["over.tif", "plain.png"]
+        and "(data.data_range 4095); raise data.data_range" in bad[0].reason
+    )
 
 
 def test_validation_psnr_of_12_bit_data_is_against_its_true_maximum():
@@ -121,7 +140,10 @@ def test_validation_psnr_of_12_bit_data_is_against_its_true_maximum():
     lr = build_degradation("bicubic", scale)(hr[None], 0)
     scored = psnr(quantize(imresize(lr, float(scale)).clamp(0, 1), levels), hr[None], 1.0, scale).item()
 
-    values = (imresize(lr.double() * 4095, float(scale)).clamp(0, 4095).round()[0] - torch.from_numpy(image.transpose(2, 0, 1)).double())[:, scale:-scale, scale:-scale]
+    values = (
+        imresize(lr.double() * 4095, float(scale)).clamp(0, 4095).round()[0]
+        - torch.from_numpy(image.transpose(2, 0, 1)).double()
+    )[:, scale:-scale, scale:-scale]
     reference = 10 * np.log10(4095**2 / values.pow(2).mean().item())
     assert abs(scored - reference) < 0.01, (scored, reference)
 
@@ -142,9 +164,17 @@ def test_a_run_names_the_range_it_used_and_its_model_maps_the_same_way(ray_sessi
         (tmp_path / split).mkdir()
         for i in range(count):
             (tmp_path / split / f"{i}.png").write_bytes(png_with_sbit(twelve_bit(seed=10 * count + i, size=(40, 40))))
-    tree = tiny(str(tmp_path / "train"), str(tmp_path / "val"), str(tmp_path / "runs"), mlflow_uri, train={"phases": ["pretrain"], "pretrain": {"steps": 2, "lr": 1e-3}, "val_every": 2, "checkpoint_every": 2})
+    tree = tiny(
+        str(tmp_path / "train"),
+        str(tmp_path / "val"),
+        str(tmp_path / "runs"),
+        mlflow_uri,
+        train={"phases": ["pretrain"], "pretrain": {"steps": 2, "lr": 1e-3}, "val_every": 2, "checkpoint_every": 2},
+    )
     outcome = run_training(parse_config(tree))
     params = mlflow.MlflowClient(mlflow_uri).get_run(outcome.mlflow_run_id).data.params
     assert params["data.range_used"] == "PNG sBIT 12 bits (4095) on 8 files"
     assert "value range: PNG sBIT 12 bits (4095) on 8 files" in capsys.readouterr().out
-    assert load_generator(Path(outcome.checkpoint) / "generator.pt")[1]["data_range"] == 4095.0  # upscale --value-range auto uses it
+    assert (
+        load_generator(Path(outcome.checkpoint) / "generator.pt")[1]["data_range"] == 4095.0
+    )  # upscale --value-range auto uses it

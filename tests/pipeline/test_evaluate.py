@@ -39,7 +39,9 @@ def hr_folder(tmp_path):
     Image.fromarray((smooth * 255).astype(np.uint8)).save(folder / "a.png")
     Image.fromarray((smooth[:45, :61] * 255).astype(np.uint8)).save(folder / "sub" / "odd.png")  # modcrop
     Image.fromarray((smooth[:40, :40, 0] * 255).astype(np.uint8)).save(folder / "sub" / "gray.png")  # -> RGB
-    (folder / "bands.tif").write_bytes(formats.encode((smooth[..., :2].repeat(2, axis=2) * 65535).astype(np.uint16), "bands.tif"))
+    (folder / "bands.tif").write_bytes(
+        formats.encode((smooth[..., :2].repeat(2, axis=2) * 65535).astype(np.uint16), "bands.tif")
+    )
     return folder
 
 
@@ -78,7 +80,10 @@ def test_errors_are_one_line_and_exit_2(tmp_path, hr_folder, capsys):
     save_generator(ckpt, SRResNet(scale=4, num_blocks=1, num_features=8))
     cases = [
         (["--model", "bicubic", "--data", str(tmp_path / "nowhere"), "--scale", "4"], "does not exist"),
-        (["--model", str(tmp_path / "missing.pt"), "--data", str(hr_folder)], "missing.pt does not exist; give 'bicubic', a generator .pt or .onnx file"),
+        (
+            ["--model", str(tmp_path / "missing.pt"), "--data", str(hr_folder)],
+            "missing.pt does not exist; give 'bicubic', a generator .pt or .onnx file",
+        ),
         (["--model", str(ckpt), "--data", str(hr_folder), "--scale", "2"], "upscales x4, but --scale 2"),
         (["--model", "bicubic", "--data", str(hr_folder)], "needs a scale"),
     ]
@@ -104,19 +109,30 @@ def test_perceptual_figures_beside_distortion_for_model_and_bicubic(tmp_path, ca
     backbone = tmp_path / "alexnet.pth"
     torch.save(alexnet(weights=None).features.state_dict(), backbone)  # a weight file the test makes
 
-    code, out, err = _run(capsys, "--model", str(model), "--data", str(data), "--json", "--lpips-weights", str(backbone))
+    code, out, err = _run(
+        capsys, "--model", str(model), "--data", str(data), "--json", "--lpips-weights", str(backbone)
+    )
     result = json.loads(out)
     assert code == 0 and "LPIPS is skipped" not in err
     for side in (result, result["bicubic"]):
         assert side["niqe"] > 0 and side["lpips"] >= 0
     by_name = {i["name"]: i for i in result["images"]}
-    assert by_name["small.png"]["niqe"] is None and by_name["p0.png"]["niqe"] > 0 and by_name["p0.png"]["bicubic_niqe"] > 0
+    assert (
+        by_name["small.png"]["niqe"] is None and by_name["p0.png"]["niqe"] > 0 and by_name["p0.png"]["bicubic_niqe"] > 0
+    )
     assert by_name["p0.png"]["lpips"] is not None
 
-    code, out, err = _run(capsys, "--model", str(model), "--data", str(data), "--lpips-weights", str(tmp_path / "none.pth"))
-    assert code == 0 and "NIQE" in out and err.count("note: LPIPS is skipped") == 1 and "LPIPS" not in out.splitlines()[2]
+    code, out, err = _run(
+        capsys, "--model", str(model), "--data", str(data), "--lpips-weights", str(tmp_path / "none.pth")
+    )
+    assert (
+        code == 0 and "NIQE" in out and err.count("note: LPIPS is skipped") == 1 and "LPIPS" not in out.splitlines()[2]
+    )
     figures = {"psnr_y": 30.0, "ssim_y": 0.9, "niqe": 4.25, "lpips": 0.123}
-    assert caption("a.png", figures, {**figures, "niqe": 7.5}) == "a.png  bicubic 30.00 dB NIQE 7.50 LPIPS 0.123  SR 30.00 dB NIQE 4.25 LPIPS 0.123"
+    assert (
+        caption("a.png", figures, {**figures, "niqe": 7.5})
+        == "a.png  bicubic 30.00 dB NIQE 7.50 LPIPS 0.123  SR 30.00 dB NIQE 4.25 LPIPS 0.123"
+    )
 
 
 def test_no_reference_scores_images_as_they_are(tmp_path, capsys):

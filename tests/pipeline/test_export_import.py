@@ -29,7 +29,14 @@ def generator_file(path: Path, spec: GeneratorSpec) -> Path:
     return path
 
 
-@pytest.mark.parametrize("spec", [GeneratorSpec(scale=4, num_blocks=2, num_features=16), GeneratorSpec(scale=3, in_channels=1, out_channels=1, num_blocks=1, num_features=8), GeneratorSpec(scale=2, in_channels=4, out_channels=4, num_blocks=1, num_features=8, bicubic_skip=True)])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        GeneratorSpec(scale=4, num_blocks=2, num_features=16),
+        GeneratorSpec(scale=3, in_channels=1, out_channels=1, num_blocks=1, num_features=8),
+        GeneratorSpec(scale=2, in_channels=4, out_channels=4, num_blocks=1, num_features=8, bicubic_skip=True),
+    ],
+)
 def test_onnxruntime_computes_what_pytorch_computes_on_odd_sizes(tmp_path, spec):
     model = generator_file(tmp_path / "g.pt", spec)
     result = export_model(str(model), str(tmp_path / "g.onnx"))
@@ -54,10 +61,33 @@ def test_upscale_runs_an_onnx_file_with_the_same_tiling(tmp_path):
     (tmp_path / "in").mkdir()
     for name, size in (("a.png", (37, 29)), ("b.png", (64, 90))):
         (tmp_path / "in" / name).write_bytes(png_bytes(smooth_image(rng, *size, 3, np.uint16)))
-    for ref, out, tile in ((tmp_path / "g.onnx", "onnx", "16"), (tmp_path / "g.onnx", "onnx-whole", "0"), (model, "torch", "0")):
-        assert upscale_main(["--model", str(ref), "--input", str(tmp_path / "in"), "--output", str(tmp_path / out), "--tile", tile, "--precision", "fp32"]) == 0
+    for ref, out, tile in (
+        (tmp_path / "g.onnx", "onnx", "16"),
+        (tmp_path / "g.onnx", "onnx-whole", "0"),
+        (model, "torch", "0"),
+    ):
+        assert (
+            upscale_main(
+                [
+                    "--model",
+                    str(ref),
+                    "--input",
+                    str(tmp_path / "in"),
+                    "--output",
+                    str(tmp_path / out),
+                    "--tile",
+                    tile,
+                    "--precision",
+                    "fp32",
+                ]
+            )
+            == 0
+        )
     for name in ("a.png", "b.png"):
-        onnx, whole, torch_out = (formats.decode((tmp_path / d / name).read_bytes(), name).astype(int) for d in ("onnx", "onnx-whole", "torch"))
+        onnx, whole, torch_out = (
+            formats.decode((tmp_path / d / name).read_bytes(), name).astype(int)
+            for d in ("onnx", "onnx-whole", "torch")
+        )
         assert onnx.shape == torch_out.shape and onnx.dtype == torch_out.dtype
         assert np.abs(onnx - whole).max() <= 1  # 16-bit levels: float rounding only
         assert np.abs(onnx - torch_out).max() <= 1
@@ -84,11 +114,28 @@ def test_an_onnx_file_without_srgan_metadata_is_refused_naming_the_fix(tmp_path,
     onnx.save(plain, str(tmp_path / "plain.onnx"))
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(png_bytes(smooth_image(np.random.default_rng(1), 20, 20)))
-    assert upscale_main(["--model", str(tmp_path / "plain.onnx"), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]) == 2
-    assert "without srgan metadata" in capsys.readouterr().err and "pipeline.export" in capsys.readouterr().err + "pipeline.export"
+    assert (
+        upscale_main(
+            [
+                "--model",
+                str(tmp_path / "plain.onnx"),
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        "without srgan metadata" in capsys.readouterr().err
+        and "pipeline.export" in capsys.readouterr().err + "pipeline.export"
+    )
 
 
-def test_an_imported_basicsr_generator_is_registered_upscales_and_exports_beside_its_model(tmp_path, mlflow_uri, capsys):
+def test_an_imported_basicsr_generator_is_registered_upscales_and_exports_beside_its_model(
+    tmp_path, mlflow_uri, capsys
+):
     ref = trained_looking(BasicSRMSRResNet(num_feat=8, num_block=2, upscale=4))
     torch.save({"params_ema": ref.state_dict()}, tmp_path / "net_g.pth")
     first = register_generator(f"basicsr:{tmp_path / 'net_g.pth'}", "imported", mlflow_uri)
@@ -106,7 +153,9 @@ def test_an_imported_basicsr_generator_is_registered_upscales_and_exports_beside
     (tmp_path / "in" / "a.png").write_bytes(png_bytes(image))
     args = ["--input", str(tmp_path / "in"), "--precision", "fp32", "--tracking-uri", mlflow_uri]
     assert upscale_main(["--model", f"models:/imported/{first.version}", "--output", str(tmp_path / "out"), *args]) == 0
-    assert upscale_main(["--model", f"basicsr:{tmp_path / 'net_g.pth'}", "--output", str(tmp_path / "direct"), *args]) == 0
+    assert (
+        upscale_main(["--model", f"basicsr:{tmp_path / 'net_g.pth'}", "--output", str(tmp_path / "direct"), *args]) == 0
+    )
     with torch.inference_mode():
         expected = ref(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].clamp(0, 1)
     expected = (expected.permute(1, 2, 0).numpy() * 255).round().astype(int)
@@ -115,7 +164,20 @@ def test_an_imported_basicsr_generator_is_registered_upscales_and_exports_beside
         assert np.abs(got - expected).max() <= 1
 
     # Exported from the registry, the ONNX file lands in the model's run.
-    assert export_main(["--model", f"models:/imported/{first.version}", "--output", str(tmp_path / "imported.onnx"), "--tracking-uri", mlflow_uri, "--json"]) == 0
+    assert (
+        export_main(
+            [
+                "--model",
+                f"models:/imported/{first.version}",
+                "--output",
+                str(tmp_path / "imported.onnx"),
+                "--tracking-uri",
+                mlflow_uri,
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["logged_to"] == f"runs:/{first.run_id}/onnx/imported.onnx"
     assert c.get_run(first.run_id).data.tags[ONNX_TAG] == result["logged_to"]
@@ -127,16 +189,50 @@ def test_an_srgan_pytorch_checkpoint_upscales_and_a_wrong_layout_is_a_one_line_e
     torch.save({"state_dict": ref.state_dict()}, tmp_path / "g.pth.tar")
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(png_bytes(smooth_image(np.random.default_rng(3), 20, 24)))
-    assert upscale_main(["--model", f"srgan-pytorch:{tmp_path / 'g.pth.tar'}", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]) == 0
+    assert (
+        upscale_main(
+            [
+                "--model",
+                f"srgan-pytorch:{tmp_path / 'g.pth.tar'}",
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     assert formats.decode((tmp_path / "out" / "a.png").read_bytes(), "a.png").shape == (40, 48, 3)
     capsys.readouterr()
-    assert upscale_main(["--model", f"basicsr:{tmp_path / 'g.pth.tar'}", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out2")]) == 2
+    assert (
+        upscale_main(
+            [
+                "--model",
+                f"basicsr:{tmp_path / 'g.pth.tar'}",
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "out2"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert err.startswith("error: model 'basicsr:") and "missing keys conv_first.weight, conv_last.weight" in err and len(err.strip().splitlines()) == 1
+    assert (
+        err.startswith("error: model 'basicsr:")
+        and "missing keys conv_first.weight, conv_last.weight" in err
+        and len(err.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "out2").exists()
 
 
 def test_converting_an_import_twice_gives_the_same_bytes(tmp_path):
     """The job's model identity (sha256 of the converted generator) is stable across runs."""
-    torch.save({"params": trained_looking(BasicSRMSRResNet(num_feat=8, num_block=1, upscale=2)).state_dict()}, tmp_path / "n.pth")
-    assert fetch_generator_bytes(f"basicsr:{tmp_path / 'n.pth'}")[0] == fetch_generator_bytes(f"basicsr:{tmp_path / 'n.pth'}")[0]
+    torch.save(
+        {"params": trained_looking(BasicSRMSRResNet(num_feat=8, num_block=1, upscale=2)).state_dict()},
+        tmp_path / "n.pth",
+    )
+    assert (
+        fetch_generator_bytes(f"basicsr:{tmp_path / 'n.pth'}")[0]
+        == fetch_generator_bytes(f"basicsr:{tmp_path / 'n.pth'}")[0]
+    )

@@ -93,7 +93,9 @@ def test_alpha_comes_from_the_file_not_the_band_count():
     assert not alpha
     with pytest.raises(DecodeError, match="has 4 band"):
         formats.conform_bands(array, 3, alpha)
-    array, alpha = formats.decode_with_alpha(formats.encode(rgba, "a.tif", alpha=True), "a.tif")  # RGB + ExtraSamples alpha
+    array, alpha = formats.decode_with_alpha(
+        formats.encode(rgba, "a.tif", alpha=True), "a.tif"
+    )  # RGB + ExtraSamples alpha
     assert alpha and np.array_equal(array, rgba)
     assert not formats.decode_with_alpha(formats.encode(rgba, "b.tif"), "b.tif")[1]  # 4 plain bands
     gray = rng.integers(0, 256, (6, 5, 1), dtype=np.uint8)
@@ -127,7 +129,9 @@ def test_a_geotiff_without_rasterio_is_refused_naming_the_extra(tmp_path, monkey
     from pipeline.formats import geotiff
 
     monkeypatch.setattr(geotiff, "available", lambda: False)
-    with pytest.raises(DecodeError, match=r"is a GeoTIFF and rasterio is not installed: pip install 'srgan-pipeline\[geo\]'"):
+    with pytest.raises(
+        DecodeError, match=r"is a GeoTIFF and rasterio is not installed: pip install 'srgan-pipeline\[geo\]'"
+    ):
         formats.open_raster(_geotiff(tmp_path / "scene.tif"))
 
 

@@ -53,7 +53,10 @@ def _folder(tmp_path: Path, sizes: dict[str, tuple[int, int]], with_bad: bool = 
 
 
 def _manifest(root) -> list[dict]:
-    return [json.loads(line) for line in storage.read_bytes(storage.join(str(root), "_prepared", "manifest.jsonl")).decode().splitlines()]
+    return [
+        json.loads(line)
+        for line in storage.read_bytes(storage.join(str(root), "_prepared", "manifest.jsonl")).decode().splitlines()
+    ]
 
 
 def test_sub_images_follow_basicsr_and_the_manifest_lists_them_and_the_bad_inputs(ray_session, tmp_path):
@@ -77,8 +80,17 @@ def test_sub_images_follow_basicsr_and_the_manifest_lists_them_and_the_bad_input
     images = {r["key"]: r for r in rows if r["kind"] == "image"}
     assert set(images) == set(expected)
     assert images["deep/tall_s002.png"] == {
-        "kind": "image", "key": "deep/tall_s002.png", "bytes": (tmp_path / "out/deep/tall_s002.png").stat().st_size, "width": 48, "height": 48,
-        "bands": 3, "dtype": "uint8", "source": "deep/tall.png", "high": 255.0, "range": "dtype uint8 (255)", "from_dtype": True,
+        "kind": "image",
+        "key": "deep/tall_s002.png",
+        "bytes": (tmp_path / "out/deep/tall_s002.png").stat().st_size,
+        "width": 48,
+        "height": 48,
+        "bands": 3,
+        "dtype": "uint8",
+        "source": "deep/tall.png",
+        "high": 255.0,
+        "range": "dtype uint8 (255)",
+        "from_dtype": True,
     }
     bad = {r["source"]: r["reason"] for r in rows if r["kind"] == "bad"}
     assert set(bad) == BAD and "smaller than the 16x16 patch" in bad["bad/tiny.png"] and "empty" in bad["bad/empty.png"]
@@ -89,7 +101,9 @@ def test_sub_images_follow_basicsr_and_the_manifest_lists_them_and_the_bad_input
     kept = (tmp_path / "out/exact_s001.png").stat().st_mtime_ns
     again = prepare(PrepareJob(str(tmp_path / "in"), str(tmp_path / "out"), sub_images=48, step=20, min_size=16))
     assert (again.made, again.done_before) == (1, 6)
-    np.testing.assert_array_equal(formats.decode((tmp_path / "out/wide_s003.png").read_bytes(), "x.png"), expected["wide_s003.png"])
+    np.testing.assert_array_equal(
+        formats.decode((tmp_path / "out/wide_s003.png").read_bytes(), "x.png"), expected["wide_s003.png"]
+    )
     assert (tmp_path / "out/exact_s001.png").stat().st_mtime_ns == kept
     assert _manifest(tmp_path / "out")[1:] == rows
 
@@ -107,12 +121,26 @@ def test_a_declared_12_bit_range_survives_the_cut(ray_session, tmp_path):
         assert levels == 4095
     found = prepared.scan(prepared.files, spec, "data.train")
     assert [r.high for r in found.ranges] == [4095.0]
-    np.testing.assert_array_equal(formats.decode(storage.read_bytes(prepared.files[-1].uri), "x.tif"), image[20:60, 20:60])
+    np.testing.assert_array_equal(
+        formats.decode(storage.read_bytes(prepared.files[-1].uri), "x.tif"), image[20:60, 20:60]
+    )
 
 
 def test_a_killed_prepare_resumes_where_it_stopped_and_leaves_no_partial_file(ray_session, tmp_path):
     write_images(tmp_path / "in", 10, size=(96, 96))
-    cmd = [sys.executable, "-m", "pipeline.prepare", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--sub-images", "48", "--step", "24"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.prepare",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        "--sub-images",
+        "48",
+        "--step",
+        "24",
+    ]
     env = {**os.environ, "SRGAN_PREPARE_KILL_AFTER": "3", "RAY_ADDRESS": "", "PYTHONPATH": str(ROOT)}
     killed = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -129,9 +157,20 @@ def test_a_killed_prepare_resumes_where_it_stopped_and_leaves_no_partial_file(ra
     summary = prepare(PrepareJob(str(tmp_path / "in"), str(tmp_path / "out"), sub_images=48, step=24))
     assert summary.done_before >= 3 and summary.made == 10 - summary.done_before and summary.failed == 0
     names = {p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and "_prepared" not in p.parts}
-    assert names == {f"img_{i:03d}_s{j:03d}.png" for i in range(10) for j in range(1, 10)}  # 3 x 3 windows each, no .partial
-    untouched = [i for i in range(10) if all(before.get(n) == (tmp_path / "out" / n).stat().st_mtime_ns for n in (f"img_{i:03d}_s{j:03d}.png" for j in range(1, 10)))]
-    assert len(untouched) == summary.done_before  # the sources recorded before the kill, and only they, were not cut again
+    assert names == {
+        f"img_{i:03d}_s{j:03d}.png" for i in range(10) for j in range(1, 10)
+    }  # 3 x 3 windows each, no .partial
+    untouched = [
+        i
+        for i in range(10)
+        if all(
+            before.get(n) == (tmp_path / "out" / n).stat().st_mtime_ns
+            for n in (f"img_{i:03d}_s{j:03d}.png" for j in range(1, 10))
+        )
+    ]
+    assert (
+        len(untouched) == summary.done_before
+    )  # the sources recorded before the kill, and only they, were not cut again
     assert len(open_prepared(str(tmp_path / "out")).files) == 90
 
 
@@ -139,8 +178,14 @@ def test_changed_arguments_a_foreign_output_and_an_output_inside_the_input_are_r
     write_images(tmp_path / "in", 2, size=(64, 64))
     prepare(PrepareJob(str(tmp_path / "in"), str(tmp_path / "out"), sub_images=48))
     capsys.readouterr()
-    assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--sub-images", "48", "--step", "16"]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'out'} was prepared with --step 24, this run has --step 16; re-run with the same arguments to resume, or choose a new --output"
+    assert (
+        main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--sub-images", "48", "--step", "16"])
+        == 2
+    )
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: {tmp_path / 'out'} was prepared with --step 24, this run has --step 16; re-run with the same arguments to resume, or choose a new --output"
+    )
     assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--channels", "1"]) == 2
     assert "was prepared with --sub-images 48, this run has no --sub-images" in capsys.readouterr().err
     assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "in" / "prepared")]) == 2
@@ -159,8 +204,12 @@ def test_training_refuses_a_prepare_made_for_other_bands(ray_session, tmp_path):
         (tmp_path / "in" / f"img_00{i}.png").write_bytes(png_bytes(smooth_image(rng, 40, 40, 1)))
     prepare(PrepareJob(str(tmp_path / "in"), str(tmp_path / "out"), channels=1))
     prepared = open_prepared(str(tmp_path / "out"))
-    assert [f.uri for f in prepared.files] == [str(tmp_path / "in" / f"img_00{i}.png") for i in range(2)]  # whole images: the input's own files
-    with pytest.raises(DataError, match="prepared for 1-band models .* re-run python -m pipeline.prepare .* with --channels 3"):
+    assert [f.uri for f in prepared.files] == [
+        str(tmp_path / "in" / f"img_00{i}.png") for i in range(2)
+    ]  # whole images: the input's own files
+    with pytest.raises(
+        DataError, match="prepared for 1-band models .* re-run python -m pipeline.prepare .* with --channels 3"
+    ):
         prepared.scan(prepared.files, ImageSpec(channels=3), "data.train")
     found = prepared.scan(prepared.files, ImageSpec(channels=1, min_size=48), "data.train")  # smaller than the patch
     assert not found.good and [b.reason for b in found.bad] == ["is 40x40, smaller than the 48x48 patch"] * 2
@@ -184,10 +233,14 @@ def test_odd_s3_keys_are_cut_and_found_again(ray_session, bucket):
 
 
 @pytest.mark.slow
-def test_training_on_prepared_folders_takes_the_manifest_and_never_scans(ray_session, bucket, mlflow_uri, tmp_path, monkeypatch, capsys):
+def test_training_on_prepared_folders_takes_the_manifest_and_never_scans(
+    ray_session, bucket, mlflow_uri, tmp_path, monkeypatch, capsys
+):
     put_images(bucket, "raw/train", 4, size=(64, 48), with_bad=True)
     put_images(bucket, "raw/val", 2, size=(40, 40), seed=1)
-    train = prepare(PrepareJob(f"s3://{bucket}/raw/train/", f"s3://{bucket}/prepared/train/", sub_images=32, step=16, min_size=16))
+    train = prepare(
+        PrepareJob(f"s3://{bucket}/raw/train/", f"s3://{bucket}/prepared/train/", sub_images=32, step=16, min_size=16)
+    )
     prepare(PrepareJob(f"s3://{bucket}/raw/val/", f"s3://{bucket}/prepared/val/"))  # validated and listed, whole
     assert train.images == 4 * 3 * 2  # 64 high, 48 wide: 3 x 2 windows of 32 each
 
@@ -195,7 +248,9 @@ def test_training_on_prepared_folders_takes_the_manifest_and_never_scans(ray_ses
         raise AssertionError("a prepared dataset was scanned")
 
     monkeypatch.setattr("pipeline.datasets.scan_files", no_scan)
-    cfg = parse_config(tiny(f"s3://{bucket}/prepared/train/", f"s3://{bucket}/prepared/val/", str(tmp_path / "runs"), mlflow_uri))
+    cfg = parse_config(
+        tiny(f"s3://{bucket}/prepared/train/", f"s3://{bucket}/prepared/val/", str(tmp_path / "runs"), mlflow_uri)
+    )
     outcome = run_training(cfg)
     out = capsys.readouterr().out
     assert "data.train: prepared dataset" in out and "not scanning" in out and "scanning 4" not in out

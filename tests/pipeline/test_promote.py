@@ -39,7 +39,12 @@ def registry(tmp_path_factory):
     write_images(holdout, 4, size=(64, 64), seed=11)
     noisy = SRResNet(scale=2, num_blocks=1, num_features=16, bicubic_skip=True)
     torch.nn.init.normal_(noisy.tail.weight, std=0.05)  # adds noise on top of bicubic
-    models = {"bicubic_equal": SRResNet(scale=2, num_blocks=1, num_features=16, bicubic_skip=True), "worse": noisy, "good": _train(60), "better": _train(400)}
+    models = {
+        "bicubic_equal": SRResNet(scale=2, num_blocks=1, num_features=16, bicubic_skip=True),
+        "worse": noisy,
+        "good": _train(60),
+        "better": _train(400),
+    }
     client = mlflow.MlflowClient(uri)
     exp = client.create_experiment("promote-tests", artifact_location=(root / "artifacts").as_uri())
     runs = {}
@@ -71,7 +76,9 @@ def test_the_trained_models_really_differ(registry):
     figures = {}
     for label in ("worse", "bicubic_equal", "good", "better"):
         upscaler = load_upscaler(f"runs:/{registry['runs'][label]}", tracking_uri=registry["uri"])
-        report = scoring.evaluate_images(upscaler, scoring.iter_images(scoring.list_images(registry["holdout"])), "h").to_dict()
+        report = scoring.evaluate_images(
+            upscaler, scoring.iter_images(scoring.list_images(registry["holdout"])), "h"
+        ).to_dict()
         figures[label] = report["psnr_y"]
         bicubic = report["bicubic"]["psnr_y"]
     assert figures["worse"] < bicubic - 0.05
@@ -117,18 +124,43 @@ def test_promoting_the_same_run_twice_makes_no_second_version(registry, capsys):
 def test_from_sweep_promotes_the_best_trial_and_champion_loads_everywhere(registry, capsys, bucket):
     client = registry["client"]
     exp = client.get_experiment_by_name("promote-tests").experiment_id
-    parent = client.create_run(exp, run_name="sweep", tags={"srgan.sweep": "demo-sweep", "srgan.best_run_id": registry["runs"]["good"]}).info.run_id
+    parent = client.create_run(
+        exp, run_name="sweep", tags={"srgan.sweep": "demo-sweep", "srgan.best_run_id": registry["runs"]["good"]}
+    ).info.run_id
     name = f"m{uuid.uuid4().hex[:6]}"
     # A holdout in S3 this time.
     put_images(bucket, "holdout", 4, size=(64, 64), seed=11)
-    code = main(["--from-sweep", "demo-sweep", "--name", name, "--holdout", f"s3://{bucket}/holdout/", "--tracking-uri", registry["uri"]])
+    code = main(
+        [
+            "--from-sweep",
+            "demo-sweep",
+            "--name",
+            name,
+            "--holdout",
+            f"s3://{bucket}/holdout/",
+            "--tracking-uri",
+            registry["uri"],
+        ]
+    )
     assert code == 0 and _champion(registry, name) == "1"
     assert client.get_model_version(name, "1").tags["srgan.source_run_id"] == registry["runs"]["good"]
-    code = main(["--from-sweep", parent, "--name", name, "--holdout", registry["holdout"], "--tracking-uri", registry["uri"]])
+    code = main(
+        ["--from-sweep", parent, "--name", name, "--holdout", registry["holdout"], "--tracking-uri", registry["uri"]]
+    )
     assert code == 0
     capsys.readouterr()
 
-    code = evaluate.main(["--model", f"models:/{name}@champion", "--data", registry["holdout"], "--json", "--tracking-uri", registry["uri"]])
+    code = evaluate.main(
+        [
+            "--model",
+            f"models:/{name}@champion",
+            "--data",
+            registry["holdout"],
+            "--json",
+            "--tracking-uri",
+            registry["uri"],
+        ]
+    )
     assert code == 0 and '"scale": 2' in capsys.readouterr().out
     local = tracking.download(f"models:/{name}@champion", registry["uri"])
     out = mlflow.pyfunc.load_model(local).predict(np.random.rand(1, 3, 8, 8).astype(np.float32))
@@ -148,6 +180,8 @@ def test_a_holdout_the_criterion_cannot_use_changes_nothing_even_with_a_champion
     name = f"m{uuid.uuid4().hex[:6]}"
     assert _promote(capsys, registry, "--run-id", registry["runs"]["good"], "--name", name)[0] == 0
     # 64 px holdout images hold no 96 x 96 NIQE block: the perceptual gate cannot judge on them.
-    code, out = _promote(capsys, registry, "--run-id", registry["runs"]["better"], "--name", name, "--criterion", "perceptual")
+    code, out = _promote(
+        capsys, registry, "--run-id", registry["runs"]["better"], "--name", name, "--criterion", "perceptual"
+    )
     assert code == 2 and "the perceptual criterion needs NIQE" in out
     assert len(registry["client"].search_model_versions(f"name = '{name}'")) == 1 and _champion(registry, name) == "1"

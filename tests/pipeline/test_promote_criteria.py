@@ -24,7 +24,9 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
     k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
     k = (k[:, None] * k[None, :]) / 256
     for _ in range(2):
-        x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate"), k.expand(x.shape[1], 1, 5, 5), groups=x.shape[1])
+        x = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate"), k.expand(x.shape[1], 1, 5, 5), groups=x.shape[1]
+        )
     return x
 
 
@@ -54,8 +56,15 @@ def reports():
     for label, make in GENERATORS.items():
         scores = []
         for name, bicubic, hr in pairs:
-            ours, base = sr_figures(quantize(make(bicubic, hr).clamp(0, 1), 255), hr, SCALE), sr_figures(bicubic, hr, SCALE)
-            scores.append(ImageScore(name, hr.shape[2], hr.shape[3], hr.shape[1], **ours, **{f"bicubic_{k}": v for k, v in base.items()}))
+            ours, base = (
+                sr_figures(quantize(make(bicubic, hr).clamp(0, 1), 255), hr, SCALE),
+                sr_figures(bicubic, hr, SCALE),
+            )
+            scores.append(
+                ImageScore(
+                    name, hr.shape[2], hr.shape[3], hr.shape[1], **ours, **{f"bicubic_{k}": v for k, v in base.items()}
+                )
+            )
         out[label] = EvalReport("holdout", label, SCALE, scores).to_dict()
     return out
 
@@ -70,7 +79,9 @@ def test_the_fixed_generators_behave_as_constructed(reports):
 
 
 def _promoted(criterion: str, reports: dict, **gate) -> set[str]:
-    return {label for label, r in reports.items() if judge(criterion, Gate(criterion=criterion, **gate), r, r["bicubic"])[0]}
+    return {
+        label for label, r in reports.items() if judge(criterion, Gate(criterion=criterion, **gate), r, r["bicubic"])[0]
+    }
 
 
 def test_the_perceptual_criterion_promotes_natural_detail_within_the_distortion_floor(reports):

@@ -23,7 +23,10 @@ PRESIGNED = (
             "https://bucket.s3.amazonaws.com/hr/a.png?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***"
             "&X-Amz-Date=20261125T000000Z&X-Amz-Expires=3600&X-Amz-Security-Token=***&X-Amz-Signature=***",
         ),
-        ("https://u:p@h:1/p?page=2&access_token=a&API_KEY=b&sig=c&Password=d#top", "https://***@h:1/p?page=2&access_token=***&API_KEY=***&sig=***&Password=***#top"),
+        (
+            "https://u:p@h:1/p?page=2&access_token=a&API_KEY=b&sig=c&Password=d#top",
+            "https://***@h:1/p?page=2&access_token=***&API_KEY=***&sig=***&Password=***#top",
+        ),
         ("scanning 8 images under https://u:s3cr3tpass@h/x/ ...", "scanning 8 images under https://***@h/x/ ..."),
     ],
 )
@@ -33,7 +36,14 @@ def test_credentials_in_a_uri_are_masked(text, expected):
 
 @pytest.mark.parametrize(
     "text",
-    ["http://127.0.0.1:9000/runs?page=2&design=a", "s3://bucket/prefix/", "sqlite:////tmp/mlflow.db", "./ray_results", "mail me at a@b.org: password hunter2", ""],
+    [
+        "http://127.0.0.1:9000/runs?page=2&design=a",
+        "s3://bucket/prefix/",
+        "sqlite:////tmp/mlflow.db",
+        "./ray_results",
+        "mail me at a@b.org: password hunter2",
+        "",
+    ],
 )
 def test_text_without_credentials_is_unchanged(text):
     assert redact_uri(text) == text
@@ -60,7 +70,16 @@ def test_mlflow_params_hold_no_credentials():
 
 def test_the_training_summary_holds_no_credentials(capsys):
     cfg = _config_with_secrets()
-    outcome = TrainOutcome("secrets", "/runs/secrets", "abc123", cfg.mlflow.tracking_uri, "/runs/secrets/step_00000008", None, {"step": 8}, [])
+    outcome = TrainOutcome(
+        "secrets",
+        "/runs/secrets",
+        "abc123",
+        cfg.mlflow.tracking_uri,
+        "/runs/secrets/step_00000008",
+        None,
+        {"step": 8},
+        [],
+    )
     _print_summary(outcome, cfg, 60.0)
     out = capsys.readouterr().out
     assert "MLflow run: abc123" in out and "https://***@mlflow.example.com/?access_token=***" in out

@@ -20,7 +20,6 @@ from pipeline.models import fetch_generator, load_upscaler
 from srgan.generator import SRResNet
 from srgan.weights import load_generator, save_generator
 
-
 _watchers: list[list] = []  # the lists tests collect pickle's class look-ups into, while they watch
 
 
@@ -54,8 +53,14 @@ def _logged(tmp_path, name: str = "srgan") -> dict:
     model_uri = tracking.log_generator(uri, run_id, tmp_path / "generator.pt")
     version = tracking.register_version(uri, name, model_uri, run_id, {tracking.SOURCE_TAG: run_id})
     c.set_registered_model_alias(name, "champion", version)
-    location = c.get_logged_model(model_uri[len("models:/"):]).artifact_location
-    return {"uri": uri, "run_id": run_id, "model_uri": model_uri, "generator": generator, "dir": pathlib.Path(url2pathname(urlsplit(location).path))}
+    location = c.get_logged_model(model_uri[len("models:/") :]).artifact_location
+    return {
+        "uri": uri,
+        "run_id": run_id,
+        "model_uri": model_uri,
+        "generator": generator,
+        "dir": pathlib.Path(url2pathname(urlsplit(location).path)),
+    }
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,19 @@ def test_destinations_that_cannot_take_files_are_refused(bucket, tmp_path):
 
 # Every character S3 allows in a key is part of the name: '%6F' is not 'o', '?' and '#' are
 # not a query or fragment, and space, '+', control and non-ASCII characters are themselves.
-ODD_KEYS = ["%6Fk.png", "a b.png", "é 日本.png", "plus+sign.png", "q?x=1&y.png", "hash#1.png", "tilde~!$'()*,;:@.png", "brace{}[]^|`<>\".png", "ctl\x01.png", "trail .png", "back\\slash.png"]
+ODD_KEYS = [
+    "%6Fk.png",
+    "a b.png",
+    "é 日本.png",
+    "plus+sign.png",
+    "q?x=1&y.png",
+    "hash#1.png",
+    "tilde~!$'()*,;:@.png",
+    'brace{}[]^|`<>".png',
+    "ctl\x01.png",
+    "trail .png",
+    "back\\slash.png",
+]
 
 
 def test_s3_keys_are_taken_byte_for_byte_on_list_read_and_write(bucket, tmp_path):
@@ -136,7 +148,10 @@ def test_only_the_named_owners_partial_files_are_removed(tmp_path):
     (tmp_path / "sub").mkdir()
     elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
     elsewhere.mkdir()
-    mine = [tmp_path / ".a.png.srgan-run1-0123456789ab.partial", tmp_path / "sub" / ".b.tif.srgan-run-2-abcdefabcdef.partial"]
+    mine = [
+        tmp_path / ".a.png.srgan-run1-0123456789ab.partial",
+        tmp_path / "sub" / ".b.tif.srgan-run-2-abcdefabcdef.partial",
+    ]
     kept = [
         tmp_path / ".notes.partial",  # the user's own
         tmp_path / ".a.png.0123456789abcdef.partial",  # not this naming at all

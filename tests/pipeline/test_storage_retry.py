@@ -65,7 +65,10 @@ def test_a_write_waits_for_the_endpoint_to_come_back(bucket, endpoint_via_proxy,
     storage.write_bytes(f"s3://{bucket}/out/a.bin", b"whole")
     assert time.monotonic() - began >= 5.5
     assert storage.read_bytes(f"s3://{bucket}/out/a.bin") == b"whole"
-    assert f"warning: the S3 endpoint {endpoint} does not answer (write s3://{bucket}/out/a.bin); retrying for up to 30 s" in capsys.readouterr().err
+    assert (
+        f"warning: the S3 endpoint {endpoint} does not answer (write s3://{bucket}/out/a.bin); retrying for up to 30 s"
+        in capsys.readouterr().err
+    )
 
 
 def test_an_endpoint_away_longer_than_the_budget_is_an_error_naming_it(bucket, endpoint_via_proxy, monkeypatch):
@@ -73,7 +76,10 @@ def test_an_endpoint_away_longer_than_the_budget_is_an_error_naming_it(bucket, e
     monkeypatch.setenv(s3.RETRY_ENV, "3")
     stop()
     began = time.monotonic()
-    with pytest.raises(StorageError, match=rf"cannot write s3://{bucket}/k: the S3 endpoint {endpoint} has not answered for \d+ s \(\d+ attempts; SRGAN_S3_RETRY_S / s3.retry_s is 3 s\)"):
+    with pytest.raises(
+        StorageError,
+        match=rf"cannot write s3://{bucket}/k: the S3 endpoint {endpoint} has not answered for \d+ s \(\d+ attempts; SRGAN_S3_RETRY_S / s3.retry_s is 3 s\)",
+    ):
         storage.write_bytes(f"s3://{bucket}/k", b"x")
     assert time.monotonic() - began < 20
     with pytest.raises(StorageError, match="has not answered"):

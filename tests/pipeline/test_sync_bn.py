@@ -32,7 +32,15 @@ def _val_rows(count: int = 4) -> list[dict]:
     rows = []
     for i in range(count):
         hr = torch.from_numpy(smooth_image(rng, 32, 32)).permute(2, 0, 1).float() / 255
-        rows.append({"idx": i, "key": f"v{i}", "hr": hr.numpy(), "lr": imresize(hr[None], 0.5)[0].clamp(0, 1).numpy(), "levels": 0})
+        rows.append(
+            {
+                "idx": i,
+                "key": f"v{i}",
+                "hr": hr.numpy(),
+                "lr": imresize(hr[None], 0.5)[0].clamp(0, 1).numpy(),
+                "levels": 0,
+            }
+        )
     return rows
 
 
@@ -84,7 +92,9 @@ def _largest_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sync", ["auto", False])
-def test_synced_batch_norm_keeps_the_ranks_buffers_equal_and_validation_scores_the_saved_generator(ray_session, tmp_path, sync):
+def test_synced_batch_norm_keeps_the_ranks_buffers_equal_and_validation_scores_the_saved_generator(
+    ray_session, tmp_path, sync
+):
     cfg, val_rows = _config(sync, tmp_path), _val_rows()
     ranks = _train_two_workers(cfg, tmp_path / "out", val_rows)
 
@@ -120,5 +130,7 @@ def test_batch_norm_sync_is_resolved_once_and_its_absence_on_small_batches_warne
     caplog.clear()
 
     assert not sync_batch_norm_on(auto, world=1, rank=0) and not caplog.records  # one worker: nothing to sync
-    big = parse_config({**off.model_dump(mode="json"), "train": {**off.train.model_dump(mode="json"), "batch_size": 16}})
+    big = parse_config(
+        {**off.model_dump(mode="json"), "train": {**off.train.model_dump(mode="json"), "batch_size": 16}}
+    )
     assert not sync_batch_norm_on(big, world=2, rank=0) and not caplog.records  # 8 a worker: left to the user

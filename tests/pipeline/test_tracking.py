@@ -19,7 +19,9 @@ def test_one_process_logs_registers_and_loads_in_two_stores(tmp_path):
         uri = f"sqlite:///{tmp_path / store / 'mlflow.db'}"
         (tmp_path / store).mkdir()
         c = tracking.client(uri)
-        run_id = c.create_run(c.create_experiment("e", artifact_location=(tmp_path / store / "art").as_uri())).info.run_id
+        run_id = c.create_run(
+            c.create_experiment("e", artifact_location=(tmp_path / store / "art").as_uri())
+        ).info.run_id
         model_uri = tracking.log_generator(uri, run_id, path)
         version = tracking.register_version(uri, f"m-{store}", model_uri, run_id, {tracking.SOURCE_TAG: run_id})
         c.set_registered_model_alias(f"m-{store}", "champion", version)
@@ -32,7 +34,10 @@ def test_one_process_logs_registers_and_loads_in_two_stores(tmp_path):
 
 
 def test_credentials_never_show_in_messages():
-    assert tracking.display_uri("https://alice:s3cret@mlflow.example.com/path?token=s3cret") == "https://***@mlflow.example.com/path?token=***"
+    assert (
+        tracking.display_uri("https://alice:s3cret@mlflow.example.com/path?token=s3cret")
+        == "https://***@mlflow.example.com/path?token=***"
+    )
     with pytest.raises(TrackingError) as err:
         tracking.check_reachable("http://alice:s3cret@127.0.0.1:9", budget_s=1)
     assert "s3cret" not in str(err.value) and "http://***@127.0.0.1:9 does not answer" in str(err.value)

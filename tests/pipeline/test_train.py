@@ -25,12 +25,25 @@ ROOT = Path(__file__).resolve().parents[2]
 def tiny(train_uri: str, val_uri: str | None, storage_path: str, mlflow_uri: str, **sections) -> dict:
     tree = {
         "run": {"name": f"t-{uuid.uuid4().hex[:8]}", "storage_path": storage_path},
-        "data": {"train": train_uri, "val": val_uri, "patch_size": 16, "patches_per_image": 4, "val_crop": 32, "grid_images": 2, "shuffle_buffer": 16},
+        "data": {
+            "train": train_uri,
+            "val": val_uri,
+            "patch_size": 16,
+            "patches_per_image": 4,
+            "val_crop": 32,
+            "grid_images": 2,
+            "shuffle_buffer": 16,
+        },
         "model": {"generator": {"scale": 2, "num_blocks": 1, "num_features": 8}, "discriminator": {"base_features": 4}},
         "loss": {"content_backbone": "discriminator", "weights": {"content": 1.0, "adversarial": 1e-3, "pixel": 1.0}},
         "train": {
-            "batch_size": 4, "pretrain": {"steps": 4, "lr": 1e-3}, "gan": {"steps": 4, "lr": 1e-4, "lr_drop_step": 2},
-            "log_every": 1, "val_every": 4, "checkpoint_every": 2, "max_failures": 1,
+            "batch_size": 4,
+            "pretrain": {"steps": 4, "lr": 1e-3},
+            "gan": {"steps": 4, "lr": 1e-4, "lr_drop_step": 2},
+            "log_every": 1,
+            "val_every": 4,
+            "checkpoint_every": 2,
+            "max_failures": 1,
         },
         "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
         "mlflow": {"tracking_uri": mlflow_uri, "experiment": "tests"},
@@ -57,11 +70,21 @@ def test_ddp_run_over_s3_checkpoints_to_the_bucket_and_logs_everything(ray_sessi
     put_images(bucket, "hr/val", 2, size=(40, 40), seed=1)
     # Unused with the discriminator backbone; a presigned URL whose credentials must not reach MLflow.
     presigned = "https://AKIAUSER:s3cr3tpass@weights.example.com/vgg19.pth?X-Amz-Signature=s3cr3tsig"
-    cfg = parse_config(tiny(f"s3://{bucket}/hr/train/", f"s3://{bucket}/hr/val/", f"s3://{bucket}/runs", mlflow_uri, loss={"vgg_weights": presigned}))
+    cfg = parse_config(
+        tiny(
+            f"s3://{bucket}/hr/train/",
+            f"s3://{bucket}/hr/val/",
+            f"s3://{bucket}/runs",
+            mlflow_uri,
+            loss={"vgg_weights": presigned},
+        )
+    )
     outcome = run_training(cfg)
 
     # Checkpoints are in the bucket: rank 0's state and generator, every rank's RNG state.
-    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"runs/{cfg.run.name}/")["Contents"]]
+    keys = [
+        o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"runs/{cfg.run.name}/")["Contents"]
+    ]
     final = f"runs/{cfg.run.name}/step_00000008/"
     assert {final + f for f in ("state.pt", "generator.pt", "rng_rank0.pt", "rng_rank1.pt")} <= set(keys)
     assert outcome.checkpoint == f"s3://{bucket}/{final.rstrip('/')}"
@@ -74,14 +97,32 @@ def test_ddp_run_over_s3_checkpoints_to_the_bucket_and_logs_everything(ray_sessi
     assert not any("testing-secret" in v or "s3cr3t" in v for v in run.data.params.values())  # credentials never logged
     assert run.data.params["loss.vgg_weights"] == "https://***@weights.example.com/vgg19.pth?X-Amz-Signature=***"
     metrics = run.data.metrics
-    for key in ("train/loss_pixel", "train/loss_d", "train/d_real", "train/d_fake", "train/samples_per_s", "val/psnr", "val/ssim", "val/psnr_bicubic", "train/content_to_adversarial"):
+    for key in (
+        "train/loss_pixel",
+        "train/loss_d",
+        "train/d_real",
+        "train/d_fake",
+        "train/samples_per_s",
+        "val/psnr",
+        "val/ssim",
+        "val/psnr_bicubic",
+        "train/content_to_adversarial",
+    ):
         assert key in metrics, key
     assert run.data.tags["train.precision_used"] == "fp32"  # what precision auto became here
     assert metrics["data/bad_inputs"] == 4 and metrics["data/train_images"] == 8 and metrics["val/images"] == 2
     assert [m.step for m in _history(client, run.info.run_id, "train/lr")] == list(range(1, 9))
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "grids")}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "grids")
+    }
     assert {"bad_inputs.json", "generator.pt", "grids/step_00000004.png", "grids/step_00000008.png"} <= artifacts
-    bad = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="bad_inputs.json", tracking_uri=mlflow_uri)).read_text())
+    bad = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="bad_inputs.json", tracking_uri=mlflow_uri
+            )
+        ).read_text()
+    )
     assert {b["key"] for b in bad} == {"bad/empty.png", "bad/truncated.png", "bad/not_an_image.jpg", "bad/tiny.png"}
 
     # The logged model runs on an image array through the generic pyfunc interface.
@@ -99,7 +140,10 @@ def test_a_worker_failure_resumes_from_the_last_checkpoint(ray_session, bucket, 
     cfg = parse_config(tree)
     outcome = run_training(cfg)
     assert outcome.metrics["step"] == 8
-    assert boto3.client("s3").get_object(Bucket=bucket, Key=f"runs/{cfg.run.name}/.debug_failed_once")["Body"].read() == b"5"
+    assert (
+        boto3.client("s3").get_object(Bucket=bucket, Key=f"runs/{cfg.run.name}/.debug_failed_once")["Body"].read()
+        == b"5"
+    )
 
     client = mlflow.MlflowClient(mlflow_uri)
     resumed = _history(client, outcome.mlflow_run_id, "train/resumed_from_step")
@@ -119,9 +163,17 @@ def _cli_summary(capsys) -> dict:
 
 
 @pytest.mark.slow
-def test_cli_resume_continues_a_finished_run_and_a_rerun_without_it_is_refused(ray_session, tmp_path, mlflow_uri, capsys):
+def test_cli_resume_continues_a_finished_run_and_a_rerun_without_it_is_refused(
+    ray_session, tmp_path, mlflow_uri, capsys
+):
     write_images(tmp_path / "hr", 8, size=(48, 48))
-    tree = tiny(str(tmp_path / "hr"), None, str(tmp_path / "runs"), mlflow_uri, train={"phases": ["pretrain"], "pretrain": {"steps": 4, "lr": 1e-3}})
+    tree = tiny(
+        str(tmp_path / "hr"),
+        None,
+        str(tmp_path / "runs"),
+        mlflow_uri,
+        train={"phases": ["pretrain"], "pretrain": {"steps": 4, "lr": 1e-3}},
+    )
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(tree))
     cli = ["--config", str(config)]
@@ -137,7 +189,14 @@ def test_cli_resume_continues_a_finished_run_and_a_rerun_without_it_is_refused(r
     assert second["checkpoint"].endswith("step_00000006") and second["mlflow_run_id"] == first["mlflow_run_id"]
     client = mlflow.MlflowClient(mlflow_uri)
     assert [m.value for m in client.get_metric_history(second["mlflow_run_id"], "train/resumed_from_step")] == [4.0]
-    assert sorted({m.step for m in client.get_metric_history(second["mlflow_run_id"], "train/lr")}) == [1, 2, 3, 4, 5, 6]
+    assert sorted({m.step for m in client.get_metric_history(second["mlflow_run_id"], "train/lr")}) == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
     _assert_each_step_logged_once(client, second["mlflow_run_id"])
 
     assert main([*cli, "--set", "run.name=never-ran", "--resume"]) == 2
@@ -146,14 +205,21 @@ def test_cli_resume_continues_a_finished_run_and_a_rerun_without_it_is_refused(r
     # A GAN-only run starts from the pretrained generator of that MLflow run: two steps at
     # lr 1e-4 leave its weights within a few lr of those (a fresh generator is far away).
     tree["run"]["name"] = "gan-only"
-    tree["train"] = {**tree["train"], "phases": ["gan"], "gan": {"steps": 2, "lr": 1e-4, "init_from": f"runs:/{second['mlflow_run_id']}"}, "val_every": 2}
+    tree["train"] = {
+        **tree["train"],
+        "phases": ["gan"],
+        "gan": {"steps": 2, "lr": 1e-4, "init_from": f"runs:/{second['mlflow_run_id']}"},
+        "val_every": 2,
+    }
     tree["data"]["val"] = str(tmp_path / "hr")
     gan = run_training(parse_config(tree))
     assert gan.metrics["step"] == 2 and gan.metrics["phase"] == "gan" and "val/psnr" in gan.metrics
     pretrained = load_generator(Path(second["checkpoint"]) / "generator.pt")[0]
     tuned = load_generator(Path(gan.checkpoint) / "generator.pt")[0]
     moved = max((a - b).abs().max().item() for a, b in zip(pretrained.parameters(), tuned.parameters()))
-    fresh = max((a - b).abs().max().item() for a, b in zip(build_generator(pretrained.spec).parameters(), tuned.parameters()))
+    fresh = max(
+        (a - b).abs().max().item() for a, b in zip(build_generator(pretrained.spec).parameters(), tuned.parameters())
+    )
     assert moved < 1e-3 < 0.05 < fresh, (moved, fresh)
 
 
@@ -180,7 +246,16 @@ def test_cli_errors_are_one_line_with_exit_code_2(capsys, tmp_path):
     code = main(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--set", "train.batch_size=7"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: invalid config: train.batch_size 7") and err.count("\n") == 1
-    code = main(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--set", f"data.train={tmp_path / 'none'}", "--set", f"run.storage_path={tmp_path}"])
+    code = main(
+        [
+            "--config",
+            str(ROOT / "configs" / "quickstart.yaml"),
+            "--set",
+            f"data.train={tmp_path / 'none'}",
+            "--set",
+            f"run.storage_path={tmp_path}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "does not exist" in err
 
@@ -192,7 +267,10 @@ def test_a_bad_input_found_by_a_worker_is_reported_as_the_users_error():
     from pipeline.train_driver import _user_error_of
 
     data_error = DataError("the training data gave no full batch")
-    assert _user_error_of(WorkerGroupError("both failed", {0: data_error, 1: DataError("the same on rank 1")})) is data_error
+    assert (
+        _user_error_of(WorkerGroupError("both failed", {0: data_error, 1: DataError("the same on rank 1")}))
+        is data_error
+    )
     # A bug on any rank keeps the traceback: it is not hidden behind another rank's user error.
     assert _user_error_of(WorkerGroupError("rank 1 failed", {0: RuntimeError("a bug"), 1: data_error})) is None
     assert _user_error_of(KeyboardInterrupt()) is None

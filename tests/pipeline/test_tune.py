@@ -60,7 +60,9 @@ def test_sweep_config_checks_search_keys_against_the_training_config(tmp_path):
         load_sweep(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="scheduler.grace_period 50 is more than the 6 training steps"):
         load_sweep(tmp_path / "sweep.yaml", ["scheduler.grace_period=50"])
-    (tmp_path / "bad2.yaml").write_text(SWEEP.format(root=tmp_path).replace("{loguniform: [0.1, 10.0]}", "{loguniform: [10.0, 0.1]}"))
+    (tmp_path / "bad2.yaml").write_text(
+        SWEEP.format(root=tmp_path).replace("{loguniform: [0.1, 10.0]}", "{loguniform: [10.0, 0.1]}")
+    )
     with pytest.raises(ConfigError, match="loguniform needs 0 < low < high"):
         load_sweep(tmp_path / "bad2.yaml")
 
@@ -85,16 +87,28 @@ def test_interrupted_sweep_resumes_and_reports_to_mlflow(tmp_path):
 
     # First run: interrupted (Ctrl-C) once a trial has finished.
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        first = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             # Watch the files, not MLflow: a second writer initialising the sqlite store races.
             deadline = time.time() + 400
-            while time.time() < deadline and first.poll() is None and not list((tmp_path / "sweeps").glob("tiny-sweep/trials/*/step_00000006/generator.pt")):
+            while (
+                time.time() < deadline
+                and first.poll() is None
+                and not list((tmp_path / "sweeps").glob("tiny-sweep/trials/*/step_00000006/generator.pt"))
+            ):
                 time.sleep(2)
-            while time.time() < deadline and first.poll() is None and not any(r.info.status == "FINISHED" for r in _children(db)):
+            while (
+                time.time() < deadline
+                and first.poll() is None
+                and not any(r.info.status == "FINISHED" for r in _children(db))
+            ):
                 time.sleep(2)
             finished_early = [r.info.run_id for r in _children(db) if r.info.status == "FINISHED"]
-            assert finished_early, "no trial finished within the time limit: " + (tmp_path / "first.log").read_text()[-3000:]
+            assert finished_early, (
+                "no trial finished within the time limit: " + (tmp_path / "first.log").read_text()[-3000:]
+            )
         finally:
             if first.poll() is None:
                 os.killpg(first.pid, signal.SIGINT)  # Ctrl-C
@@ -113,7 +127,9 @@ def test_interrupted_sweep_resumes_and_reports_to_mlflow(tmp_path):
     children = _children(db)
     assert len(children) == 3, [r.data.tags.get("srgan.trial_id") for r in children]  # no trial started twice
     for run in children:
-        assert {"val/psnr", "val/ssim", "val/niqe", "val/niqe_bicubic", "val/hf_ratio", "val/hf_error"} <= set(run.data.metrics)
+        assert {"val/psnr", "val/ssim", "val/niqe", "val/niqe_bicubic", "val/hf_ratio", "val/hf_error"} <= set(
+            run.data.metrics
+        )
         assert run.info.status in ("FINISHED", "KILLED")  # finished, or stopped early by ASHA
         if run.info.status == "FINISHED":
             assert run.data.tags.get("srgan.model_uri", "").startswith("models:/")
@@ -122,9 +138,23 @@ def test_interrupted_sweep_resumes_and_reports_to_mlflow(tmp_path):
         assert sorted(steps) == sorted(set(steps))
 
     parent = client.get_run(summary["parent_run_id"])
-    assert parent.data.tags["srgan.objective"] == "score" and parent.data.tags["srgan.best_run_id"] == summary["best_run_id"]
+    assert (
+        parent.data.tags["srgan.objective"] == "score"
+        and parent.data.tags["srgan.best_run_id"] == summary["best_run_id"]
+    )
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.csv", "results.parquet", "perception_distortion.png"} <= artifacts
-    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="results.csv", tracking_uri=db))
+    table = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="results.csv", tracking_uri=db)
+    )
     assert len(table) == 3 and table["pareto"].any()
-    assert {"loss.weights.content", "loss.weights.adversarial", "loss.weights.pixel", "val/psnr", "val/niqe", "val/hf_ratio", "score", "status"} <= set(table.columns)
+    assert {
+        "loss.weights.content",
+        "loss.weights.adversarial",
+        "loss.weights.pixel",
+        "val/psnr",
+        "val/niqe",
+        "val/hf_ratio",
+        "score",
+        "status",
+    } <= set(table.columns)

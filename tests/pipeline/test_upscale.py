@@ -34,7 +34,9 @@ SCALE = 2
 
 def random_generator(channels: int = 3, seed: int = 0):
     torch.manual_seed(seed)
-    g = build_generator(GeneratorSpec(scale=SCALE, in_channels=channels, out_channels=channels, num_blocks=1, num_features=8))
+    g = build_generator(
+        GeneratorSpec(scale=SCALE, in_channels=channels, out_channels=channels, num_blocks=1, num_features=8)
+    )
     # Random BN statistics, as a trained model would have (eval mode uses them).
     for m in g.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -117,7 +119,9 @@ def test_geotiff_keeps_bands_dtype_nodata_crs_and_exact_pixel_size(tmp_path):
     image = smooth_image(rng, 33, 27, 4, np.uint16)
     image[:5, :7] = 0  # a nodata corner
     image[image == 0] = 0
-    row, out = run_one(tmp_path, "scene/s2.tif", geotiff_bytes(image, nodata=0, pixel_size=10.0), upscaler(), bands=(1, 2, 3))
+    row, out = run_one(
+        tmp_path, "scene/s2.tif", geotiff_bytes(image, nodata=0, pixel_size=10.0), upscaler(), bands=(1, 2, 3)
+    )
     assert row["status"] == "done", row
     with rasterio.open(out) as dst:
         assert (dst.count, dst.dtypes[0], dst.nodata) == (4, "uint16", 0)
@@ -151,14 +155,26 @@ def test_geotiff_with_more_bands_than_the_model_needs_a_band_map(tmp_path):
 
 def test_dicom_tags(tmp_path):
     rng = np.random.default_rng(7)
-    stored = (smooth_image(rng, 24, 20, 1, np.uint16)[..., 0] >> 4)  # 12-bit values
+    stored = smooth_image(rng, 24, 20, 1, np.uint16)[..., 0] >> 4  # 12-bit values
     source = dicom_bytes(stored, bits_stored=12, spacing=(0.7, 0.5))
     row, out = run_one(tmp_path, "mr/slice_001.dcm", source, upscaler(channels=1))
     assert row["status"] == "done", row
     before, after = pydicom.dcmread(io.BytesIO(source)), pydicom.dcmread(out)
     assert (after.Rows, after.Columns) == (48, 40)
     assert [float(v) for v in after.PixelSpacing] == [0.35, 0.25]
-    for key in ("BitsStored", "BitsAllocated", "HighBit", "PixelRepresentation", "PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality"):
+    for key in (
+        "BitsStored",
+        "BitsAllocated",
+        "HighBit",
+        "PixelRepresentation",
+        "PhotometricInterpretation",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "PatientID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "Modality",
+    ):
         assert after[key].value == before[key].value, key
     assert after.SOPInstanceUID != before.SOPInstanceUID
     assert after.file_meta.MediaStorageSOPInstanceUID == after.SOPInstanceUID
@@ -203,8 +219,16 @@ def test_include_patterns_pick_keys_relative_to_the_input(tmp_path):
     for key in ("photos/a.png", "photos/b.jpg", "satellite/s.tif", "medical/m.png", "top.png"):
         (tmp_path / "in" / key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "in" / key).write_bytes(b"x")
+
     def keys(*include):
-        job = UpscaleJob(model="bicubic", scale=2, input=str(tmp_path / "in"), output=str(tmp_path / "out"), extensions=(".png", ".jpg", ".tif"), include=include)
+        job = UpscaleJob(
+            model="bicubic",
+            scale=2,
+            input=str(tmp_path / "in"),
+            output=str(tmp_path / "out"),
+            extensions=(".png", ".jpg", ".tif"),
+            include=include,
+        )
         todo, decided = plan_outputs(job, str(tmp_path / "out"), {"model": "bicubic"})
         assert not decided
         return [item["key"] for item in todo]
@@ -275,7 +299,7 @@ def _mixed_prefix(bucket: str) -> None:
 
 def _keys(bucket: str, prefix: str) -> dict[str, object]:
     pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return {o["Key"][len(prefix):]: o for page in pages for o in page.get("Contents", [])}
+    return {o["Key"][len(prefix) :]: o for page in pages for o in page.get("Contents", [])}
 
 
 @pytest.mark.slow
@@ -283,7 +307,21 @@ def test_mixed_bucket_job_records_failures_and_reruns_idempotently(tmp_path, buc
     _mixed_prefix(bucket)
     model = f"s3://{bucket}/models/generator.pt"
     _s3().upload_file(str(_generator_file(tmp_path)), bucket, "models/generator.pt")
-    args = ["--model", model, "--input", f"s3://{bucket}/in/", "--output", f"s3://{bucket}/out/", "--bands", "1,2,3", "--workers", "2", "--threads", "1", "--json"]
+    args = [
+        "--model",
+        model,
+        "--input",
+        f"s3://{bucket}/in/",
+        "--output",
+        f"s3://{bucket}/out/",
+        "--bands",
+        "1,2,3",
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+    ]
     assert main(args) == 1  # broken inputs -> non-zero
     first = capsys.readouterr()
     outputs = _keys(bucket, "out/")
@@ -298,8 +336,17 @@ def test_mixed_bucket_job_records_failures_and_reruns_idempotently(tmp_path, buc
     s3 = _s3()
     b16 = formats.decode(s3.get_object(Bucket=bucket, Key="out/photos/sub/b16.png")["Body"].read(), "x.png")
     assert b16.dtype == np.uint16 and b16.shape == (40, 44, 3)
-    with rasterio.MemoryFile(s3.get_object(Bucket=bucket, Key="out/scenes/s2.tif")["Body"].read()) as mem, mem.open() as geo:
-        assert (geo.count, geo.dtypes[0], geo.nodata, geo.crs.to_epsg(), geo.transform.a) == (4, "uint16", 0, 32633, 5.0)
+    with (
+        rasterio.MemoryFile(s3.get_object(Bucket=bucket, Key="out/scenes/s2.tif")["Body"].read()) as mem,
+        mem.open() as geo,
+    ):
+        assert (geo.count, geo.dtypes[0], geo.nodata, geo.crs.to_epsg(), geo.transform.a) == (
+            4,
+            "uint16",
+            0,
+            32633,
+            5.0,
+        )
     dcm = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=bucket, Key="out/mr/slice.dcm")["Body"].read()))
     assert (dcm.Rows, dcm.Columns) == (40, 40) and dcm.ImageType[0] == "DERIVED"
 
@@ -321,7 +368,21 @@ def test_killed_job_resumes_and_does_every_file_exactly_once(tmp_path, bucket, s
     for key in good:
         s3.put_object(Bucket=bucket, Key=f"in/{key}", Body=png_bytes(smooth_image(rng, 48, 48)))
     model = _generator_file(tmp_path)
-    cmd = [sys.executable, "-m", "pipeline.upscale", "--model", str(model), "--input", f"s3://{bucket}/in/", "--output", f"s3://{bucket}/out/", "--workers", "2", "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.upscale",
+        "--model",
+        str(model),
+        "--input",
+        f"s3://{bucket}/in/",
+        "--output",
+        f"s3://{bucket}/out/",
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "SRGAN_UPSCALE_KILL_AFTER": "4", "RAY_ADDRESS": ""}
     killed = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -355,7 +416,9 @@ def test_killed_job_resumes_and_does_every_file_exactly_once(tmp_path, bucket, s
     # The manifest still holds a row for every output, the earlier run's included.
     import pandas as pd
 
-    latest = pd.read_parquet(io.BytesIO(s3.get_object(Bucket=bucket, Key="out/_manifest/manifest.parquet")["Body"].read()))
+    latest = pd.read_parquet(
+        io.BytesIO(s3.get_object(Bucket=bucket, Key="out/_manifest/manifest.parquet")["Body"].read())
+    )
     assert sorted(latest["key"]) == sorted(good) and latest["model_id"].nunique() == 1
 
 

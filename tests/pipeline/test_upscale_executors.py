@@ -41,12 +41,18 @@ def _model(path: Path) -> Path:
     import torch
 
     torch.manual_seed(0)
-    save_generator(path, build_generator(GeneratorSpec(scale=2, num_blocks=2, num_features=8)).eval(), {"data_range": None})
+    save_generator(
+        path, build_generator(GeneratorSpec(scale=2, num_blocks=2, num_features=8)).eval(), {"data_range": None}
+    )
     return path
 
 
 def _outputs(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and MANIFEST_DIR not in p.parts}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and MANIFEST_DIR not in p.parts
+    }
 
 
 def _manifest(folder: Path) -> pd.DataFrame:
@@ -61,7 +67,9 @@ def test_local_and_ray_executors_write_the_same_bytes_and_manifest_rows(tmp_path
     common = ["--model", str(model), "--input", str(tmp_path / "in"), "--bands", "1,2,3", "--max-failures", "1"]
     assert main(common + ["--output", str(tmp_path / "local"), "--executor", "local"]) == 0
     assert "executor local (--executor local)" in capsys.readouterr().err
-    assert main(common + ["--output", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2", "--threads", "1"]) == 0
+    assert (
+        main(common + ["--output", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2", "--threads", "1"]) == 0
+    )
     assert "executor ray (--executor ray): 2 worker(s)" in capsys.readouterr().err
     local, pool = _outputs(tmp_path / "local"), _outputs(tmp_path / "ray")
     assert set(local) == {"a.png", "deep/b16.png", "scene.tif"}

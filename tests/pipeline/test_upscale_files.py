@@ -35,7 +35,9 @@ def expected(up, array: np.ndarray, low: float, high: float, order=(0, 1, 2)) ->
     return out
 
 
-@pytest.mark.parametrize("name, data", [("float.tif", formats.encode(FLOAT, "x.tif")), ("geo_float.tif", geotiff_bytes(FLOAT))])
+@pytest.mark.parametrize(
+    "name, data", [("float.tif", formats.encode(FLOAT, "x.tif")), ("geo_float.tif", geotiff_bytes(FLOAT))]
+)
 def test_float_values_outside_unit_range_fail_the_file_instead_of_being_clipped(tmp_path, name, data):
     row, out = run_one(tmp_path, name, data, upscaler())
     assert row["status"] == "failed" and not out.exists()
@@ -76,7 +78,11 @@ def test_signed_integers_keep_their_negative_values(tmp_path, name):
     up = upscaler()
     row, out = run_one(tmp_path, name, data, up)
     assert row["status"] == "done" and row["value_range"] == "-32768,32767", row
-    result = formats.decode(out.read_bytes(), name) if not name.startswith("geo") else np.moveaxis(rasterio.open(out).read(), 0, -1)
+    result = (
+        formats.decode(out.read_bytes(), name)
+        if not name.startswith("geo")
+        else np.moveaxis(rasterio.open(out).read(), 0, -1)
+    )
     assert result.dtype == np.int16 and result.min() < 0
     assert np.array_equal(result, expected(up, image, -32768.0, 32767.0))
 
@@ -85,7 +91,10 @@ def test_a_model_trained_on_12_bit_data_refuses_values_above_its_range(tmp_path)
     image = np.full((10, 10, 3), 4000, np.uint16)
     image[2, 3] = 5000
     row, out = run_one(tmp_path, "a.png", png_bytes(image), upscaler(meta={"data_range": 4095}))
-    assert row["status"] == "failed" and "values from 4000 to 5000, outside [0, 4095] (the model's data_range)" in row["error"]
+    assert (
+        row["status"] == "failed"
+        and "values from 4000 to 5000, outside [0, 4095] (the model's data_range)" in row["error"]
+    )
 
 
 @pytest.mark.parametrize("georeferenced", [True, False])
@@ -99,7 +108,12 @@ def test_bands_stored_blue_green_red_reach_the_model_as_red_green_blue(tmp_path,
     assert result.shape == (28, 36, 4) and result.dtype == np.uint16
     assert np.array_equal(result[..., :3], expected(up, image[..., :3], 0, 65535, order=(2, 1, 0)))
     # Stored in RGB order it goes through unchanged, and says nothing about band order.
-    row, _ = run_one(tmp_path / "rgb", "RGBA.uint16.tif", geotiff_bytes(image, colours=("red", "green", "blue", "alpha"), georeferenced=georeferenced), up)
+    row, _ = run_one(
+        tmp_path / "rgb",
+        "RGBA.uint16.tif",
+        geotiff_bytes(image, colours=("red", "green", "blue", "alpha"), georeferenced=georeferenced),
+        up,
+    )
     assert row["status"] == "done" and row["model_bands"] == ""
 
 
@@ -127,7 +141,16 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 def _jpeg_claiming(width: int, height: int) -> bytes:
     sof = struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
-    return b"\xff\xd8" + b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00" + b"\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\xff\xc0" + sof + b"\x00" * 1000
+    return (
+        b"\xff\xd8"
+        + b"\xff\xe0"
+        + struct.pack(">H", 16)
+        + b"JFIF\x00"
+        + b"\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+        + b"\xff\xc0"
+        + sof
+        + b"\x00" * 1000
+    )
 
 
 def _bmp_claiming(width: int, height: int) -> bytes:
@@ -140,7 +163,10 @@ def _tiff_claiming(width: int, height: int) -> bytes:
     small = bytearray(formats.encode(np.zeros((4, 4, 3), np.uint8), "x.tif"))
     with tifffile.TiffFile(__import__("io").BytesIO(bytes(small))) as tif:
         tags = tif.pages[0].tags
-        places = [(tags["ImageWidth"].valueoffset, tags["ImageWidth"].dtype, width), (tags["ImageLength"].valueoffset, tags["ImageLength"].dtype, height)]
+        places = [
+            (tags["ImageWidth"].valueoffset, tags["ImageWidth"].dtype, width),
+            (tags["ImageLength"].valueoffset, tags["ImageLength"].dtype, height),
+        ]
     for offset, dtype, value in places:
         fmt = "<I" if int(dtype) == 4 else "<H"
         small[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, min(value, 65535) if fmt == "<H" else value)
@@ -202,9 +228,16 @@ def test_wide_integers_need_a_stated_range_and_keep_their_values_with_one(tmp_pa
     image[5:15, 5:15] = 1003
     up = upscaler()
     row, out = run_one(tmp_path / "auto", "i32.tif", formats.encode(image, "x.tif"), up)
-    assert row["status"] == "failed" and "int32" in row["error"] and "--value-range stats" in row["error"] and not out.exists()
+    assert (
+        row["status"] == "failed"
+        and "int32" in row["error"]
+        and "--value-range stats" in row["error"]
+        and not out.exists()
+    )
     row, out = run_one(tmp_path / "stats", "i32.tif", formats.encode(image, "x.tif"), up, value_range="stats")
-    assert row["status"] == "done" and np.array_equal(formats.decode(out.read_bytes(), "x.tif"), expected(up, image, 1000.0, 1003.0))
+    assert row["status"] == "done" and np.array_equal(
+        formats.decode(out.read_bytes(), "x.tif"), expected(up, image, 1000.0, 1003.0)
+    )
     bicubic = Upscaler(name="bicubic", scale=SCALE, tile=0)  # passes values through: none may be lost
     row, out = run_one(tmp_path / "bicubic", "i32.tif", formats.encode(image, "x.tif"), bicubic, value_range="stats")
     result = formats.decode(out.read_bytes(), "x.tif")
@@ -223,7 +256,9 @@ def test_tiff_pages_count_toward_the_pixel_limit(tmp_path):
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.zeros((40, 50, 50), np.uint8))  # 40 pages of 50 x 50
     row, _ = run_one(tmp_path, "pages.tif", buf.getvalue(), upscaler(), max_pixels=50 * 50 * 10)
-    assert row["status"] == "failed" and "in 40 frames" in row["error"] and "over the 25,000-pixel limit" in row["error"]
+    assert (
+        row["status"] == "failed" and "in 40 frames" in row["error"] and "over the 25,000-pixel limit" in row["error"]
+    )
 
 
 def test_an_rgb_tiff_with_an_unspecified_extra_band_is_not_alpha():
@@ -252,7 +287,7 @@ def test_32_bit_dicom_is_written_back_readable(tmp_path):
     import pydicom
 
     ds = pydicom.dcmread(io.BytesIO(dicom_bytes(np.zeros((16, 16), np.uint16))))
-    pixels = (np.arange(256, dtype=np.uint32).reshape(16, 16) * 1000)
+    pixels = np.arange(256, dtype=np.uint32).reshape(16, 16) * 1000
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 20, 19
     ds.PixelData = pixels.tobytes()
     buf = io.BytesIO()

@@ -37,11 +37,21 @@ def test_an_output_that_overlaps_the_input_is_refused_before_anything_is_written
     (tmp_path / "alias").symlink_to(photos, target_is_directory=True)
     before = _tree(tmp_path)
     for output in (photos, photos / "x4", tmp_path / "alias", tmp_path / "alias" / "x4"):
-        assert main(["--model", "bicubic", "--scale", "2", "--input", str(photos), "--output", str(output), *overwrite]) == 2
+        assert (
+            main(["--model", "bicubic", "--scale", "2", "--input", str(photos), "--output", str(output), *overwrite])
+            == 2
+        )
         assert "overlaps --input" in one_error_line(capsys, 2)
-    assert main(["--model", "bicubic", "--scale", "2", "--input", str(photos / "sub"), "--output", str(photos)]) == 2  # the reverse
+    assert (
+        main(["--model", "bicubic", "--scale", "2", "--input", str(photos / "sub"), "--output", str(photos)]) == 2
+    )  # the reverse
     assert "choose an output outside the input" in one_error_line(capsys, 2)
-    for inp, out in (("s3://b/in/", "s3://b/in"), ("s3://b/in", "s3://b/in/x4/"), ("s3://b/in/sub", "s3://b/in/"), ("s3://b", "s3://b/out")):
+    for inp, out in (
+        ("s3://b/in/", "s3://b/in"),
+        ("s3://b/in", "s3://b/in/x4/"),
+        ("s3://b/in/sub", "s3://b/in/"),
+        ("s3://b", "s3://b/out"),
+    ):
         assert main(["--model", "bicubic", "--scale", "2", "--input", inp, "--output", out]) == 2
         assert "overlaps --input" in one_error_line(capsys, 2)
     assert _tree(tmp_path) == before
@@ -54,7 +64,20 @@ def test_s3_keys_with_any_character_are_read_and_written_under_their_own_names(t
     sizes = {key: (10 + i, 12 + i) for i, key in enumerate(["ok.png", *ODD_KEYS])}  # each key its own size
     for key, (h, w) in sizes.items():
         s3.put_object(Bucket=bucket, Key=f"in/{key}", Body=png_bytes(smooth_image(rng, h, w)))
-    args = ["--model", "bicubic", "--scale", "2", "--input", f"s3://{bucket}/in/", "--output", f"s3://{bucket}/out/", "--workers", "1", "--threads", "1"]
+    args = [
+        "--model",
+        "bicubic",
+        "--scale",
+        "2",
+        "--input",
+        f"s3://{bucket}/in/",
+        "--output",
+        f"s3://{bucket}/out/",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+    ]
     assert main(args) == 0, capsys.readouterr().err[-2000:]
     for key, (h, w) in sizes.items():
         out = formats.decode(s3.get_object(Bucket=bucket, Key=f"out/{key}")["Body"].read(), key)
@@ -62,7 +85,9 @@ def test_s3_keys_with_any_character_are_read_and_written_under_their_own_names(t
     rows = read_manifest(f"s3://{bucket}/out/")
     assert sorted(r["key"] for r in rows) == sorted(sizes) and all(r["status"] == "done" for r in rows)
     assert {r["output"] for r in rows} == {f"s3://{bucket}/out/{k}" for k in sizes}
-    parquet = pd.read_parquet(__import__("io").BytesIO(s3.get_object(Bucket=bucket, Key="out/_manifest/manifest.parquet")["Body"].read()))
+    parquet = pd.read_parquet(
+        __import__("io").BytesIO(s3.get_object(Bucket=bucket, Key="out/_manifest/manifest.parquet")["Body"].read())
+    )
     assert sorted(parquet["key"]) == sorted(sizes)
 
 
@@ -85,7 +110,11 @@ def test_existing_outputs_count_as_done_only_with_the_same_model_and_settings(tm
         p.write_bytes(b"x")
     capsys.readouterr()
 
-    for other in (["--model", model_b], ["--model", "bicubic", "--scale", "2"], ["--model", model_a, "--value-range", "0,300"]):
+    for other in (
+        ["--model", model_b],
+        ["--model", "bicubic", "--scale", "2"],
+        ["--model", model_a, "--value-range", "0,300"],
+    ):
         assert main([*other, *base]) == 2
         message = one_error_line(capsys, 2)
         assert "3 output(s) under" in message and "--overwrite" in message and "new --output prefix" in message, message
@@ -93,7 +122,9 @@ def test_existing_outputs_count_as_done_only_with_the_same_model_and_settings(tm
 
     assert main(["--model", model_a, *base]) == 0  # the same model: nothing redone
     assert not ours.exists() and all(p.exists() for p in theirs)
-    assert {k: v for k, v in _tree(out).items() if not k.startswith(("_manifest", "."))} == {k: v for k, v in first.items() if not k.startswith("_manifest")}
+    assert {k: v for k, v in _tree(out).items() if not k.startswith(("_manifest", "."))} == {
+        k: v for k, v in first.items() if not k.startswith("_manifest")
+    }
     latest = pd.read_parquet(out / "_manifest" / "manifest.parquet")
     assert list(latest["status"]) == ["done"] * 3  # the skipped re-run does not hide the rows that made them
 
@@ -119,7 +150,27 @@ def test_links_never_lead_reads_or_writes_outside_the_folders(tmp_path, ray_sess
     (src / "linked").symlink_to(elsewhere / "photos", target_is_directory=True)
     (out / "sub").symlink_to(elsewhere, target_is_directory=True)  # an output folder linked elsewhere
     before = _tree(elsewhere)
-    assert main(["--model", "bicubic", "--scale", "2", "--input", str(src), "--output", str(out), "--max-failures", "10", "--workers", "1", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                "bicubic",
+                "--scale",
+                "2",
+                "--input",
+                str(src),
+                "--output",
+                str(out),
+                "--max-failures",
+                "10",
+                "--workers",
+                "1",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     rows = {r["key"]: r for r in read_manifest(str(out))}
     assert rows["a.png"]["status"] == "done"
     for key in ("leak.png", "hostname.png", "linked"):
@@ -139,7 +190,9 @@ def _history(out, runs: list[tuple[str, dict, bool, list[dict]]]) -> None:
     folder = out / "_manifest" / "runs"
     folder.mkdir(parents=True, exist_ok=True)
     for run, ident, finished, rows in runs:
-        (folder / f"{run}.job.json").write_text(json.dumps({"run": run, **ident, **({"finished_at": "t"} if finished else {})}))
+        (folder / f"{run}.job.json").write_text(
+            json.dumps({"run": run, **ident, **({"finished_at": "t"} if finished else {})})
+        )
         if rows:
             (folder / f"{run}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -185,7 +238,13 @@ def test_manifests_keep_names_that_are_not_utf8_and_long_names_are_written(tmp_p
     name = os.fsdecode(b"bad\xff.png")
     manifest = Manifest(str(tmp_path), "r1")
     manifest.start(identity("bicubic", "bicubic", 2, {}))
-    manifest.add(new_row({"key": name, "input": name, "output": name, "size": 1}, identity("bicubic", "bicubic", 2, {}), status="done"))
+    manifest.add(
+        new_row(
+            {"key": name, "input": name, "output": name, "size": 1},
+            identity("bicubic", "bicubic", 2, {}),
+            status="done",
+        )
+    )
     table = pd.read_parquet(manifest.finish())
     assert table["key"].tolist() == ["bad\\xff.png"] and read_manifest(str(tmp_path))[0]["key"] == name
     long = "x" * 240 + ".png"

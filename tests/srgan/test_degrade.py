@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from srgan.degrade import MRI, Bicubic, Realistic, Satellite, blur, build_degradation, gaussian_kernels, jpeg
 from srgan import realistic
+from srgan.degrade import MRI, Bicubic, Realistic, Satellite, blur, build_degradation, gaussian_kernels, jpeg
 from srgan.metrics import psnr
 from srgan.realistic import KERNEL_TYPES, RESIZE_DIRECTIONS, RESIZE_MODES, add_noise, usm_sharp
 from srgan.resize import imresize
@@ -174,7 +174,9 @@ def test_every_stage_is_used_at_its_probability():
     def check(name, observed, expected, count):
         assert _freq(observed, expected, count), f"{name}: {observed:.4f} drawn, {expected:.4f} published"
 
-    for r, (rnd, kernel_prob, sinc_prob) in enumerate([("first", cfg.kernel_prob, cfg.sinc_prob), ("second", cfg.kernel_prob2, cfg.sinc_prob2)]):
+    for r, (rnd, kernel_prob, sinc_prob) in enumerate(
+        [("first", cfg.kernel_prob, cfg.sinc_prob), ("second", cfg.kernel_prob2, cfg.sinc_prob2)]
+    ):
         kinds = torch.cat([getattr(p, rnd).kernel_type for p in plans])
         expected = [(1 - sinc_prob) * p for p in kernel_prob] + [sinc_prob]
         for i, name in enumerate(KERNEL_TYPES):
@@ -187,7 +189,12 @@ def test_every_stage_is_used_at_its_probability():
         for mode in RESIZE_MODES:
             check(f"{rnd} mode {mode}", np.mean([getattr(q, rnd).resize_mode == mode for q in plans]), 1 / 3, seeds)
         gaussian = torch.cat([getattr(p, rnd).gaussian_noise for p in plans]).float().mean().item()
-        check(f"{rnd} gaussian noise", gaussian, cfg.gaussian_noise_prob if r == 0 else cfg.gaussian_noise_prob2, per_sample)
+        check(
+            f"{rnd} gaussian noise",
+            gaussian,
+            cfg.gaussian_noise_prob if r == 0 else cfg.gaussian_noise_prob2,
+            per_sample,
+        )
         gray = torch.cat([getattr(p, rnd).gray_noise for p in plans]).float().mean().item()
         check(f"{rnd} gray noise", gray, cfg.gray_noise_prob if r == 0 else cfg.gray_noise_prob2, per_sample)
     check("final sinc", torch.cat([p.final_sinc for p in plans]).float().mean().item(), cfg.final_sinc_prob, per_sample)
@@ -276,7 +283,9 @@ def test_gray_noise_is_one_field_for_all_channels(gaussian):
 
 def test_realistic_takes_the_published_options_as_config_gives_them():
     # YAML lists are accepted (and compared as the defaults); a bad probability names its key.
-    assert build_degradation("realistic", 4, kernel_prob=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03], resize_range2=[0.3, 1.2]) == Realistic(4)
+    assert build_degradation(
+        "realistic", 4, kernel_prob=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03], resize_range2=[0.3, 1.2]
+    ) == Realistic(4)
     with pytest.raises(ValueError, match="resize_prob must be probabilities"):
         build_degradation("realistic", 4, resize_prob=[0.5, 0.5, 0.5])
     with pytest.raises(ValueError, match="noise_range2 must be a"):

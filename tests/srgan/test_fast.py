@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from srgan import fast
 from srgan.fast import inference_form, merge_shuffle_into_conv
 from srgan.generator import GeneratorSpec, SRResNet, measured_radius
-from srgan import fast
 from srgan.tiling import upscale_tiled
 
 
@@ -38,9 +38,21 @@ def test_a_shuffle_then_convolution_is_one_convolution_then_a_shuffle(factor, ke
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
-@pytest.mark.parametrize("bands,skip,batch_norm", [(3, False, True), (1, False, True), (4, False, False), (3, True, True)])
+@pytest.mark.parametrize(
+    "bands,skip,batch_norm", [(3, False, True), (1, False, True), (4, False, False), (3, True, True)]
+)
 def test_the_inference_form_equals_the_plain_generator_in_fp32(scale, bands, skip, batch_norm):
-    g = trained_looking(SRResNet(scale=scale, in_channels=bands, out_channels=bands, num_blocks=2, num_features=16, batch_norm=batch_norm, bicubic_skip=skip))
+    g = trained_looking(
+        SRResNet(
+            scale=scale,
+            in_channels=bands,
+            out_channels=bands,
+            num_blocks=2,
+            num_features=16,
+            batch_norm=batch_norm,
+            bicubic_skip=skip,
+        )
+    )
     x = torch.rand(2, bands, 13, 17)
     with torch.inference_mode():
         plain, fast = g(x), inference_form(g)(x)
@@ -50,7 +62,9 @@ def test_the_inference_form_equals_the_plain_generator_in_fp32(scale, bands, ski
 
 
 def test_forms_in_other_precisions_leave_the_model_and_each_other_as_they_were():
-    g = trained_looking(SRResNet(scale=2, num_blocks=2, num_features=8, batch_norm=False))  # nothing to fold: convs would be shared
+    g = trained_looking(
+        SRResNet(scale=2, num_blocks=2, num_features=8, batch_norm=False)
+    )  # nothing to fold: convs would be shared
     x = torch.rand(1, 3, 9, 11)
     with torch.inference_mode():
         before = g(x)

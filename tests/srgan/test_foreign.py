@@ -55,7 +55,13 @@ class BasicSRMSRResNet(nn.Module):  # basicsr.archs.srresnet_arch.MSRResNet
 class ResidualConvBlock(nn.Module):  # SRGAN-PyTorch model.py, _ResidualConvBlock
     def __init__(self, c):
         super().__init__()
-        self.rcb = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.PReLU(), nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+        self.rcb = nn.Sequential(
+            nn.Conv2d(c, c, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.PReLU(),
+            nn.Conv2d(c, c, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c),
+        )
 
     def forward(self, x):
         return x + self.rcb(x)
@@ -132,7 +138,9 @@ def test_an_srgan_pytorch_checkpoint_computes_what_it_computed_there(tmp_path, s
     state = {f"_orig_mod.{k}": v for k, v in ref.state_dict().items()}
     torch.save({"epoch": 3, "psnr": 30.1, "state_dict": state, "optimizer": {}}, tmp_path / "g.pth.tar")
     ours, _ = load_foreign(tmp_path / "g.pth.tar", "srgan-pytorch")
-    assert ours.spec.arch == "srresnet" and ours.spec.batch_norm and ours.spec.scale == scale and ours.spec.num_blocks == 3
+    assert (
+        ours.spec.arch == "srresnet" and ours.spec.batch_norm and ours.spec.scale == scale and ours.spec.num_blocks == 3
+    )
     x = torch.rand(2, 3, 11, 14)
     with torch.inference_mode():
         expected = ref(x)  # clamped to [0, 1] there; our upscaler clamps too
@@ -142,7 +150,12 @@ def test_an_srgan_pytorch_checkpoint_computes_what_it_computed_there(tmp_path, s
 
 def test_the_mid_2022_srgan_pytorch_names_load_too():
     ref = trained_looking(LornatangSRResNet(channels=8, num_rcb=2, upscale=4))
-    old = {k.replace("conv1.", "conv_block1.", 1).replace("conv2.", "conv_block2.", 1).replace("conv3.", "conv_block3.", 1) if not k.startswith("trunk") else k: v for k, v in ref.state_dict().items()}
+    old = {
+        k.replace("conv1.", "conv_block1.", 1).replace("conv2.", "conv_block2.", 1).replace("conv3.", "conv_block3.", 1)
+        if not k.startswith("trunk")
+        else k: v
+        for k, v in ref.state_dict().items()
+    }
     ours, _ = import_state({"state_dict": old}, "srgan-pytorch")
     x = torch.rand(1, 3, 9, 9)
     with torch.inference_mode():
@@ -151,7 +164,10 @@ def test_the_mid_2022_srgan_pytorch_names_load_too():
 
 def test_a_checkpoint_of_another_layout_names_its_missing_and_unexpected_keys(tmp_path):
     basicsr = BasicSRMSRResNet(num_feat=8, num_block=2).state_dict()
-    with pytest.raises(ForeignCheckpointError, match=r"not a srgan-pytorch checkpoint: missing keys conv1.0.weight, conv3.weight .*basicsr:<file>"):
+    with pytest.raises(
+        ForeignCheckpointError,
+        match=r"not a srgan-pytorch checkpoint: missing keys conv1.0.weight, conv3.weight .*basicsr:<file>",
+    ):
         import_state({"params": basicsr}, "srgan-pytorch")
     extra = {**basicsr, "body.0.scale": torch.ones(1)}
     with pytest.raises(ForeignCheckpointError, match=r"unexpected keys body.0.scale"):

@@ -74,7 +74,9 @@ def test_adversarial_loss_values_at_known_logits():
     zero = torch.zeros(4)
     assert discriminator_loss(zero, zero, "vanilla").item() == pytest.approx(2 * math.log(2))
     # Non-saturating G loss: -log(sigmoid(l)), which is large when D is sure it is fake.
-    assert generator_adversarial_loss(torch.full((4,), -5.0)).item() == pytest.approx(-math.log(torch.sigmoid(torch.tensor(-5.0)).item()), rel=1e-5)
+    assert generator_adversarial_loss(torch.full((4,), -5.0)).item() == pytest.approx(
+        -math.log(torch.sigmoid(torch.tensor(-5.0)).item()), rel=1e-5
+    )
     assert discriminator_loss(torch.ones(4), torch.zeros(4), "lsgan").item() == 0.0
     assert generator_adversarial_loss(torch.ones(4), gan_type="lsgan").item() == 0.0
     real, fake = torch.tensor([3.0, 1.0]), torch.tensor([-1.0, 0.0])
@@ -94,7 +96,9 @@ def test_generator_loss_is_the_weighted_sum(vgg):
     logits = torch.tensor([0.3, -0.2])
     total, terms = loss(sr, hr, logits, None)
     assert set(terms) == {"pixel", "content", "adversarial"}
-    assert total.item() == pytest.approx(2.0 * terms["pixel"].item() + 0.5 * terms["content"].item() + 0.1 * terms["adversarial"].item(), rel=1e-6)
+    assert total.item() == pytest.approx(
+        2.0 * terms["pixel"].item() + 0.5 * terms["content"].item() + 0.1 * terms["adversarial"].item(), rel=1e-6
+    )
     with pytest.raises(ValueError, match="content weight"):
         GeneratorLoss(None, LossWeights())
 
@@ -108,6 +112,12 @@ def test_the_loss_balance_check_warns_only_far_from_the_papers_balance():
     assert balance_warning(loss_balance({"content": 0.007, "adversarial": 0.69}, paper)) is None
     # An unrescaled VGG or a large adversarial weight: the adversarial term dominates.
     dominated = balance_warning(loss_balance({"content": 0.007, "adversarial": 0.69}, LossWeights(adversarial=0.1)))
-    assert "adversarial term dominates" in dominated and "loss.weights.adversarial" in dominated and "loss.feature_scale" in dominated
+    assert (
+        "adversarial term dominates" in dominated
+        and "loss.weights.adversarial" in dominated
+        and "loss.feature_scale" in dominated
+    )
     assert "negligible" in balance_warning(loss_balance({"content": 5.0, "adversarial": 0.69}, paper))
-    assert loss_balance({"content": 1.0, "adversarial": 0.7}, LossWeights(adversarial=0.0)) is None  # nothing to compare
+    assert (
+        loss_balance({"content": 1.0, "adversarial": 0.7}, LossWeights(adversarial=0.0)) is None
+    )  # nothing to compare

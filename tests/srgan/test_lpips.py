@@ -140,12 +140,16 @@ def test_too_small_or_mismatched_images_fail_clearly(metric):
         metric(torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64))
 
 
-@pytest.mark.filterwarnings("ignore:.*deprecated since 0.13")  # the reference builds torchvision models with pretrained=
+@pytest.mark.filterwarnings(
+    "ignore:.*deprecated since 0.13"
+)  # the reference builds torchvision models with pretrained=
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_equals_the_reference_lpips_package(net):
     # The `lpips` package (Zhang et al.'s own code) with the same random backbone and the same
     # v0.1 linear weights; it is only installed for this comparison, never a dependency.
-    reference_lpips = pytest.importorskip("lpips", reason="the reference `lpips` package is not installed (pip install --no-deps lpips)")
+    reference_lpips = pytest.importorskip(
+        "lpips", reason="the reference `lpips` package is not installed (pip install --no-deps lpips)"
+    )
     spec = NETS[net]
     torch.manual_seed(7)
     backbone = spec.build_features().state_dict()

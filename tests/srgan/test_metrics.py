@@ -33,7 +33,9 @@ def test_ssim_matches_scikit_image_gaussian_ssim():
     rng = np.random.default_rng(1)
     hr = rng.random((40, 48))
     sr = np.clip(hr + rng.normal(0, 0.1, hr.shape), 0, 1)
-    ref = structural_similarity(hr * 255, sr * 255, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    ref = structural_similarity(
+        hr * 255, sr * 255, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     ours = ssim_y(torch.from_numpy(sr)[None, None], torch.from_numpy(hr)[None, None]).item()
     assert ours == pytest.approx(ref, abs=1e-6)
 

@@ -135,6 +135,13 @@ def test_grid_search_picks_what_a_full_argmin_picks():
     _, ratio, _, _ = niqe_module._shape_grid()
     g = torch.Generator().manual_seed(0)
     mids = (ratio[:-1] + ratio[1:]) / 2
-    values = torch.cat([torch.rand(2000, generator=g, dtype=torch.float64) * 1.2, ratio[::97], mids[::89], torch.tensor([0.0, 5.0, float("nan")], dtype=torch.float64)])
+    values = torch.cat(
+        [
+            torch.rand(2000, generator=g, dtype=torch.float64) * 1.2,
+            ratio[::97],
+            mids[::89],
+            torch.tensor([0.0, 5.0, float("nan")], dtype=torch.float64),
+        ]
+    )
     full = torch.from_numpy(np.argmin((ratio.numpy()[None, :] - values.numpy()[:, None]) ** 2, axis=1))
     assert torch.equal(niqe_module._nearest_on_grid(ratio, values), full)

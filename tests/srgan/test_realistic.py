@@ -71,7 +71,10 @@ def test_shot_noise_counts_follow_the_poisson_law(vals):
     n = 200_000
     for level in [0, 1, 9, 128, 255]:
         rate = level * vals / 255
-        levels, exponent = torch.full((n,), level, dtype=torch.int32), torch.tensor([int(math.log2(vals))], dtype=torch.int32)
+        levels, exponent = (
+            torch.full((n,), level, dtype=torch.int32),
+            torch.tensor([int(math.log2(vals))], dtype=torch.int32),
+        )
         counts = realistic._poisson_counts(levels, exponent, g).double()
         k = torch.arange(int(rate + 12 * math.sqrt(rate) + 12), dtype=torch.float64)
         p = _poisson_pmf(rate, k)
@@ -142,7 +145,9 @@ def test_kernels_are_basicsrs(basicsr_degradations):
     for i in range(len(kinds)):
         size, args, family = int(sizes[i]), (float(sx[i]), float(sy[i]), float(theta[i])), int(kinds[i]) // 2
         iso = int(kinds[i]) % 2 == 0
-        with np.errstate(divide="ignore", invalid="ignore"):  # BasicSR's sinc divides 0 by 0 at the centre, then sets it
+        with np.errstate(
+            divide="ignore", invalid="ignore"
+        ):  # BasicSR's sinc divides 0 by 0 at the centre, then sets it
             if family == 0:
                 theirs = degradations.bivariate_Gaussian(size, *args, isotropic=iso)
             elif family == 1:

@@ -116,7 +116,11 @@ def test_broadcast_state_gives_every_process_the_sources_weights_and_buffers(ran
 def test_converted_generator_saves_as_plain_batch_norm_and_is_plain_in_one_process():
     plain = SRResNet(scale=2, num_blocks=2, num_features=8)
     synced = sync_batch_norm(copy.deepcopy(plain), torch.device("cpu"))
-    assert sum(isinstance(m, SyncBatchNorm2d) for m in synced.modules()) == sum(isinstance(m, nn.BatchNorm2d) for m in plain.modules()) == 5
+    assert (
+        sum(isinstance(m, SyncBatchNorm2d) for m in synced.modules())
+        == sum(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+        == 5
+    )
     assert list(synced.state_dict()) == list(plain.state_dict())
     x = torch.rand(3, 3, 8, 8)
     torch.testing.assert_close(synced(x), plain(x))  # no process group: BatchNorm2d, buffers updated alike

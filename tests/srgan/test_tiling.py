@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from srgan.generator import SRResNet
-from srgan.tiling import MIN_STRIP_ROWS, aligned_spans, bands, computed_pixels, grid, split, spans, upscale_tiled
+from srgan.tiling import MIN_STRIP_ROWS, aligned_spans, bands, computed_pixels, grid, spans, split, upscale_tiled
 
 
 @pytest.mark.parametrize("length,tile,pad", [(37, 8, 5), (10, 16, 4), (64, 16, 0), (5, 2, 3), (384, 256, 40)])
@@ -31,7 +31,9 @@ def _brute_force_least_pixels(h, w, tile, pad):
     return best
 
 
-@pytest.mark.parametrize("h,w,tile,pad", [(37, 53, 8, 5), (100, 30, 16, 10), (64, 64, 64, 0), (9, 120, 4, 3), (61, 47, 12, 9)])
+@pytest.mark.parametrize(
+    "h,w,tile,pad", [(37, 53, 8, 5), (100, 30, 16, 10), (64, 64, 64, 0), (9, 120, 4, 3), (61, 47, 12, 9)]
+)
 def test_the_grid_computes_the_fewest_pixels_its_window_budget_allows(h, w, tile, pad):
     rows, cols = grid(h, w, tile, pad)
     assert max(r.size for r in rows) * max(c.size for c in cols) <= (tile + 2 * pad) ** 2
@@ -51,7 +53,19 @@ def test_computed_pixels_of_the_paper_model_at_the_benchmark_sizes():
     assert computed_pixels(384, 384, 256, 40, streams=True) == 1.0
 
 
-@pytest.mark.parametrize("h,w,tile,pad,region", [(1024, 1024, 256, 40, None), (4096, 4096, 256, 40, None), (50, 9000, 8, 5, None), (37, 53, 8, 5, (3, 30, 7, 50)), (9, 120, 1, 0, None), (20, 2000, 2, 1, None), (10, 12, 1, 5, None), (30, 41, 2, 4, None)])
+@pytest.mark.parametrize(
+    "h,w,tile,pad,region",
+    [
+        (1024, 1024, 256, 40, None),
+        (4096, 4096, 256, 40, None),
+        (50, 9000, 8, 5, None),
+        (37, 53, 8, 5, (3, 30, 7, 50)),
+        (9, 120, 1, 0, None),
+        (20, 2000, 2, 1, None),
+        (10, 12, 1, 5, None),
+        (30, 41, 2, 4, None),
+    ],
+)
 def test_bands_take_the_fewest_columns_whose_strips_fit_the_window_budget(h, w, tile, pad, region):
     rows, cols, strip = bands(h, w, tile, pad, region)
     top, bottom, left, right = region or (0, h, 0, w)

@@ -24,7 +24,7 @@ def vgg_file(tmp_path_factory, vgg_state) -> Path:
 
 
 def _features_only(state: dict) -> dict:
-    return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    return {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
 
 
 def _sha(path: Path) -> str:

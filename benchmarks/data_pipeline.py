@@ -55,8 +55,8 @@ def main() -> None:
     import ray
     import torch
 
-    from pipeline import storage
-    from pipeline.data import ImageSpec, PatchBatches, scan, train_dataset
+    from pipeline.data.batches import ImageSpec, PatchBatches, scan, train_dataset
+    from pipeline.io import storage
     from srgan.degrade import build_degradation
 
     files = storage.list_files(args.images, [".png", ".jpg", ".jpeg", ".bmp"])[: args.max_images]

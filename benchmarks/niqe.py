@@ -45,7 +45,7 @@ def load_images(set5: Path) -> dict[str, np.ndarray]:
     import skimage.data
     from PIL import Image
 
-    from pipeline.samples import PHOTOS
+    from pipeline.io.samples import PHOTOS
 
     images = {name: getattr(skimage.data, name)() for name in PHOTOS}
     images.update({p.name: np.asarray(Image.open(p).convert("RGB")) for p in sorted(set5.glob("*.bmp"))})

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import formats  # noqa: E402
-from pipeline.models import Upscaler  # noqa: E402
+from pipeline.models.reference import Upscaler  # noqa: E402
 from srgan.generator import GeneratorSpec, build_generator  # noqa: E402
 
 

@@ -62,9 +62,9 @@ def folder_mb(path: Path) -> float:
 
 def time_startup(raw: str, prepared: str, spec, read_cpus: float) -> dict:
     """Seconds from nothing to the usable file list, as run_training gets it."""
-    from pipeline import storage
-    from pipeline.data import scan_files
-    from pipeline.datasets import open_prepared
+    from pipeline.data.batches import scan_files
+    from pipeline.data.prepared import open_prepared
+    from pipeline.io import storage
 
     t0 = time.perf_counter()
     files = storage.list_files(raw, [".png"])
@@ -81,7 +81,7 @@ def time_pipeline(files: list, batches, seed: int) -> tuple[float, float]:
     pipeline. The epoch is timed whole: its last stage (randomize_block_order) waits for every
     block, so the first batch comes once nearly all are made, and a rate measured after it
     would time the object store, not the pipeline."""
-    from pipeline.data import train_dataset
+    from pipeline.data.batches import train_dataset
 
     t0 = time.perf_counter()
     ds = train_dataset(files, batches, read_cpus=0.25, images_per_task=4, seed=seed)
@@ -130,7 +130,7 @@ def main() -> None:
         import ray
 
         from pipeline.cluster import ensure_ray
-        from pipeline.data import ImageSpec, PatchBatches
+        from pipeline.data.batches import ImageSpec, PatchBatches
         from pipeline.prepare import PrepareJob, prepare
         from srgan.degrade import build_degradation
 

@@ -24,8 +24,8 @@ def worker(loop):
     import skimage.data
 
     from pipeline.config import TrainConfig
-    from pipeline.recipe import build_generator_loss, phase_at
-    from pipeline.train_loop import TrainState
+    from pipeline.training.recipe import build_generator_loss, phase_at
+    from pipeline.training.state import TrainState
     from srgan.losses import PixelLoss
     from srgan.resize import imresize
     from srgan.train_step import unwrap

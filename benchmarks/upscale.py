@@ -58,8 +58,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.inference import plan_bands, upscale_array  # noqa: E402
-from pipeline.models import Upscaler  # noqa: E402
+from pipeline.models.reference import Upscaler  # noqa: E402
+from pipeline.upscaling.one_file import plan_bands, upscale_array  # noqa: E402
 from srgan.generator import GeneratorSpec, build_generator  # noqa: E402
 from srgan.precision import resolve_inference_precision  # noqa: E402
 from srgan.tiling import computed_pixels, streams  # noqa: E402
@@ -204,7 +204,7 @@ def onnx_case(repeats: int, threads: int) -> dict:
     """onnxruntime on the exported generator (pipeline.export's file: the inference form in
     fp32) against PyTorch's inference form, fp32 and auto, on the window of a 256 px tile,
     interleaved; the largest difference of the two fp32 outputs beside."""
-    from pipeline.onnx_model import OnnxGenerator, export_onnx
+    from pipeline.models.onnx_model import OnnxGenerator, export_onnx
 
     generator = paper_generator()
     auto = resolve_inference_precision("auto", torch.device("cpu"))

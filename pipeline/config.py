@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from pipeline.errors import ConfigError
 from pipeline.formats import IMAGE_EXTENSIONS
-from pipeline.redact import redact_uri
+from pipeline.io.redact import redact_uri
 from srgan.degrade import build_degradation
 from srgan.generator import SCALES, check_scale
 from srgan.losses import PAPER_FEATURE_SCALE, VGG19_LAYERS

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline import cli, storage
+from pipeline import cli
 from pipeline.errors import UsageError
-from pipeline.models import Upscaler, load_upscaler
-from pipeline.scoring import (
+from pipeline.io import storage
+from pipeline.models.reference import Upscaler, load_upscaler
+from pipeline.scoring.protocol import (
     AsIsScore,
     EvalReport,
     ImageScore,

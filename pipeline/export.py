@@ -26,9 +26,9 @@ import torch
 
 from pipeline import cli, tracking
 from pipeline.errors import ModelRefError, UsageError
-from pipeline.models import BICUBIC, fetch_generator
-from pipeline.onnx_model import OnnxGenerator, export_onnx
-from pipeline.redact import redact_uri
+from pipeline.io.redact import redact_uri
+from pipeline.models.onnx_model import OnnxGenerator, export_onnx
+from pipeline.models.reference import BICUBIC, fetch_generator
 
 FORMATS = ("onnx",)
 ONNX_TAG = "srgan.onnx_uri"

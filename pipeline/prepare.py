@@ -28,13 +28,14 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from pipeline import cli, formats, storage
-from pipeline.data import ImageSpec
-from pipeline.datasets import SETTINGS, RunLog, prepared_uri, read_records, remove_manifest, write_manifest
+from pipeline import cli, formats
+from pipeline.data.batches import ImageSpec
+from pipeline.data.prepared import SETTINGS, RunLog, prepared_uri, read_records, remove_manifest, write_manifest
 from pipeline.errors import DecodeError, StorageError, UsageError
 from pipeline.formats import png_tiff
-from pipeline.manifest import new_run_id
-from pipeline.redact import redact_uri
+from pipeline.io import storage
+from pipeline.io.redact import redact_uri
+from pipeline.upscaling.manifest import new_run_id
 
 KILL_AFTER_ENV = "SRGAN_PREPARE_KILL_AFTER"  # test-only: the driver kills itself after N recorded sources
 EXAMPLES = [

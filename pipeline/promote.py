@@ -27,8 +27,8 @@ from mlflow.exceptions import MlflowException
 
 from pipeline import cli, tracking
 from pipeline.errors import UserError
-from pipeline.models import load_upscaler
-from pipeline.scoring import evaluate_images, iter_images, list_images, lpips_model, say_lpips_skipped
+from pipeline.models.reference import load_upscaler
+from pipeline.scoring.protocol import evaluate_images, iter_images, list_images, lpips_model, say_lpips_skipped
 
 METRICS = ("psnr_y", "ssim_y", "psnr", "ssim")  # higher is better for all of them
 CRITERIA = ("auto", "distortion", "perceptual")

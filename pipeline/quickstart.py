@@ -23,11 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import cli, evaluate, promote, storage, tracking, tune
+from pipeline import cli, evaluate, promote, tracking, tune
 from pipeline.config import apply_overrides, load_config
-from pipeline.samples import write_samples
-from pipeline.sweep_config import load_sweep
-from pipeline.train_driver import run_training
+from pipeline.io import storage
+from pipeline.io.samples import write_samples
+from pipeline.training.driver import run_training
+from pipeline.training.sweep import load_sweep
 from pipeline.upscale import UpscaleJob, print_summary, run_upscale
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

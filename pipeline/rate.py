@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline import cli, formats, storage, tracking
+from pipeline import cli, formats, tracking
 from pipeline.errors import DataError, DecodeError, ModelRefError, StorageError, TrackingError, UsageError
-from pipeline.grids import to_display
-from pipeline.models import BICUBIC, REFERENCE_HELP, Upscaler, load_upscaler
-from pipeline.scoring import iter_images, list_images
+from pipeline.io import storage
+from pipeline.models.reference import BICUBIC, REFERENCE_HELP, Upscaler, load_upscaler
+from pipeline.scoring.grids import to_display
+from pipeline.scoring.protocol import iter_images, list_images
 from srgan.generator import SCALES
 from srgan.resize import imresize
 

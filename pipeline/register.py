@@ -22,8 +22,9 @@ from pathlib import Path
 
 from pipeline import cli, tracking
 from pipeline.errors import UsageError
-from pipeline.models import BICUBIC, fetch_generator_bytes
-from pipeline.redact import redact_uri
+from pipeline.io.redact import redact_uri
+from pipeline.models import pyfunc
+from pipeline.models.reference import BICUBIC, fetch_generator_bytes
 
 IMPORTED_TAG = "srgan.imported_from"
 TRAINED_FOR = {"psnr": "pretrain", "gan": "pretrain,gan"}  # what promote's auto criterion reads (srgan.phases)
@@ -76,7 +77,7 @@ def register_generator(
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "generator.pt"
             path.write_bytes(data)
-            model_uri = tracking.log_generator(uri, run_id, path)
+            model_uri = pyfunc.log_generator(uri, run_id, path)
     found = c.search_model_versions(f"name = '{name}' and tags.`{tracking.SOURCE_TAG}` = '{run_id}'")
     created = not found
     version = (

@@ -14,7 +14,7 @@ import sys
 
 from pipeline import cli
 from pipeline.config import load_config
-from pipeline.train_driver import run_training
+from pipeline.training.driver import run_training
 
 EXAMPLES = [
     "python -m pipeline.train --config configs/quickstart.yaml",

@@ -19,12 +19,13 @@ import math
 import sys
 from pathlib import Path
 
-from pipeline import cli, storage, tracking
+from pipeline import cli, tracking
 from pipeline.cluster import ensure_ray
 from pipeline.config import apply_overrides, flatten, parse_config
-from pipeline.run_logger import RunLogger
-from pipeline.sweep_config import SCORE, SweepConfig, load_sweep
-from pipeline.train_driver import SNAPSHOT, run_training
+from pipeline.io import storage
+from pipeline.tracking.run_logger import RunLogger
+from pipeline.training.driver import SNAPSHOT, run_training
+from pipeline.training.sweep import SCORE, SweepConfig, load_sweep
 
 DISTORTION, PERCEPTION = "val/psnr", "val/niqe"
 REPORTED = (

@@ -29,16 +29,19 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from pipeline import cli, executors, formats, s3, storage
-from pipeline import manifest as records
+from pipeline import cli, formats
 from pipeline.errors import StorageError, UsageError
-from pipeline.inference import WINDOW_PIXELS, WorkerSettings
-from pipeline.manifest import MANIFEST_DIR, Manifest, Summary, new_run_id
-from pipeline.models import BICUBIC, fetch_generator_bytes
-from pipeline.outputs import output_key, plan_outputs  # noqa: F401  (output_key: part of this verb's API)
-from srgan.generator import SCALES, check_scale
+from pipeline.io import s3, storage
+from pipeline.models.reference import BICUBIC, fetch_generator_bytes
+from pipeline.upscaling import executors
+from pipeline.upscaling import manifest as records
+from pipeline.upscaling.job import UpscaleJob
+from pipeline.upscaling.manifest import MANIFEST_DIR, Manifest, Summary, new_run_id
+from pipeline.upscaling.one_file import WINDOW_PIXELS
+from pipeline.upscaling.outputs import output_key, plan_outputs  # noqa: F401  (output_key: part of this verb's API)
+from srgan.generator import SCALES
 from srgan.precision import PRECISIONS
 
 KILL_AFTER_ENV = "SRGAN_UPSCALE_KILL_AFTER"  # test-only: the driver kills itself after N rows
@@ -47,100 +50,6 @@ EXAMPLES = [
     "python -m pipeline.upscale --model runs:/<run id> --input data/in --output data/out --bands 3,2,1 --max-failures 10",
     "python -m pipeline.upscale --model generator.pt --input data/float-scenes --output data/x4 --value-range stats",
 ]
-
-
-@dataclass(frozen=True)
-class UpscaleJob:
-    """One batch job: what to upscale with what, where to, and how."""
-
-    model: str
-    input: str
-    output: str
-    extensions: tuple[str, ...] = formats.EXTENSIONS
-    include: tuple[str, ...] = ()
-    overwrite: bool = False
-    max_failures: int = 0
-    bands: tuple[int, ...] | None = None
-    tile: int = 256
-    batch_tiles: int | None = None
-    window_pixels: int = WINDOW_PIXELS
-    max_pixels: int = formats.MAX_PIXELS
-    value_range: str | tuple[float, float] = "auto"
-    precision: str = "auto"
-    workers: int | None = None
-    threads: int | None = None
-    gpus_per_worker: float = 1.0
-    cpu: bool = False
-    scale: int | None = None
-    tracking_uri: str | None = None
-    executor: str = "auto"
-    s3_retry_s: float = s3.DEFAULT_RETRY_S
-
-    def __post_init__(self) -> None:
-        least = {
-            "--tile": (self.tile, 0),
-            "--batch-tiles": (self.batch_tiles, 1),
-            "--window-pixels": (self.window_pixels, 1),
-            "--max-pixels": (self.max_pixels, 1),
-            "--max-failures": (self.max_failures, 0),
-            "--threads": (self.threads, 1),
-            "--workers": (self.workers, 1),
-        }
-        for flag, (value, low) in least.items():
-            if value is not None and value < low:
-                raise UsageError(f"{flag} {value}: give {low} or more")
-        if not self.gpus_per_worker > 0:
-            raise UsageError(f"--gpus-per-worker {self.gpus_per_worker}: give a share above 0, e.g. 0.5")
-        if not self.s3_retry_s > 0:
-            raise UsageError(f"--s3-retry-s {self.s3_retry_s:g}: give a number of seconds above 0")
-        if self.executor not in executors.EXECUTORS:
-            raise UsageError(f"--executor {self.executor}: use one of {', '.join(executors.EXECUTORS)}")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"--precision {self.precision}: use one of {', '.join(PRECISIONS)}")
-        if self.bands is not None and (not self.bands or min(self.bands) < 1):
-            raise UsageError(f"--bands {self.bands}: band numbers start at 1, e.g. 3,2,1")
-        if self.scale is not None:
-            check_scale(self.scale)
-        if self.model == BICUBIC and self.scale is None:
-            raise UsageError(f"--model bicubic needs --scale ({', '.join(map(str, SCALES))})")
-        if isinstance(self.value_range, tuple) and not self.value_range[0] < self.value_range[1]:
-            raise UsageError(
-                f"--value-range {self.value_range[0]:g},{self.value_range[1]:g}: give LOW,HIGH with LOW below HIGH"
-            )
-        if not isinstance(self.value_range, tuple) and self.value_range not in ("auto", "stats"):
-            raise UsageError(f"--value-range {self.value_range}: use auto, stats or LOW,HIGH (e.g. -2,2)")
-        if storage.overlaps(self.input, self.output):
-            raise UsageError(
-                f"--output {self.output} overlaps --input {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input"
-            )
-
-    def pixel_settings(self, scale: int) -> dict:
-        """What, besides the model, changes an output's pixels (tiling does not: it is exact)."""
-        value_range = list(self.value_range) if isinstance(self.value_range, tuple) else self.value_range
-        return {
-            "bands": list(self.bands) if self.bands else None,
-            "value_range": value_range,
-            "precision": self.precision,
-        }
-
-    def worker_settings(self, threads: int, run_id: str, ident: dict, in_root: str, out_root: str) -> WorkerSettings:
-        return WorkerSettings(
-            self.model,
-            self.tile,
-            self.batch_tiles,
-            self.window_pixels,
-            self.max_pixels,
-            self.bands,
-            self.value_range,
-            self.precision,
-            threads,
-            self.scale,
-            run_id=run_id,
-            input_root=in_root,
-            output_root=out_root,
-            identity=ident,
-            s3_retry_s=self.s3_retry_s,
-        )
 
 
 def run_upscale(job: UpscaleJob) -> Summary:

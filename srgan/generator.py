@@ -14,14 +14,14 @@ bicubic instead of trailing it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from functools import lru_cache
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from srgan.errors import UserError
 from srgan.resize import imresize
+from srgan.tiling import measured_radius
 
 SCALES = (2, 3, 4, 8)  # the upscaling factors SRResNet's sub-pixel stages make: the project's one list
 
@@ -134,7 +134,7 @@ class SRResNet(nn.Module):
         model: head 9x9 -> 4; each residual block two 3x3 -> 2; trunk closing conv -> 1;
         each upsample conv at the resolution reached so far; the 9x9 tail at full scale:
         ceil(4 + 32 + 1 + 1 + 1/2 + 4/4) = 40."""
-        return measured_radius(self.spec)
+        return measured_radius(self.spec, build_generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, h, w) in [0, 1] -> (N, out_channels, h*scale, w*scale)."""
@@ -144,17 +144,6 @@ class SRResNet(nn.Module):
         if self.spec.bicubic_skip:
             out = out + imresize(x, float(self.spec.scale))
         return out
-
-
-@lru_cache(maxsize=64)
-def measured_radius(spec: GeneratorSpec) -> int:
-    """srgan.tiling.measure_radius of the architecture `spec` describes (on a 2-feature copy:
-    the radius depends on the layers, not their width); the caller's RNG is left as it was."""
-    from srgan.tiling import measure_radius
-
-    with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
-        narrow = build_generator(replace(spec, num_features=min(spec.num_features, 2)))
-        return measure_radius(narrow, spec.scale, spec.in_channels, guess=2 * spec.num_blocks + 12)
 
 
 ARCHS = ("srresnet", "msrresnet")

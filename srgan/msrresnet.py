@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srgan.errors import UserError
+from srgan.tiling import measured_radius
 
 SCALES = (2, 3, 4)
 
@@ -68,9 +69,7 @@ class MSRResNet(nn.Module):
 
     @property
     def receptive_radius(self) -> int:
-        from srgan.generator import measured_radius
-
-        return measured_radius(self.spec)
+        return measured_radius(self.spec, MSRResNet)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(F.leaky_relu(self.head(x), 0.1))

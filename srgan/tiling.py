@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -348,3 +349,13 @@ def _upscale_bands(
                     break
     assert out is not None
     return out
+
+
+@lru_cache(maxsize=64)
+def measured_radius(spec, build: Callable[[object], nn.Module]) -> int:
+    """`measure_radius` of the architecture a generator spec describes, built by `build` on a
+    2-feature copy (the radius depends on the layers, not their width); the caller's RNG is
+    left as it was. Cached per (spec, builder)."""
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
+        narrow = build(replace(spec, num_features=min(spec.num_features, 2)))
+        return measure_radius(narrow, spec.scale, spec.in_channels, guess=2 * spec.num_blocks + 12)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import evaluate, promote, quickstart, samples, train, tune, upscale
-from pipeline.tracking import client, log_generator
+from pipeline.models.pyfunc import log_generator
+from pipeline.tracking.store import client
 from srgan.generator import SRResNet
 from srgan.weights import save_generator
 from tests.helpers import write_images

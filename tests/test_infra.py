@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
-from pipeline.sweep_config import load_sweep
+from pipeline.training.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"

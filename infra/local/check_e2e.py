@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline import storage  # noqa: E402
-from pipeline.manifest import read_manifest  # noqa: E402
+from pipeline.io import storage  # noqa: E402
+from pipeline.upscaling.manifest import read_manifest  # noqa: E402
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ import yaml
 
 from pipeline import tracking
 from pipeline.config import parse_config
-from pipeline.recipe import lr_at
+from pipeline.training.recipe import lr_at
 from srgan.weights import load_generator
 from tests.faults.conftest import ROOT, S3_OUTAGE_S, finish, kill_tree, wait_for
 from tests.helpers import write_images

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pipeline import formats
-from pipeline.manifest import read_manifest
+from pipeline.upscaling.manifest import read_manifest
 from srgan.generator import GeneratorSpec, build_generator
 from srgan.weights import save_generator
 from tests.faults.conftest import ROOT, S3_OUTAGE_S, cmdline, descendants, finish, kill_tree, wait_for

@@ -66,7 +66,7 @@ def test_a_run_name_must_be_one_safe_folder_name(name):
 
 def test_safe_run_and_sweep_names_pass_and_a_sweep_name_is_checked_too():
     from pipeline.config import parse_config
-    from pipeline.sweep_config import SweepConfig
+    from pipeline.training.sweep import SweepConfig
 
     for name in ("srgan-20261123-101500", "x4_a.v2", "T1"):
         assert load_config(ROOT / "configs" / "quickstart.yaml", [f"run.name={name}"]).run.name == name
@@ -104,7 +104,7 @@ def test_flattened_params_leave_out_secret_looking_keys():
 
 
 def test_lr_schedule_follows_the_paper_and_d_lr_is_separate():
-    from pipeline.recipe import lr_at
+    from pipeline.training.recipe import lr_at
 
     cfg = load_config(ROOT / "configs" / "srgan_x4.yaml")
     assert lr_at(cfg, 0) == 1e-4 and lr_at(cfg, 999_999) == 1e-4  # SRResNet phase

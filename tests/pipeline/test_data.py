@@ -1,7 +1,8 @@
 import numpy as np
 
-from pipeline import formats, storage
-from pipeline.data import ImageSpec, PatchBatches, degrade_pair, scan, train_dataset, val_dataset
+from pipeline import formats
+from pipeline.data.batches import ImageSpec, PatchBatches, degrade_pair, scan, train_dataset, val_dataset
+from pipeline.io import storage
 from srgan.degrade import build_degradation
 from tests.helpers import put_images, smooth_image, write_images
 

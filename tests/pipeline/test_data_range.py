@@ -15,10 +15,11 @@ import pytest
 import tifffile
 import torch
 
-from pipeline import formats, storage
+from pipeline import formats
 from pipeline.config import parse_config
-from pipeline.data import ImageSpec, scan
-from pipeline.train_driver import run_training
+from pipeline.data.batches import ImageSpec, scan
+from pipeline.io import storage
+from pipeline.training.driver import run_training
 from srgan.degrade import build_degradation
 from srgan.metrics import psnr, quantize
 from srgan.resize import imresize

@@ -96,7 +96,7 @@ def test_perceptual_figures_beside_distortion_for_model_and_bicubic(tmp_path, ca
     import torch
     from torchvision.models import alexnet
 
-    from pipeline.scoring import caption
+    from pipeline.scoring.protocol import caption
 
     data = tmp_path / "hr"
     data.mkdir()

@@ -12,8 +12,8 @@ import torch
 from pipeline import formats, tracking
 from pipeline.export import ONNX_TAG, export_model
 from pipeline.export import main as export_main
-from pipeline.models import Upscaler, fetch_generator_bytes
-from pipeline.onnx_model import OnnxGenerator
+from pipeline.models.onnx_model import OnnxGenerator
+from pipeline.models.reference import Upscaler, fetch_generator_bytes
 from pipeline.register import IMPORTED_TAG, register_generator
 from pipeline.upscale import main as upscale_main
 from srgan.generator import GeneratorSpec, build_generator

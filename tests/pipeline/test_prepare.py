@@ -13,13 +13,14 @@ import boto3
 import numpy as np
 import pytest
 
-from pipeline import formats, storage
+from pipeline import formats
 from pipeline.config import parse_config
-from pipeline.data import ImageSpec
-from pipeline.datasets import open_prepared
+from pipeline.data.batches import ImageSpec
+from pipeline.data.prepared import open_prepared
 from pipeline.errors import DataError
+from pipeline.io import storage
 from pipeline.prepare import PrepareJob, main, prepare
-from pipeline.train_driver import run_training
+from pipeline.training.driver import run_training
 from tests.helpers import bad_files, png_bytes, put_images, smooth_image, write_images
 from tests.pipeline.test_data_range import png_with_sbit, twelve_bit
 from tests.pipeline.test_train import tiny
@@ -247,7 +248,7 @@ def test_training_on_prepared_folders_takes_the_manifest_and_never_scans(
     def no_scan(*args, **kwargs):
         raise AssertionError("a prepared dataset was scanned")
 
-    monkeypatch.setattr("pipeline.datasets.scan_files", no_scan)
+    monkeypatch.setattr("pipeline.data.prepared.scan_files", no_scan)
     cfg = parse_config(
         tiny(f"s3://{bucket}/prepared/train/", f"s3://{bucket}/prepared/val/", str(tmp_path / "runs"), mlflow_uri)
     )

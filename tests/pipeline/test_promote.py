@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pipeline import evaluate, scoring, tracking
-from pipeline.models import load_upscaler
+from pipeline.models import pyfunc
+from pipeline.models.reference import load_upscaler
 from pipeline.promote import EXIT_NOT_PROMOTED, main
 from srgan.degrade import Bicubic
 from srgan.generator import SRResNet
@@ -52,7 +53,7 @@ def registry(tmp_path_factory):
         run_id = client.create_run(exp, run_name=label).info.run_id
         path = root / label / "generator.pt"
         save_generator(path, g, meta={"trained_steps": 0})
-        tracking.log_generator(uri, run_id, path)  # as a finished training run leaves it
+        pyfunc.log_generator(uri, run_id, path)  # as a finished training run leaves it
         client.set_terminated(run_id)
         runs[label] = run_id
     return {"uri": uri, "holdout": str(holdout), "runs": runs, "client": client, "root": root}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pipeline.promote import Gate, PromotionError, judge
-from pipeline.scoring import EvalReport, ImageScore, iter_images, list_images, sr_figures
+from pipeline.scoring.protocol import EvalReport, ImageScore, iter_images, list_images, sr_figures
 from srgan.metrics import quantize
 from srgan.resize import imresize
 

@@ -4,8 +4,8 @@ the lines training prints; everything else in a URI stays readable."""
 import pytest
 
 from pipeline.config import flatten, parse_config
-from pipeline.redact import redact_uri
-from pipeline.train_driver import TrainOutcome, _print_summary
+from pipeline.io.redact import redact_uri
+from pipeline.training.driver import TrainOutcome, _print_summary
 
 PRESIGNED = (
     "https://bucket.s3.amazonaws.com/hr/a.png?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAUSER%2F20261125"

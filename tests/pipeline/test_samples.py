@@ -1,7 +1,7 @@
 import numpy as np
 
 from pipeline import formats
-from pipeline.samples import write_samples
+from pipeline.io.samples import write_samples
 
 
 def test_samples_are_real_images_of_each_kind(tmp_path):

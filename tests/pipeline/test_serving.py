@@ -16,7 +16,8 @@ import yaml
 
 from pipeline import tracking
 from pipeline.errors import UserError
-from pipeline.models import fetch_generator, load_upscaler
+from pipeline.models import pyfunc
+from pipeline.models.reference import fetch_generator, load_upscaler
 from srgan.generator import SRResNet
 from srgan.weights import load_generator, save_generator
 
@@ -50,7 +51,7 @@ def _logged(tmp_path, name: str = "srgan") -> dict:
     run_id = c.create_run(c.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())).info.run_id
     generator = SRResNet(scale=2, num_blocks=1, num_features=8).eval()
     save_generator(tmp_path / "generator.pt", generator, meta={"data_range": 255})
-    model_uri = tracking.log_generator(uri, run_id, tmp_path / "generator.pt")
+    model_uri = pyfunc.log_generator(uri, run_id, tmp_path / "generator.pt")
     version = tracking.register_version(uri, name, model_uri, run_id, {tracking.SOURCE_TAG: run_id})
     c.set_registered_model_alias(name, "champion", version)
     location = c.get_logged_model(model_uri[len("models:/") :]).artifact_location
@@ -85,11 +86,28 @@ def test_logged_model_holds_no_pickle(logged):
     mlmodel = (logged["dir"] / "MLmodel").read_text()
     flavors = yaml.safe_load(mlmodel)["flavors"]
     assert list(flavors) == ["python_function"]
-    assert flavors["python_function"]["loader_module"] == "pipeline.serving"
+    assert flavors["python_function"]["loader_module"] == "pipeline.models.pyfunc"
     assert "python_model" not in flavors["python_function"] and flavors["python_function"].get("code") is None
     assert "pickle" not in mlmodel and "cloudpickle" not in mlmodel
     weights = torch.load(logged["dir"] / "data" / "generator.pt", map_location="cpu", weights_only=True)
     assert weights["spec"]["scale"] == 2
+
+
+def test_a_model_logged_before_the_stage_packages_still_loads(tmp_path):
+    """Models logged before pipeline/ was split into stages name pipeline.serving as their
+    loader: MLflow imports that path, which must still hand on the pyfunc loader."""
+    store = _logged(tmp_path)
+    mlmodel = store["dir"] / "MLmodel"
+    text = mlmodel.read_text()
+    assert "loader_module: pipeline.models.pyfunc" in text
+    mlmodel.write_text(text.replace("loader_module: pipeline.models.pyfunc", "loader_module: pipeline.serving"))
+    x = np.random.default_rng(1).random((1, 3, 9, 11), dtype=np.float32)
+    with unpickling() as classes:
+        out = mlflow.pyfunc.load_model(str(store["dir"])).predict(x)
+    assert classes == []
+    with torch.no_grad():
+        expected = store["generator"](torch.from_numpy(x)).clamp(0, 1).numpy()
+    assert out.shape == (1, 3, 18, 22) and np.abs(out - expected).max() <= 1e-5
 
 
 class Evil:
@@ -132,7 +150,7 @@ def test_our_resolver_loads_new_and_old_layout_models(tmp_path):
 
 def test_relogging_a_run_replaces_its_model_with_a_weights_only_one(tmp_path):
     store = _logged(tmp_path)
-    new_uri = tracking.relog_generator_model(store["uri"], store["run_id"])
+    new_uri = pyfunc.relog_generator_model(store["uri"], store["run_id"])
     assert new_uri != store["model_uri"]
     assert tracking.client(store["uri"]).get_run(store["run_id"]).data.tags[tracking.MODEL_TAG] == new_uri
     local = tracking.download(new_uri, store["uri"])

@@ -1,7 +1,7 @@
 import boto3
 import pytest
 
-from pipeline import storage
+from pipeline.io import storage
 
 
 def test_list_read_write_on_s3(bucket):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import s3, storage
 from pipeline.errors import StorageError
+from pipeline.io import s3, storage
 
 PROXY = Path(__file__).resolve().parents[1] / "faults" / "tcp_proxy.py"
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from pipeline.config import TrainConfig, parse_config
-from pipeline.recipe import build_generator_loss, phase_at
-from pipeline.train_loop import TrainState, sync_batch_norm_on, validate
+from pipeline.training.loop import validate
+from pipeline.training.recipe import build_generator_loss, phase_at
+from pipeline.training.state import TrainState, sync_batch_norm_on
 from srgan.generator import SRResNet
 from srgan.losses import PixelLoss
 from srgan.resize import imresize

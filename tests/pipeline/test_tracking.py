@@ -7,6 +7,7 @@ import pytest
 
 from pipeline import tracking
 from pipeline.errors import TrackingError
+from pipeline.models import pyfunc
 from srgan.generator import SRResNet
 from srgan.weights import load_generator, save_generator
 
@@ -22,7 +23,7 @@ def test_one_process_logs_registers_and_loads_in_two_stores(tmp_path):
         run_id = c.create_run(
             c.create_experiment("e", artifact_location=(tmp_path / store / "art").as_uri())
         ).info.run_id
-        model_uri = tracking.log_generator(uri, run_id, path)
+        model_uri = pyfunc.log_generator(uri, run_id, path)
         version = tracking.register_version(uri, f"m-{store}", model_uri, run_id, {tracking.SOURCE_TAG: run_id})
         c.set_registered_model_alias(f"m-{store}", "champion", version)
     for store in ("a", "b"):  # each store holds its own model, found through its own client

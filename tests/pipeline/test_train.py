@@ -14,7 +14,7 @@ import yaml
 from pipeline import tracking
 from pipeline.config import parse_config
 from pipeline.train import main
-from pipeline.train_driver import run_training
+from pipeline.training.driver import run_training
 from srgan.generator import build_generator
 from srgan.weights import load_generator
 from tests.helpers import put_images, write_images
@@ -226,7 +226,7 @@ def test_cli_resume_continues_a_finished_run_and_a_rerun_without_it_is_refused(
 def test_init_from_accepts_a_file_a_checkpoint_folder_and_an_mlflow_run(tmp_path, mlflow_uri):
     import torch
 
-    from pipeline.train_driver import resolve_init_generator
+    from pipeline.training.driver import resolve_init_generator
     from srgan.generator import SRResNet
     from srgan.weights import WeightsError, save_generator
 
@@ -264,7 +264,7 @@ def test_a_bad_input_found_by_a_worker_is_reported_as_the_users_error():
     from ray.train import WorkerGroupError
 
     from pipeline.errors import DataError
-    from pipeline.train_driver import _user_error_of
+    from pipeline.training.driver import _user_error_of
 
     data_error = DataError("the training data gave no full batch")
     assert (

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.sweep_config import load_sweep
+from pipeline.training.sweep import load_sweep
 from pipeline.tune import pareto_front, score
 from tests.helpers import write_images
 

@@ -17,10 +17,10 @@ import torch
 
 from pipeline import formats
 from pipeline.errors import DecodeError, UsageError
-from pipeline.inference import WorkerSettings, plan_bands, process_file
-from pipeline.manifest import read_manifest
-from pipeline.models import Upscaler
+from pipeline.models.reference import Upscaler
 from pipeline.upscale import UpscaleJob, main, output_key, plan_outputs
+from pipeline.upscaling.manifest import read_manifest
+from pipeline.upscaling.one_file import WorkerSettings, plan_bands, process_file
 from srgan.generator import GeneratorSpec, build_generator
 from srgan.resize import imresize
 from srgan.weights import save_generator

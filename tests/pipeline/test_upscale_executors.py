@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import executors
-from pipeline.manifest import MANIFEST_DIR
 from pipeline.upscale import main
+from pipeline.upscaling import executors
+from pipeline.upscaling.manifest import MANIFEST_DIR
 from srgan.generator import GeneratorSpec, build_generator
 from srgan.weights import save_generator
 from tests.helpers import geotiff_bytes, png_bytes, smooth_image

@@ -15,7 +15,7 @@ import pytest
 import tifffile
 
 from pipeline import formats
-from pipeline.models import Upscaler
+from pipeline.models.reference import Upscaler
 from tests.helpers import dicom_bytes, geotiff_bytes, png_bytes, smooth_image
 from tests.pipeline.test_upscale import SCALE, run_one, upscaler
 

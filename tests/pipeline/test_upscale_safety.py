@@ -11,8 +11,8 @@ import pytest
 
 from pipeline import formats
 from pipeline.errors import UsageError
-from pipeline.manifest import read_manifest, recorded_runs
 from pipeline.upscale import main
+from pipeline.upscaling.manifest import read_manifest, recorded_runs
 from srgan.weights import save_generator
 from tests.helpers import png_bytes, smooth_image
 from tests.pipeline.test_storage import ODD_KEYS
@@ -198,8 +198,8 @@ def _history(out, runs: list[tuple[str, dict, bool, list[dict]]]) -> None:
 
 
 def test_an_output_a_later_interrupted_run_may_have_rewritten_or_made_from_other_input_is_not_done(tmp_path):
-    from pipeline.manifest import identity, new_row
     from pipeline.upscale import UpscaleJob, plan_outputs
+    from pipeline.upscaling.manifest import identity, new_row
 
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
@@ -232,8 +232,8 @@ def test_dot_segments_in_s3_prefixes_are_refused(capsys):
 def test_manifests_keep_names_that_are_not_utf8_and_long_names_are_written(tmp_path):
     import os
 
-    from pipeline import storage
-    from pipeline.manifest import Manifest, identity, new_row
+    from pipeline.io import storage
+    from pipeline.upscaling.manifest import Manifest, identity, new_row
 
     name = os.fsdecode(b"bad\xff.png")
     manifest = Manifest(str(tmp_path), "r1")

@@ -19,7 +19,7 @@ SET5 = Path("/work/shared/data/Set5")
 def _photos() -> dict[str, np.ndarray]:
     """The bundled sample photographs (scikit-image's), (H, W, 3) uint8 RGB."""
     skimage_data = pytest.importorskip("skimage.data")
-    from pipeline.samples import PHOTOS
+    from pipeline.io.samples import PHOTOS
 
     return {name: getattr(skimage_data, name)() for name in PHOTOS}
 

@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow.fs as pafs
 
-from pipeline import s3
 from pipeline.errors import StorageError
+from pipeline.io import s3
 
 SAMPLES_SCHEME = "samples://"
 
@@ -41,7 +41,7 @@ def is_s3(uri: str) -> bool:
 def local_or_uri(uri: str) -> str:
     """`uri` with samples:// resolved to its local folder and local paths made absolute."""
     if uri.startswith(SAMPLES_SCHEME):
-        from pipeline.samples import resolve
+        from pipeline.io.samples import resolve
 
         return resolve(uri)
     if "://" in uri:

@@ -26,10 +26,11 @@ from pathlib import Path, PurePosixPath
 import torch
 from torch import nn
 
-from pipeline import storage, tracking
+from pipeline import tracking
 from pipeline.errors import ModelRefError
-from pipeline.onnx_model import OnnxGenerator, is_onnx
-from pipeline.redact import redact_uri
+from pipeline.io import storage
+from pipeline.io.redact import redact_uri
+from pipeline.models.onnx_model import OnnxGenerator, is_onnx
 from srgan.fast import inference_form
 from srgan.foreign import LAYOUTS, ForeignCheckpointError, load_foreign
 from srgan.generator import check_scale

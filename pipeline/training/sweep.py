@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from pipeline.config import FolderName, MlflowSection, Section, apply_overrides, load_yaml, parse_config
 from pipeline.errors import ConfigError
-from pipeline.scoring import VALIDATION_METRICS
+from pipeline.scoring.protocol import VALIDATION_METRICS
 
 SCORE = "score"  # objective.metric naming the weighted sum objective.score
 

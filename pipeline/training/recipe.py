@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline import storage
 from pipeline.config import TrainConfig
+from pipeline.io import storage
 from srgan.discriminator import Discriminator
 from srgan.generator import SRResNet
 from srgan.losses import ContentLoss, GeneratorLoss, LossWeights, PixelLoss, VGGFeatures

@@ -14,11 +14,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from pipeline import storage
-from pipeline.data import BadInput, ImageSpec, Scan, scan_files
+from pipeline.data.batches import BadInput, ImageSpec, Scan, scan_files
 from pipeline.errors import DataError
 from pipeline.formats import ValueRange
-from pipeline.redact import redact_uri
+from pipeline.io import storage
+from pipeline.io.redact import redact_uri
 
 PREPARED_DIR = "_prepared"
 SETTINGS = "settings.json"  # written first: what the folder is being prepared with

@@ -23,10 +23,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from pipeline import formats, s3, storage
+from pipeline import formats
 from pipeline.errors import DecodeError, UserError
-from pipeline.manifest import new_row
-from pipeline.models import BICUBIC, Upscaler, read_generator
+from pipeline.io import s3, storage
+from pipeline.models.reference import BICUBIC, Upscaler, read_generator
+from pipeline.upscaling.manifest import new_row
 from srgan.precision import resolve_inference_precision
 from srgan.resize import imresize
 from srgan.tiling import crop_region

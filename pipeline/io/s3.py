@@ -55,7 +55,7 @@ def retry_s() -> float:
 
 def endpoint() -> str:
     """The S3 endpoint calls go to, for messages (credentials never appear in it)."""
-    from pipeline.redact import redact_uri
+    from pipeline.io.redact import redact_uri
 
     url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     return (

@@ -17,17 +17,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import s3, storage, tracking
+from pipeline import tracking
 from pipeline.cluster import ensure_ray
 from pipeline.config import TrainConfig, flatten
-from pipeline.data import ImageSpec, PatchBatches, describe_ranges, train_dataset, val_dataset
-from pipeline.datasets import open_prepared, scan_images
+from pipeline.data.batches import ImageSpec, PatchBatches, describe_ranges, train_dataset, val_dataset
+from pipeline.data.prepared import open_prepared, scan_images
 from pipeline.errors import ConfigError, DataError, ModelRefError, UserError
-from pipeline.models import fetch_generator
-from pipeline.recipe import load_vgg, needs_vgg
-from pipeline.redact import redact_uri
-from pipeline.run_logger import RunLogger
-from pipeline.train_loop import train_loop_per_worker
+from pipeline.io import s3, storage
+from pipeline.io.redact import redact_uri
+from pipeline.models import pyfunc
+from pipeline.models.reference import fetch_generator
+from pipeline.tracking.run_logger import RunLogger
+from pipeline.training.loop import train_loop_per_worker
+from pipeline.training.recipe import load_vgg, needs_vgg
 from srgan.degrade import build_degradation
 from srgan.weights import WeightsError
 
@@ -201,7 +203,7 @@ def run_training(
         model_uri = None
         if result.checkpoint is not None:
             with result.checkpoint.as_directory() as folder:
-                model_uri = tracking.log_generator(
+                model_uri = pyfunc.log_generator(
                     tracking_uri, run_id, Path(folder) / "generator.pt", cfg.mlflow.log_model
                 )
     except BaseException as exc:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
-from pipeline import storage
+from pipeline.io import storage
 
 MANIFEST_DIR = "_manifest"
 FIELDS = (

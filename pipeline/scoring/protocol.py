@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import formats, storage
+from pipeline import formats
 from pipeline.errors import DataError, DecodeError, ModelRefError, StorageError
-from pipeline.grids import GridRow, save_grid
-from pipeline.models import Upscaler
+from pipeline.io import storage
+from pipeline.models.reference import Upscaler
+from pipeline.scoring.grids import GridRow, save_grid
 from srgan.metrics import high_frequency_ratio, psnr, psnr_y, quantize, ssim, ssim_y
 from srgan.niqe import BLOCK, niqe
 from srgan.resize import imresize

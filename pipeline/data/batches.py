@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline import formats, storage
+from pipeline import formats
 from pipeline.errors import DecodeError
+from pipeline.io import storage
 from srgan.degrade import Degradation, usm_sharp
 
 log = logging.getLogger(__name__)

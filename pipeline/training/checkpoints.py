@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pipeline import storage
+from pipeline.io import storage
 from srgan.weights import save_generator
 
 if TYPE_CHECKING:
-    from pipeline.train_loop import TrainState
+    from pipeline.training.state import TrainState
 
 
 def uploader(run_uri: str):

@@ -9,20 +9,15 @@ probed first, so one that does not answer is an error naming it within seconds.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import numpy as np
-
 from pipeline.errors import TrackingError
-from pipeline.redact import redact_uri
+from pipeline.io.redact import redact_uri
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -217,103 +212,6 @@ def start_run(
         c.log_batch(run.info.run_id, params=items[i : i + 100])
     c.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])
     return run.info.run_id
-
-
-def model_metadata(spec: dict, meta: dict) -> dict:
-    """What a user of the logged model needs to know to feed it."""
-    return {
-        "srgan": {
-            "scale": spec["scale"],
-            "in_channels": spec["in_channels"],
-            "out_channels": spec["out_channels"],
-            "layout": "NCHW",
-            "input": "float32 in [0, 1]: integer pixels divided by data_range (default: the dtype's maximum)",
-            "data_range": meta.get("data_range"),
-            "generator_spec": spec,
-            "checkpoint": f"{MODEL_WEIGHTS} (srgan.weights.load_generator, weights only)",
-            **{k: v for k, v in meta.items() if k != "data_range"},
-        }
-    }
-
-
-@contextlib.contextmanager
-def _fluent_tracking_uri(uri: str):
-    """MLflow's model-logging API reads the process-wide tracking URI only: point it at `uri`
-    for one call and unset it after (the one place this project touches that setting)."""
-    import mlflow
-
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(None)  # unsets the variable it exported too
-        if saved is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-
-
-def log_generator_model(tracking_uri: str, run_id: str, checkpoint_file: Path) -> str:
-    """Log an srgan generator checkpoint as an MLflow pyfunc model of run `run_id` that holds
-    no pickle: the checkpoint as its data, pipeline.serving as its loader (see there); returns
-    its URI."""
-    import mlflow
-    import torch
-    from mlflow.models import Model, ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    from pipeline import serving
-    from srgan.weights import load_generator
-
-    generator, meta = load_generator(checkpoint_file)
-    spec = generator.spec.to_dict()
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec["in_channels"], -1, -1))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec["out_channels"], -1, -1))]),
-    )
-    # Made here, in the run's experiment: Model.log would make it in the process's default
-    # experiment ("0", whose artifacts a sqlite store keeps in ./mlruns of some directory).
-    c = client(tracking_uri)
-    run = c.get_run(run_id)
-    model = c.create_logged_model(run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, params=run.data.params)
-    with tempfile.TemporaryDirectory() as tmp, _fluent_tracking_uri(tracking_uri):
-        weights = Path(tmp) / Path(MODEL_WEIGHTS).name  # MLflow copies it to data/<its name>
-        shutil.copyfile(checkpoint_file, weights)
-        # mlflow.pyfunc.log_model takes no run_id; Model.log is what it calls, and takes one.
-        info = Model.log(
-            artifact_path=None,  # deprecated for `name`, but still a required argument
-            name=MODEL_NAME,
-            model_id=model.model_id,
-            flavor=mlflow.pyfunc,
-            run_id=run_id,
-            loader_module=serving.__name__,
-            data_path=str(weights),
-            signature=signature,
-            metadata=model_metadata(spec, meta),
-            pip_requirements=[f"torch>={torch.__version__.split('+')[0].rsplit('.', 1)[0]}", "numpy"],
-        )
-    return info.model_uri
-
-
-def relog_generator_model(tracking_uri: str, run_id: str) -> str:
-    """Log run `run_id`'s generator.pt artifact again as a weights-only model (for runs whose
-    model is in the old, pickled layout) and point the run's srgan.model_uri tag at it;
-    returns the new model URI, for register_version (promote reuses the version it already
-    registered for the run)."""
-    model_uri = log_generator_model(tracking_uri, run_id, download(f"runs:/{run_id}/generator.pt", tracking_uri))
-    client(tracking_uri).set_tag(run_id, MODEL_TAG, model_uri)
-    return model_uri
-
-
-def log_generator(tracking_uri: str, run_id: str, checkpoint_file: Path, as_model: bool = True) -> str | None:
-    """What a finished training run leaves in MLflow: generator.pt as a run artifact
-    (runs:/<id> loads it) and, with `as_model`, the MLflow model whose URI the run's
-    srgan.model_uri tag records (promotion registers that). Returns the model URI."""
-    client(tracking_uri).log_artifact(run_id, str(checkpoint_file))
-    if not as_model:
-        return None
-    model_uri = log_generator_model(tracking_uri, run_id, checkpoint_file)
-    client(tracking_uri).set_tag(run_id, MODEL_TAG, model_uri)
-    return model_uri
 
 
 def register_version(tracking_uri: str, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:

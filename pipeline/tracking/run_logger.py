@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from pipeline.errors import TrackingError
-from pipeline.tracking import client, display_uri
+from pipeline.tracking.store import client, display_uri
 
 # What an MLflow call raises when the server does not answer (refused, reset, timed out,
 # a gateway in front of it failing), as opposed to an answer that refuses the request.

@@ -8,13 +8,13 @@ import fnmatch
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from pipeline import manifest as records
-from pipeline import storage
 from pipeline.errors import DecodeError, UsageError
-from pipeline.manifest import MANIFEST_DIR, new_row
+from pipeline.io import storage
+from pipeline.upscaling import manifest as records
+from pipeline.upscaling.manifest import MANIFEST_DIR, new_row
 
 if TYPE_CHECKING:
-    from pipeline.upscale import UpscaleJob
+    from pipeline.upscaling.job import UpscaleJob
 
 
 def output_key(key: str) -> str:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from pipeline import storage
-from pipeline.inference import UpscaleWorker, WorkerSettings
+from pipeline.io import storage
+from pipeline.upscaling.one_file import UpscaleWorker, WorkerSettings
 
 EXECUTORS = ("auto", "local", "ray")
 AUTO_LOCAL_BYTES = 256 << 20  # input bytes up to which a local job runs in-process under auto

@@ -4,6 +4,7 @@ pipeline.cli); any other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+from pipeline.formats.errors import DecodeError  # owned by the codecs, which import nothing else of pipeline
 from srgan.errors import UserError
 
 __all__ = [
@@ -28,10 +29,6 @@ class ConfigError(UserError):
 
 class StorageError(UserError):
     """A path that cannot be listed, read or written; the message names it."""
-
-
-class DecodeError(UserError):
-    """A file that is empty, truncated, not an image, or of an unsupported layout."""
 
 
 class DataError(UserError):

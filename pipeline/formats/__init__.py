@@ -1,4 +1,4 @@
-"""Image files <-> arrays <-> model tensors. Each format family is a codec (formats.base):
+"""Image files <-> arrays <-> model tensors; this package imports nothing of pipeline but itself. Each format family is a codec (formats.base):
 plain images (png_tiff: PNG, JPEG, BMP, TIFF), GeoTIFF (geotiff) and DICOM (dicom).
 
 Arrays are (H, W, C) in the file's own dtype. Models see (C, H, W) float32 in [0, 1]:
@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from pipeline.errors import DecodeError
 from pipeline.formats import dicom, geotiff, png_tiff
 from pipeline.formats.base import MAX_PIXELS, Codec, Raster, RasterWriter, Window
+from pipeline.formats.errors import DecodeError
 from pipeline.formats.png_tiff import ValueRange
 
 # Probe order: a codec listed first gets a file its extension shares with a later one when

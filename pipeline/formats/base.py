@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DecodeError
+from pipeline.formats.errors import DecodeError
 from srgan.tiling import aligned_spans
 
 MAX_PIXELS = 50_000_000  # whole-decoded images: ~150 MB in, 2.4 GB out at x4 (8-bit RGB)

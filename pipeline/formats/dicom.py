@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DecodeError
 from pipeline.formats.base import MAX_PIXELS, Codec, Raster, RasterWriter, WholeFrames, Window, check_pixels
+from pipeline.formats.errors import DecodeError
 
 EXTENSIONS = (".dcm", ".dicom")
 PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB")

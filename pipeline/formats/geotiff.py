@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DecodeError
 from pipeline.formats.base import Codec, Raster, RasterWriter, Window, dtype_range
+from pipeline.formats.errors import DecodeError
 
 EXTENSIONS = (".tif", ".tiff")
 # GDAL's block cache defaults to 5% of RAM, and a window-by-window writer fills it with the

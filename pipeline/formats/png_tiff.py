@@ -19,7 +19,6 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pipeline.errors import DecodeError
 from pipeline.formats.base import (
     MAX_PIXELS,
     Codec,
@@ -30,6 +29,7 @@ from pipeline.formats.base import (
     check_pixels,
     dtype_range,
 )
+from pipeline.formats.errors import DecodeError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

@@ -27,7 +27,7 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 
-# Real faults on a two-node Ray cluster of real processes (tests/faults, README "Reliability").
+# Real faults on a two-node Ray cluster of real processes (tests/faults, docs/reliability.md).
 faults: setup
 	$(PY) -m pytest -m faults tests/faults
 

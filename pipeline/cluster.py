@@ -3,7 +3,7 @@
 Ray Data runs the decode/crop/degrade stages as fractional-CPU tasks, several per core,
 each in a worker process that has imported torch (about 2 s). By default Ray kills idle
 workers beyond one per CPU after a second, so every burst of tasks would pay that import
-again: on 2 CPUs that cut the training pipeline to a fifth of its speed (see README,
+again: on 2 CPUs that cut the training pipeline to a fifth of its speed (see docs/benchmarks.md,
 benchmarks). A local Ray started here keeps its workers; on a cluster, set the same two
 settings as environment variables on every node before `ray start`:
 RAY_num_workers_soft_limit and RAY_idle_worker_killing_time_threshold_ms.

@@ -40,8 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from srgan.degrade import Bicubic, Realistic
-from srgan.realistic import KERNEL_TYPES, RESIZE_DIRECTIONS, RESIZE_MODES
+from srgan.degrade import KERNEL_TYPES, RESIZE_DIRECTIONS, RESIZE_MODES, Bicubic, Realistic, RoundSettings
 
 CV2_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
@@ -66,25 +65,24 @@ def dataset_kernels(cfg: Realistic, deg) -> tuple[np.ndarray, np.ndarray, np.nda
     (the dataset then zero-pads them to 21 px to batch them; None: no final sinc)."""
     sizes = list(range(cfg.kernel_size_range[0], cfg.kernel_size_range[1] + 1, 2))
 
-    def blur(kernel_prob, sinc_prob, sigma, betag, betap):
+    def blur(s: RoundSettings):
         size = random.choice(sizes)
-        if np.random.uniform() < sinc_prob:
+        if np.random.uniform() < s.sinc_prob:
             omega = np.random.uniform(np.pi / 3, np.pi) if size < 13 else np.random.uniform(np.pi / 5, np.pi)
             return deg.circular_lowpass_kernel(omega, size, pad_to=False)
         return deg.random_mixed_kernels(
             list(KERNEL_TYPES[:6]),
-            list(kernel_prob),
+            list(s.kernel_prob),
             size,
-            sigma,
-            sigma,
+            s.blur_sigma,
+            s.blur_sigma,
             [-math.pi, math.pi],
-            betag,
-            betap,
+            s.betag_range,
+            s.betap_range,
             noise_range=None,
         )
 
-    k1 = blur(cfg.kernel_prob, cfg.sinc_prob, cfg.blur_sigma, cfg.betag_range, cfg.betap_range)
-    k2 = blur(cfg.kernel_prob2, cfg.sinc_prob2, cfg.blur_sigma2, cfg.betag_range2, cfg.betap_range2)
+    k1, k2 = blur(cfg.first), blur(cfg.second)
     sinc = None
     if np.random.uniform() < cfg.final_sinc_prob:
         sinc = deg.circular_lowpass_kernel(np.random.uniform(np.pi / 3, np.pi), random.choice(sizes), pad_to=False)
@@ -100,11 +98,11 @@ def _padded(k: np.ndarray | None, big: int) -> torch.Tensor:
     return torch.FloatTensor(np.pad(k, ((pad, pad), (pad, pad))))
 
 
-def _factor(probs, bounds) -> float:
-    direction = random.choices(RESIZE_DIRECTIONS, probs)[0]
+def _factor(s: RoundSettings) -> float:
+    direction = random.choices(RESIZE_DIRECTIONS, s.resize_prob)[0]
     return {
-        "up": lambda: np.random.uniform(1, bounds[1]),
-        "down": lambda: np.random.uniform(bounds[0], 1),
+        "up": lambda: np.random.uniform(1, s.resize_range[1]),
+        "down": lambda: np.random.uniform(s.resize_range[0], 1),
         "keep": lambda: 1.0,
     }[direction]()
 
@@ -116,31 +114,32 @@ def reference_per_image(img: np.ndarray, cfg: Realistic, ref) -> np.ndarray:
     h, w = img.shape[:2]
     k1, k2, sinc = dataset_kernels(cfg, deg)
 
-    def noise(x, gaussian_prob, sigma, poisson, gray):
-        if np.random.uniform() < gaussian_prob:
-            return deg.random_add_gaussian_noise(x, sigma_range=sigma, gray_prob=gray, clip=True, rounds=False)
-        return deg.random_add_poisson_noise(x, scale_range=poisson, gray_prob=gray, clip=True, rounds=False)
+    def noise(x, s: RoundSettings):
+        kw = dict(gray_prob=s.gray_noise_prob, clip=True, rounds=False)
+        if np.random.uniform() < s.gaussian_noise_prob:
+            return deg.random_add_gaussian_noise(x, sigma_range=s.noise_range, **kw)
+        return deg.random_add_poisson_noise(x, scale_range=s.poisson_scale_range, **kw)
 
     def resize(x, size):
         return cv2.resize(x, (size[1], size[0]), interpolation=CV2_MODES[random.choice(RESIZE_MODES)])
 
     x = cv2.filter2D(img, -1, k1)
-    f = _factor(cfg.resize_prob, cfg.resize_range)
+    f = _factor(cfg.first)
     x = resize(x, (int(h * f), int(w * f)))
-    x = noise(x, cfg.gaussian_noise_prob, cfg.noise_range, cfg.poisson_scale_range, cfg.gray_noise_prob)
-    x = deg.add_jpg_compression(x, int(np.random.uniform(*cfg.jpeg_range)))
-    if np.random.uniform() < cfg.second_blur_prob:
+    x = noise(x, cfg.first)
+    x = deg.add_jpg_compression(x, int(np.random.uniform(*cfg.first.jpeg_range)))
+    if np.random.uniform() < cfg.second.blur_prob:
         x = cv2.filter2D(x, -1, k2)
-    f = _factor(cfg.resize_prob2, cfg.resize_range2)
+    f = _factor(cfg.second)
     x = resize(x, (int(h / cfg.scale * f), int(w / cfg.scale * f)))
-    x = noise(x, cfg.gaussian_noise_prob2, cfg.noise_range2, cfg.poisson_scale_range2, cfg.gray_noise_prob2)
+    x = noise(x, cfg.second)
     lr = (h // cfg.scale, w // cfg.scale)
     if np.random.uniform() < 0.5:
         x = resize(x, lr)
         x = x if sinc is None else cv2.filter2D(x, -1, sinc)
-        x = deg.add_jpg_compression(x, int(np.random.uniform(*cfg.jpeg_range2)))
+        x = deg.add_jpg_compression(x, int(np.random.uniform(*cfg.second.jpeg_range)))
     else:
-        x = deg.add_jpg_compression(x, int(np.random.uniform(*cfg.jpeg_range2)))
+        x = deg.add_jpg_compression(x, int(np.random.uniform(*cfg.second.jpeg_range)))
         x = resize(x, lr)
         x = x if sinc is None else cv2.filter2D(x, -1, sinc)
     return np.clip((x * 255).round(), 0, 255) / 255
@@ -154,10 +153,11 @@ def reference_batched(gt: torch.Tensor, cfg: Realistic, ref, jpeger) -> torch.Te
     kernel1, kernel2, sinc = (torch.stack([_padded(k, big) for k in ks]) for ks in zip(*drawn))
     ori_h, ori_w = gt.shape[2:4]
 
-    def noise(out, gaussian_prob, sigma, poisson, gray):
-        if np.random.uniform() < gaussian_prob:
-            return deg.random_add_gaussian_noise_pt(out, sigma_range=sigma, clip=True, rounds=False, gray_prob=gray)
-        return deg.random_add_poisson_noise_pt(out, scale_range=poisson, gray_prob=gray, clip=True, rounds=False)
+    def noise(out, s: RoundSettings):
+        kw = dict(gray_prob=s.gray_noise_prob, clip=True, rounds=False)
+        if np.random.uniform() < s.gaussian_noise_prob:
+            return deg.random_add_gaussian_noise_pt(out, sigma_range=s.noise_range, **kw)
+        return deg.random_add_poisson_noise_pt(out, scale_range=s.poisson_scale_range, **kw)
 
     def compress(out, jpeg_range):
         quality = out.new_zeros(out.size(0)).uniform_(*jpeg_range)
@@ -169,17 +169,18 @@ def reference_batched(gt: torch.Tensor, cfg: Realistic, ref, jpeger) -> torch.Te
         return filter2D(out, sinc)
 
     out = filter2D(gt, kernel1)
-    out = F.interpolate(out, scale_factor=_factor(cfg.resize_prob, cfg.resize_range), mode=random.choice(RESIZE_MODES))
-    out = noise(out, cfg.gaussian_noise_prob, cfg.noise_range, cfg.poisson_scale_range, cfg.gray_noise_prob)
-    out = compress(out, cfg.jpeg_range)
-    if np.random.uniform() < cfg.second_blur_prob:
+    out = F.interpolate(out, scale_factor=_factor(cfg.first), mode=random.choice(RESIZE_MODES))
+    out = noise(out, cfg.first)
+    out = compress(out, cfg.first.jpeg_range)
+    if np.random.uniform() < cfg.second.blur_prob:
         out = filter2D(out, kernel2)
-    f = _factor(cfg.resize_prob2, cfg.resize_range2)
+    f = _factor(cfg.second)
     out = F.interpolate(
         out, size=(int(ori_h / cfg.scale * f), int(ori_w / cfg.scale * f)), mode=random.choice(RESIZE_MODES)
     )
-    out = noise(out, cfg.gaussian_noise_prob2, cfg.noise_range2, cfg.poisson_scale_range2, cfg.gray_noise_prob2)
-    out = compress(back(out), cfg.jpeg_range2) if np.random.uniform() < 0.5 else back(compress(out, cfg.jpeg_range2))
+    out = noise(out, cfg.second)
+    jpeg_range = cfg.second.jpeg_range
+    out = compress(back(out), jpeg_range) if np.random.uniform() < 0.5 else back(compress(out, jpeg_range))
     return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
 
 

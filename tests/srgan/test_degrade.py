@@ -6,10 +6,24 @@ import pytest
 import torch
 from PIL import Image
 
-from srgan import realistic
-from srgan.degrade import MRI, Bicubic, Realistic, Satellite, blur, build_degradation, gaussian_kernels, jpeg
+from srgan.degrade import (
+    KERNEL_TYPES,
+    MRI,
+    RESIZE_DIRECTIONS,
+    RESIZE_MODES,
+    SECOND_ROUND,
+    Bicubic,
+    Realistic,
+    Satellite,
+    add_noise,
+    blur,
+    build_degradation,
+    gaussian_kernels,
+    jpeg,
+    realistic,
+    usm_sharp,
+)
 from srgan.metrics import psnr
-from srgan.realistic import KERNEL_TYPES, RESIZE_DIRECTIONS, RESIZE_MODES, add_noise, usm_sharp
 from srgan.resize import imresize
 
 ALL = {
@@ -174,29 +188,22 @@ def test_every_stage_is_used_at_its_probability():
     def check(name, observed, expected, count):
         assert _freq(observed, expected, count), f"{name}: {observed:.4f} drawn, {expected:.4f} published"
 
-    for r, (rnd, kernel_prob, sinc_prob) in enumerate(
-        [("first", cfg.kernel_prob, cfg.sinc_prob), ("second", cfg.kernel_prob2, cfg.sinc_prob2)]
-    ):
+    for rnd in ("first", "second"):
+        settings = getattr(cfg, rnd)
         kinds = torch.cat([getattr(p, rnd).kernel_type for p in plans])
-        expected = [(1 - sinc_prob) * p for p in kernel_prob] + [sinc_prob]
+        expected = [(1 - settings.sinc_prob) * p for p in settings.kernel_prob] + [settings.sinc_prob]
         for i, name in enumerate(KERNEL_TYPES):
             check(f"{rnd} {name}", (kinds == i).float().mean().item(), expected[i], per_sample)
         blurred = torch.cat([getattr(p, rnd).blur for p in plans]).float().mean().item()
-        check(f"{rnd} blur", blurred, 1.0 if r == 0 else cfg.second_blur_prob, per_sample)
-        resize_prob = cfg.resize_prob if r == 0 else cfg.resize_prob2
-        for direction, p in zip(RESIZE_DIRECTIONS, resize_prob):
+        check(f"{rnd} blur", blurred, settings.blur_prob, per_sample)
+        for direction, p in zip(RESIZE_DIRECTIONS, settings.resize_prob):
             check(f"{rnd} resize {direction}", np.mean([getattr(q, rnd).resize == direction for q in plans]), p, seeds)
         for mode in RESIZE_MODES:
             check(f"{rnd} mode {mode}", np.mean([getattr(q, rnd).resize_mode == mode for q in plans]), 1 / 3, seeds)
         gaussian = torch.cat([getattr(p, rnd).gaussian_noise for p in plans]).float().mean().item()
-        check(
-            f"{rnd} gaussian noise",
-            gaussian,
-            cfg.gaussian_noise_prob if r == 0 else cfg.gaussian_noise_prob2,
-            per_sample,
-        )
+        check(f"{rnd} gaussian noise", gaussian, settings.gaussian_noise_prob, per_sample)
         gray = torch.cat([getattr(p, rnd).gray_noise for p in plans]).float().mean().item()
-        check(f"{rnd} gray noise", gray, cfg.gray_noise_prob if r == 0 else cfg.gray_noise_prob2, per_sample)
+        check(f"{rnd} gray noise", gray, settings.gray_noise_prob, per_sample)
     check("final sinc", torch.cat([p.final_sinc for p in plans]).float().mean().item(), cfg.final_sinc_prob, per_sample)
     check("resize+sinc before JPEG", np.mean([p.resize_then_jpeg for p in plans]), 0.5, seeds)
     for mode in RESIZE_MODES:
@@ -206,10 +213,9 @@ def test_every_stage_is_used_at_its_probability():
 def test_drawn_values_stay_in_their_published_ranges():
     cfg = Realistic(4)
     plans = [cfg.plan(seed, 16) for seed in range(200)]
-    for rnd, resize_range, noise, poisson in [
-        ("first", cfg.resize_range, cfg.noise_range, cfg.poisson_scale_range),
-        ("second", cfg.resize_range2, cfg.noise_range2, cfg.poisson_scale_range2),
-    ]:
+    for rnd in ("first", "second"):
+        settings = getattr(cfg, rnd)
+        resize_range, noise, poisson = settings.resize_range, settings.noise_range, settings.poisson_scale_range
         rounds = [getattr(p, rnd) for p in plans]
         sizes = torch.cat([r.kernel_size for r in rounds])
         assert set(sizes.tolist()) == set(range(7, 22, 2))  # odd, 7..21, every size used
@@ -282,11 +288,22 @@ def test_gray_noise_is_one_field_for_all_channels(gaussian):
 
 
 def test_realistic_takes_the_published_options_as_config_gives_them():
-    # YAML lists are accepted (and compared as the defaults); a bad probability names its key.
+    # A round's settings come as a mapping of the ones changed; YAML lists are accepted (and compared
+    # as the defaults); a bad key, probability or range names its round and key.
     assert build_degradation(
-        "realistic", 4, kernel_prob=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03], resize_range2=[0.3, 1.2]
+        "realistic",
+        4,
+        first={"kernel_prob": [0.45, 0.25, 0.12, 0.03, 0.12, 0.03]},
+        second={"resize_range": [0.3, 1.2]},
+        kernel_size_range=[7, 21],
     ) == Realistic(4)
-    with pytest.raises(ValueError, match="resize_prob must be probabilities"):
-        build_degradation("realistic", 4, resize_prob=[0.5, 0.5, 0.5])
-    with pytest.raises(ValueError, match="noise_range2 must be a"):
-        build_degradation("realistic", 4, noise_range2=[25, 1])
+    changed = build_degradation("realistic", 4, second={"noise_range": [1, 10]})
+    assert changed.second == replace(SECOND_ROUND, noise_range=(1, 10)) and changed.first == Realistic(4).first
+    with pytest.raises(ValueError, match="first.resize_prob must be probabilities"):
+        build_degradation("realistic", 4, first={"resize_prob": [0.5, 0.5, 0.5]})
+    with pytest.raises(ValueError, match="second.noise_range must be a"):
+        build_degradation("realistic", 4, second={"noise_range": [25, 1]})
+    with pytest.raises(ValueError, match="second has no setting.* noise_range2"):
+        build_degradation("realistic", 4, second={"noise_range2": [1, 10]})
+    with pytest.raises(ValueError, match="no parameter.* noise_range3"):
+        build_degradation("realistic", 4, noise_range3=[1, 10])

@@ -91,7 +91,9 @@ def test_the_measured_receptive_radius_is_the_architectures_and_tight():
         for f in stages:
             radius += 1 / resolution
             resolution *= f
-        assert build_generator(GeneratorSpec(scale=scale, num_blocks=blocks)).receptive_radius == -int(-(radius + 4 / resolution) // 1)
+        assert build_generator(GeneratorSpec(scale=scale, num_blocks=blocks)).receptive_radius == -int(
+            -(radius + 4 / resolution) // 1
+        )
     # One pixel less context and tiles are not exact any more (float64: rounding is far below
     # what the outermost tap of the field contributes).
     g = trained_looking(SRResNet(scale=2, num_blocks=2, num_features=8)).double()

@@ -1,4 +1,4 @@
-"""The fast paths of srgan.realistic compute what the reference operations compute."""
+"""The fast paths of srgan.degrade compute what the reference operations compute."""
 
 import math
 import random
@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from srgan import realistic
-from srgan.realistic import Realistic, filter_per_sample, jpeg, resize
+from srgan.degrade import Realistic, base, filter_per_sample, jpeg, kernels, noise, resize
 
 
 @pytest.mark.parametrize("mode", ["area", "bilinear", "bicubic"])
@@ -75,7 +74,7 @@ def test_shot_noise_counts_follow_the_poisson_law(vals):
             torch.full((n,), level, dtype=torch.int32),
             torch.tensor([int(math.log2(vals))], dtype=torch.int32),
         )
-        counts = realistic._poisson_counts(levels, exponent, g).double()
+        counts = noise._poisson_counts(levels, exponent, g).double()
         k = torch.arange(int(rate + 12 * math.sqrt(rate) + 12), dtype=torch.float64)
         p = _poisson_pmf(rate, k)
         seen = torch.bincount(counts.long(), minlength=len(k))[: len(k)].double() / n
@@ -91,7 +90,7 @@ def test_shot_noise_counts_levels_as_basicsr_does():
     three = torch.tensor([10.0, 20.0, 30.0]).repeat_interleave(32).expand(1, 1, 32, 96) / 255
     noisy = torch.rand(1, 3, 64, 64)
     for x, vals in [(flat, 1), (three, 4), (noisy, 256)]:
-        counts, got, levels = realistic._shot_counts(x, torch.Generator().manual_seed(1))
+        counts, got, levels = noise._shot_counts(x, torch.Generator().manual_seed(1))
         assert got.flatten().tolist() == [vals]
         assert torch.equal(levels, (x * 255).round())
         assert torch.equal(counts, counts.round())
@@ -102,7 +101,7 @@ def test_jpeg_is_the_same_worked_in_pieces(monkeypatch):
     # On a CPU the batch is coded a few images at a time; the result does not depend on it.
     x, quality = torch.rand(12, 3, 40, 56), torch.randint(30, 96, (12,))
     whole = jpeg(x, quality)
-    monkeypatch.setattr(realistic, "CPU_PIECE_PIXELS", 3 * 40 * 56)
+    monkeypatch.setattr(base, "CPU_PIECE_PIXELS", 3 * 40 * 56)
     assert torch.equal(jpeg(x, quality), whole)
 
 
@@ -141,7 +140,7 @@ def test_kernels_are_basicsrs(basicsr_degradations):
     theta = torch.tensor([0.0, 0.7, 0.0, -2.0, 0.0, 2.9, 0, 0], dtype=torch.float64)
     beta = torch.tensor([1.0, 1.0, 0.6, 3.2, 1.4, 1.9, 1, 1], dtype=torch.float64)
     omega = torch.tensor([1, 1, 1, 1, 1, 1, 0.8, 2.9], dtype=torch.float64)
-    ours = realistic.mixed_kernels(kinds, sizes, sx, sy, theta, beta, omega, 21)
+    ours = kernels.mixed_kernels(kinds, sizes, sx, sy, theta, beta, omega, 21)
     for i in range(len(kinds)):
         size, args, family = int(sizes[i]), (float(sx[i]), float(sy[i]), float(theta[i])), int(kinds[i]) // 2
         iso = int(kinds[i]) % 2 == 0
@@ -157,4 +156,4 @@ def test_kernels_are_basicsrs(basicsr_degradations):
             else:
                 theirs = degradations.circular_lowpass_kernel(float(omega[i]), size)
         pad = (21 - size) // 2
-        assert np.allclose(ours[i].numpy(), np.pad(theirs, pad), atol=1e-7), realistic.KERNEL_TYPES[int(kinds[i])]
+        assert np.allclose(ours[i].numpy(), np.pad(theirs, pad), atol=1e-7), kernels.KERNEL_TYPES[int(kinds[i])]

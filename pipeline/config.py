@@ -20,7 +20,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
-from pipeline.formats import IMAGE_EXTENSIONS
+from pipeline.formats import EXTENSIONS
 from pipeline.io.redact import redact_uri
 from srgan.degrade import build_degradation
 from srgan.generator import SCALES, check_scale
@@ -59,7 +59,7 @@ class DegradationSection(Section):
 class DataSection(Section):
     train: str = Field(..., description="HR training images: s3://bucket/prefix/, a local folder, or samples://photos")
     val: str | None = Field(None, description="HR validation images (same forms); none: no validation")
-    extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    extensions: list[str] = Field(default_factory=lambda: list(EXTENSIONS))
     patch_size: int = Field(96, description="HR patch size (the paper's 96 for x4)")
     patches_per_image: int = Field(16, ge=1, description="random HR crops taken from each image per epoch")
     degradation: DegradationSection = Field(default_factory=DegradationSection)

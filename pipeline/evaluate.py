@@ -62,7 +62,12 @@ def evaluate(
     lpips, skipped = lpips_model(lpips_weights)
     printer = Table(upscaler, data, lpips is not None) if table else None
     report = evaluate_images(
-        upscaler, iter_images(files), Path(data.rstrip("/")).name, grid, printer.row if printer else None, lpips
+        upscaler,
+        iter_images(files, upscaler),
+        Path(data.rstrip("/")).name,
+        grid,
+        printer.row if printer else None,
+        lpips,
     )
     if printer:
         printer.means(report)

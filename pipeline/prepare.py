@@ -31,6 +31,7 @@ import numpy as np
 from pipeline import cli, formats
 from pipeline.data.batches import ImageSpec
 from pipeline.data.prepared import SETTINGS, RunLog, prepared_uri, read_records, remove_manifest, write_manifest
+from pipeline.data.reader import Range, read_image
 from pipeline.errors import DecodeError, StorageError, UsageError
 from pipeline.formats import png_tiff
 from pipeline.io import storage
@@ -65,7 +66,7 @@ class PrepareJob:
     channels: int = 3
     min_size: int = 1
     data_range: float | None = None
-    extensions: tuple[str, ...] = formats.IMAGE_EXTENSIONS
+    extensions: tuple[str, ...] = formats.EXTENSIONS
     cpus_per_task: float = 0.5
 
     def __post_init__(self) -> None:
@@ -128,21 +129,24 @@ def sub_image_key(source_key: str, index: int, ext: str) -> str:
     return str(path.with_name(f"{path.stem}_s{index:03d}{ext}"))
 
 
-def _encode_sub_image(crop: np.ndarray, alpha: bool, declared: formats.ValueRange) -> tuple[bytes, str]:
-    """Lossless bytes that read back as the source does: PNG (compression 3, as BasicSR) where
-    PNG says the same (8/16-bit, alpha exactly where PNG implies it, no range narrower than the
-    dtype's declared), else TIFF with the alpha flag and the declared range as MaxSampleValue."""
-    if crop.dtype in (np.uint8, np.uint16) and declared.from_dtype and alpha == (crop.shape[2] in (2, 4)):
+def _encode_sub_image(crop: np.ndarray, used: Range) -> tuple[bytes, str]:
+    """Lossless bytes that read back as the source does: PNG (compression 3, as BasicSR) for
+    8/16-bit data read over its dtype's range (alpha is dropped, as training drops it), else
+    TIFF with the range as MaxSampleValue."""
+    if crop.dtype in (np.uint8, np.uint16) and not used.declared and crop.shape[2] in (1, 3):
         return png_tiff.encode_png(crop, level=3), ".png"
-    return png_tiff.encode_tiff(crop, alpha, max_value=None if declared.from_dtype else int(declared.high)), ".tif"
+    return png_tiff.encode_tiff(
+        crop, False, max_value=int(used.high) if used.declared and used.low == 0 else None
+    ), ".tif"
 
 
 def _validate_and_cut(data: bytes, key: str, job: PrepareJob, out_root: str, owner: str) -> list[dict]:
     """Manifest rows of one source: itself, or its sub-images, written under `out_root`.
     Raises DecodeError for a bad input (the same verdict training's scan would give)."""
     spec = ImageSpec(channels=job.channels, data_range=job.data_range, min_size=job.min_size)
-    _, _, used = spec.decode_with_range(data, key)
-    array, alpha, declared = formats.decode_with_range(data, key)  # the stored values, to cut
+    _, _, used = spec.decode_with_range(data, key)  # training's verdict, by the one reader
+    image = read_image(data, key, explicit=job.data_range, min_size=job.min_size)  # the stored values, to cut
+    array = image.pixels
     height, width, bands = array.shape
     row = {
         "bands": bands,
@@ -158,11 +162,11 @@ def _validate_and_cut(data: bytes, key: str, job: PrepareJob, out_root: str, own
     for top in sub_image_starts(height, size, job.step):
         for left in sub_image_starts(width, size, job.step):
             crop = np.ascontiguousarray(array[top : top + size, left : left + size])
-            payload, ext = _encode_sub_image(crop, alpha, declared)
+            payload, ext = _encode_sub_image(crop, image.range)
             out_key = sub_image_key(key, len(rows) + 1, ext)
             if not rows:  # decoded back as training will: the range must survive the cut
                 _, _, got = spec.decode_with_range(payload, out_key)
-                if (got.high, got.from_dtype) != (used.high, used.from_dtype):
+                if (got.high, got.from_dtype) != (used.high, used.from_dtype) or image.range.low != 0:
                     raise DecodeError(
                         f"its value range ({used.source}) would read as {got.source} in a sub-image; prepare it without --sub-images"
                     )
@@ -392,7 +396,7 @@ def build_parser() -> cli.Parser:
     p.add_argument(
         "--ext",
         action="append",
-        help=f"only these extensions, repeatable (default: {' '.join(formats.IMAGE_EXTENSIONS)})",
+        help=f"only these extensions, repeatable (default: {' '.join(formats.EXTENSIONS)})",
     )
     p.add_argument("--cpus-per-task", type=cli.positive_float, default=0.5, help="CPUs per Ray Data task")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line on stdout")
@@ -410,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         channels=args.channels,
         min_size=args.min_size,
         data_range=args.data_range,
-        extensions=tuple(args.ext) if args.ext else formats.IMAGE_EXTENSIONS,
+        extensions=tuple(args.ext) if args.ext else formats.EXTENSIONS,
         cpus_per_task=args.cpus_per_task,
     )
     summary = prepare(job)

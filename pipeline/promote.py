@@ -188,7 +188,7 @@ def _alias_version(client, name: str, alias: str) -> str | None:
 def score(ref: str, holdout: list, tracking_uri: str, lpips=None) -> dict:
     """The model's holdout means, with bicubic's under "bicubic" (EvalReport.to_dict())."""
     upscaler = load_upscaler(ref, tracking_uri=tracking_uri)
-    return evaluate_images(upscaler, iter_images(holdout), dataset="holdout", lpips=lpips).to_dict()
+    return evaluate_images(upscaler, iter_images(holdout, upscaler), dataset="holdout", lpips=lpips).to_dict()
 
 
 def promote(name: str, run_id: str, holdout: str, gate: Gate, tracking_uri: str) -> Decision:

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline import cli, formats, tracking
-from pipeline.errors import DataError, DecodeError, ModelRefError, StorageError, TrackingError, UsageError
+from pipeline import cli, tracking
+from pipeline.data.reader import StoredImage
+from pipeline.errors import DataError, StorageError, TrackingError, UsageError
 from pipeline.io import storage
 from pipeline.models.reference import BICUBIC, REFERENCE_HELP, Upscaler, load_upscaler
 from pipeline.scoring.grids import to_display
@@ -95,10 +96,11 @@ def make_page(
     storage.check_destination(str(out.resolve().parent), "--out")
     upscalers = _upscalers(a, b, scale, tracking_uri)
     rng = np.random.default_rng(seed)
+    reader = next((u for u in upscalers if u.generator is not None), upscalers[0])  # its bands and data_range
     crops = [
         c
-        for name, array, alpha in iter_images(files)
-        for c in _crops(name, array, alpha, upscalers, crop, pairs_per_image, rng)
+        for name, image in iter_images(files, reader)
+        for c in _crops(name, image, upscalers, crop, pairs_per_image, rng)
     ]
     sides = rng.permutation(["a", "b"] * (len(crops) // 2) + ["a"] * (len(crops) % 2)).tolist()
     page_id, pairs, keyed = secrets.token_hex(8), [], {}
@@ -149,8 +151,7 @@ def _upscalers(a: str, b: str, scale: int | None, tracking_uri: str | None) -> t
 
 def _crops(
     name: str,
-    array: np.ndarray,
-    alpha: bool,
+    image: StoredImage,
     upscalers: tuple[Upscaler, Upscaler],
     crop: int,
     count: int,
@@ -158,11 +159,7 @@ def _crops(
 ) -> Iterator[tuple]:
     """(image name, [top, left, size] in HR pixels, LR crop, A's crop, B's crop) `count` times;
     tensors (C, h, w) in [0, 1]."""
-    channels = next((u.in_channels for u in upscalers if u.in_channels is not None), array.shape[2] - alpha)
-    try:  # transparency is not part of the picture being judged; gray -> RGB for an RGB model
-        array = formats.conform_bands(array, channels, alpha)
-    except DecodeError as exc:
-        raise ModelRefError(f"{name} {exc}") from None
+    array = image.pixels  # alpha dropped, in the models' band count (iter_images)
     scale = upscalers[0].scale
     h, w = array.shape[0] // scale, array.shape[1] // scale
     side = min(crop // scale, h, w)  # in LR pixels
@@ -171,7 +168,7 @@ def _crops(
             f"{name}: {array.shape[1]}x{array.shape[0]} is too small to crop at x{scale} (at least {4 * scale} px a side); remove it or raise --crop"
         )
     hr = torch.from_numpy(np.ascontiguousarray(array[: h * scale, : w * scale].transpose(2, 0, 1)))[None]
-    lr = (imresize(hr, 1.0 / scale).float() / formats.data_range(array.dtype)).clamp(0, 1)
+    lr = ((imresize(hr, 1.0 / scale).float() - image.range.low) / image.range.span).clamp(0, 1)
     for _ in range(count):
         top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         region = (top, top + side, left, left + side)

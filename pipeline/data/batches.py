@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from pipeline import formats
+from pipeline.data.reader import read_image
 from pipeline.errors import DecodeError
 from pipeline.io import storage
 from srgan.degrade import Degradation, usm_sharp
@@ -66,34 +67,23 @@ class ImageSpec:
         return tensor, levels
 
     def decode_with_range(self, data: bytes, name: str) -> tuple[torch.Tensor, int, formats.ValueRange]:
-        """`decode`, plus the range integers are divided by and where it comes from:
-        data.data_range when set, else the file's declaration (PNG sBIT, TIFF MaxSampleValue
-        or BitsPerSample, GDAL statistics as a last resort), else the dtype's maximum. A value
-        above that range makes the file bad input: it is never clipped."""
-        array, alpha, declared = formats.decode_with_range(data, name)
-        h, w = array.shape[:2]
-        if min(h, w) < self.min_size:
-            raise DecodeError(f"is {w}x{h}, smaller than the {self.min_size}x{self.min_size} patch")
-        array = formats.conform_bands(array, self.channels, alpha)
-        used = (
-            formats.ValueRange(float(self.data_range), f"data.data_range {self.data_range:g}")
-            if self.data_range
-            else declared
+        """`decode`, plus the range the values are read with and where it comes from
+        (pipeline.data.reader's rule: data.data_range when set, else the file's declaration,
+        else the dtype's). A value outside that range makes the file bad input: it is never
+        clipped."""
+        image = read_image(
+            data,
+            name,
+            self.channels,
+            explicit=self.data_range,
+            min_size=self.min_size,
+            hint="fix the file or set data.data_range to the data's true maximum"
+            if not self.data_range
+            else "raise data.data_range to the data's true maximum",
+            explicit_name=f"data.data_range {self.data_range:g}" if self.data_range else "",
         )
-        if not np.issubdtype(array.dtype, np.integer):
-            return formats.to_unit(array, self.data_range), 0, used
-        top = int(array.max())
-        if top > used.high:
-            fix = (
-                "raise data.data_range to the data's true maximum"
-                if self.data_range
-                else "fix the file or set data.data_range to the data's true maximum"
-            )
-            raise DecodeError(f"has values up to {top}, above {used.high:g} ({used.source}); {fix}")
-        # Signed data that declares nothing is divided by its dtype's maximum unclipped, so that
-        # its negative values are not lost; everything else by its range (nothing exceeds it).
-        divisor = None if used.from_dtype and np.issubdtype(array.dtype, np.signedinteger) else used.high
-        return formats.to_unit(array, divisor), int(used.high), used
+        used = formats.ValueRange(image.range.high, image.range.source, not image.range.declared)
+        return image.tensor(), image.levels, used
 
 
 def _scan_batch(batch: dict, spec: ImageSpec) -> dict:

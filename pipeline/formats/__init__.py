@@ -9,26 +9,27 @@ that, rounding and clipping for integer dtypes.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
 from pipeline.formats import dicom, geotiff, png_tiff
-from pipeline.formats.base import MAX_PIXELS, Codec, Raster, RasterWriter, Window
+from pipeline.formats.base import MAX_PIXELS, Codec, Raster, RasterWriter, Window, check_pixels
 from pipeline.formats.errors import DecodeError
 from pipeline.formats.png_tiff import ValueRange
 
 # Probe order: a codec listed first gets a file its extension shares with a later one when
 # its probe accepts the bytes (a georeferenced .tif is a GeoTIFF, any other .tif a plain TIFF).
 CODECS: tuple[Codec, ...] = (geotiff.CODEC, png_tiff.CODEC, dicom.CODEC)
-IMAGE_EXTENSIONS = png_tiff.EXTENSIONS  # what training and evaluation decode whole
-EXTENSIONS = tuple(dict.fromkeys(ext for codec in CODECS for ext in codec.extensions))  # what upscaling reads
+EXTENSIONS = tuple(dict.fromkeys(ext for codec in CODECS for ext in codec.extensions))  # what every verb reads
 
 __all__ = [
     "CODECS",
     "EXTENSIONS",
-    "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "Codec",
     "DecodeError",
@@ -36,6 +37,8 @@ __all__ = [
     "RasterWriter",
     "Window",
     "ValueRange",
+    "check_pixels",
+    "open_bytes",
     "open_raster",
     "decode",
     "decode_with_alpha",
@@ -67,6 +70,18 @@ def open_raster(path: Path, name: str | None = None, max_pixels: int = MAX_PIXEL
         if cause:
             raise DecodeError(f"{exc}; GDAL: {cause}") from exc
         raise
+
+
+@contextlib.contextmanager
+def open_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Iterator[Raster]:
+    """`open_raster` for a file's bytes (as storage or Ray Data hand them over), by `name`'s
+    extension: the bytes go to a private temporary file that is removed on exit."""
+    suffix = PurePosixPath(name).suffix.lower()
+    with tempfile.TemporaryDirectory(prefix="srgan-read-") as tmp:
+        path = Path(tmp) / f"image{suffix}"
+        path.write_bytes(data)
+        with open_raster(path, name, max_pixels) as raster:
+            yield raster
 
 
 def decode_with_alpha(data: bytes, name: str) -> tuple[np.ndarray, bool]:

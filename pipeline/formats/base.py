@@ -108,6 +108,8 @@ class Raster(ABC):
         str, ...
     ] = ()  # per band, as the file declares: 'red', 'alpha', 'undefined', ... or () when it says nothing
     value_range: tuple[float, float] = (0.0, 1.0)  # (low, high): see dtype_range
+    range_source: str = ""  # where value_range comes from, e.g. "PNG sBIT 12 bits (4095)"
+    range_declared: bool = False  # the file states value_range (not just its dtype's)
 
     def windows(self, block: int, pad: int) -> Iterator[Window]:
         """Windows of at most `block` x `block` kept pixels with `pad` pixels of context, frame

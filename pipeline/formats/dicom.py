@@ -143,7 +143,12 @@ class DicomRaster(Raster):
 
     def __init__(self, path: Path, max_pixels: int = MAX_PIXELS) -> None:
         self.dataset, self.pixels, offset, span = decode(path.read_bytes(), max_pixels)
-        self.value_range = (-float(offset), float(span - offset))
+        self.value_range = (float(-offset), float(span - offset))
+        signed = int(getattr(self.dataset, "PixelRepresentation", 0)) == 1
+        self.range_source = f"DICOM BitsStored {int(getattr(self.dataset, 'BitsStored', 16))}" + (
+            " signed" if signed else ""
+        )
+        self.range_declared = "BitsStored" in self.dataset
         photometric = str(getattr(self.dataset, "PhotometricInterpretation", "MONOCHROME2"))
         if photometric not in PHOTOMETRIC:
             raise DecodeError(

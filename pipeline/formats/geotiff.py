@@ -113,6 +113,17 @@ class GeoRaster(Raster):
         self.dtype = np.dtype(ds.dtypes[0])
         self.nodata = ds.nodata
         self.value_range = dtype_range(self.dtype)
+        bits = (
+            ds.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") if ds.count else None
+        )  # GDAL's n-bit data in a wider integer type
+        if (
+            bits
+            and bits.isdigit()
+            and np.issubdtype(self.dtype, np.unsignedinteger)
+            and 0 < int(bits) < 8 * self.dtype.itemsize
+        ):
+            self.value_range = (0.0, float(2 ** int(bits) - 1))
+            self.range_source, self.range_declared = f"GeoTIFF NBITS {bits} ({2 ** int(bits) - 1})", True
         self.colours = tuple(c.name for c in ds.colorinterp)
         # An RGBA GeoTIFF declares its alpha band; a 4-band multispectral raster does not.
         self.alpha = self.bands > 1 and ds.colorinterp[-1] == ColorInterp.alpha

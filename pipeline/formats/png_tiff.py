@@ -363,6 +363,7 @@ class ImageRaster(Raster):
         self.height, self.width, self.bands = self.array.shape
         self.dtype = self.array.dtype
         self.value_range = (0.0, self.declared.high) if not self.declared.from_dtype else dtype_range(self.dtype)
+        self.range_source, self.range_declared = self.declared.source, not self.declared.from_dtype
         self._sbit = _png_chunk(data, b"sBIT") if _ext(self.name) == ".png" else None
 
     def read(self, window: Window) -> tuple[np.ndarray, None]:

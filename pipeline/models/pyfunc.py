@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.errors import DataError, ModelRefError
+from pipeline.data.reader import range_rule
+from pipeline.errors import DataError, DecodeError, ModelRefError
 from pipeline.models.reference import Upscaler
 from pipeline.tracking import store as tracking
 from srgan.generator import SRResNet
@@ -53,7 +54,16 @@ class GeneratorModel:
         )
 
     def predict(self, model_input, params: dict | None = None) -> np.ndarray:
-        x = torch.from_numpy(np.asarray(model_input, dtype=np.float32))
+        """Float input is taken as [0, 1]; integer input (stored pixel values) is read by the
+        one range rule (pipeline.data.reader): the model's data_range, else the dtype's."""
+        array = np.asarray(model_input)
+        if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+            try:
+                used = range_rule(array.dtype, model_range=self.meta.get("data_range"), hint="send float32 in [0, 1]")
+            except DecodeError as exc:
+                raise DataError(f"the input {exc}") from None
+            array = (array.astype(np.float64) - used.low) / used.span
+        x = torch.from_numpy(np.asarray(array, dtype=np.float32))
         channels = self.generator.spec.in_channels
         if x.dim() != 4 or x.shape[1] != channels:
             raise DataError(

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from pipeline import formats
-from pipeline.errors import DataError, DecodeError, ModelRefError, StorageError
+from pipeline.data.reader import StoredImage, read_image
+from pipeline.errors import DataError, DecodeError, StorageError
 from pipeline.io import storage
 from pipeline.models.reference import Upscaler
 from pipeline.scoring.grids import GridRow, save_grid
@@ -120,20 +121,26 @@ def say_lpips_skipped(reason: str) -> None:
 
 
 def list_images(source: str | Path) -> list[storage.StoredFile]:
-    """Every image under a local folder or an s3:// prefix, sorted, recursively; an error
-    naming `source` when there is none."""
-    files = storage.list_files(str(source), formats.IMAGE_EXTENSIONS)
+    """Every image under a local folder or an s3:// prefix (any format pipeline.formats reads),
+    sorted, recursively; an error naming `source` when there is none."""
+    files = storage.list_files(str(source), formats.EXTENSIONS)
     if not files:
-        raise StorageError(f"no images ({', '.join(formats.IMAGE_EXTENSIONS)}) under {source}")
+        raise StorageError(f"no images ({', '.join(formats.EXTENSIONS)}) under {source}")
     return files
 
 
-def iter_images(files: list[storage.StoredFile]) -> Iterator[tuple[str, np.ndarray, bool]]:
-    """(relative key, HR array, has alpha) for every file; a file that does not decode is an
-    error naming it."""
+def iter_images(
+    files: list[storage.StoredFile], upscaler: Upscaler | None = None, value_range: float | None = None
+) -> Iterator[tuple[str, StoredImage]]:
+    """(relative key, image) for every file, read by pipeline.data.reader's one rule: an
+    explicit `value_range`, else the model's data_range, else the file's declaration, else
+    its dtype's; with an `upscaler`, in the band count its model takes. A file that cannot be
+    read is an error naming it."""
+    channels = upscaler.in_channels if upscaler is not None else None
+    model_range = upscaler.meta.get("data_range") if upscaler is not None else None
     for f in files:
         try:
-            yield (f.key, *formats.decode_with_alpha(storage.read_bytes(f.uri), f.key))
+            yield f.key, read_image(storage.read_bytes(f.uri), f.key, channels, value_range, model_range)
         except DecodeError as exc:
             raise DecodeError(f"{f.uri}: {exc}; remove or replace it") from None
 
@@ -216,39 +223,32 @@ class ValidationSums:
         return dict(zip(VALIDATION_METRICS, values))
 
 
-def _levels(dtype: np.dtype) -> int | None:
-    return int(formats.data_range(dtype)) if np.issubdtype(dtype, np.integer) else None
-
-
 def score_image(
-    upscaler: Upscaler, name: str, hr_array: np.ndarray, scale: int, alpha: bool = False, lpips=None
+    upscaler: Upscaler, name: str, image: StoredImage, scale: int, lpips=None
 ) -> tuple[ImageScore, GridRow]:
-    """Protocol scores for one HR image, and the pictures for its comparison row."""
-    if alpha:  # transparency is not part of the picture being scored
-        hr_array = hr_array[..., :-1]
-    if upscaler.in_channels is not None:
-        try:  # as in training: gray -> RGB for a 3-channel model
-            hr_array = formats.conform_bands(hr_array, upscaler.in_channels)
-        except DecodeError as exc:
-            raise ModelRefError(f"{name} {exc}") from None
+    """Protocol scores for one HR image (read in the band count the model takes), and the
+    pictures for its comparison row."""
+    hr_array = image.pixels
     h, w = (hr_array.shape[0] // scale) * scale, (hr_array.shape[1] // scale) * scale
     if h < 2 * scale + 11 or w < 2 * scale + 11:
         raise DataError(
             f"{name}: {hr_array.shape[1]}x{hr_array.shape[0]} is too small to score at x{scale} (at least {2 * scale + 11} px a side)"
         )
     hr_native = torch.from_numpy(np.ascontiguousarray(hr_array[:h, :w].transpose(2, 0, 1)))[None]
-    div = formats.data_range(hr_array.dtype)
+    low, span = image.range.low, image.range.span
+
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return ((x.float() - low) / span).clamp(0, 1)
+
     # LR and the bicubic baseline in the image's own dtype, exactly as MATLAB rounds them.
     lr_native = imresize(hr_native, 1.0 / scale)
-    bicubic = imresize(lr_native, float(scale)).float() / div
-    lr = (lr_native.float() / div).clamp(0, 1)
-    hr = hr_native.float() / div
+    bicubic = unit(imresize(lr_native, float(scale)))
+    lr, hr = unit(lr_native), unit(hr_native)
     if upscaler.generator is None:
         sr = bicubic
     else:
         sr = upscaler(lr)
-        levels = _levels(hr_array.dtype)
-        sr = quantize(sr, levels) if levels else sr
+        sr = quantize(sr, image.levels) if image.levels else sr
     base = sr_figures(bicubic, hr, scale, lpips)
     ours = base if sr is bicubic else sr_figures(sr, hr, scale, lpips)
     score = ImageScore(
@@ -259,7 +259,7 @@ def score_image(
 
 def evaluate_images(
     upscaler: Upscaler,
-    images: Iterable[tuple[str, np.ndarray, bool]],
+    images: Iterable[tuple[str, StoredImage]],
     dataset: str,
     grid_path: str | Path | None = None,
     progress=None,
@@ -268,8 +268,8 @@ def evaluate_images(
     """Score every image; optionally write the comparison grid. `progress(score)` is
     called after each image; `lpips`: an srgan.lpips model (LPIPS is left out without one)."""
     scores, rows = [], []
-    for name, array, alpha in images:
-        score, row = score_image(upscaler, name, array, upscaler.scale, alpha, lpips)
+    for name, image in images:
+        score, row = score_image(upscaler, name, image, upscaler.scale, lpips)
         scores.append(score)
         if grid_path is not None:
             rows.append(row)
@@ -288,17 +288,14 @@ class AsIsScore:
     niqe: float | None
 
 
-def score_as_is(images: Iterable[tuple[str, np.ndarray, bool]], progress=None) -> list[AsIsScore]:
+def score_as_is(images: Iterable[tuple[str, StoredImage]], progress=None) -> list[AsIsScore]:
     """NIQE of images as they are (no reference, nothing upscaled): for outputs made
     elsewhere, such as the batch upscaler's. Alpha is dropped; images without a Y channel
     or smaller than 96 x 96 get None."""
     scores = []
-    for name, array, alpha in images:
-        if alpha:
-            array = array[..., :-1]
-        scores.append(
-            AsIsScore(name, array.shape[0], array.shape[1], niqe_of(formats.to_unit(array)[None].clamp(0, 1)))
-        )
+    for name, image in images:
+        h, w = image.pixels.shape[:2]
+        scores.append(AsIsScore(name, h, w, niqe_of(image.tensor()[None])))
         if progress:
             progress(scores[-1])
     return scores

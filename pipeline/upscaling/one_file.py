@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from pipeline import formats
+from pipeline.data.reader import Range, check_values, declared_range, range_rule
 from pipeline.errors import DecodeError, UserError
 from pipeline.io import s3, storage
 from pipeline.models.reference import BICUBIC, Upscaler, read_generator
@@ -175,53 +176,32 @@ def _valid(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 def measured_range(raster: formats.Raster, block: int) -> tuple[float, float]:
     """(min, max) of the raster's stored values, no-data excluded (one read pass)."""
     low, high = np.inf, -np.inf
+    anything = Range(-np.inf, np.inf, "")
     for window in raster.windows(block, 0):
-        values = _valid(*raster.read(window))
+        array, mask = raster.read(window)
+        values = array if mask is None else array[~mask]
         if values.size:
-            check_values(values, None, -np.inf, np.inf, "")
+            check_values(values, None, anything)
             low, high = min(low, float(values.min())), max(high, float(values.max()))
     if low > high:
         raise DecodeError("holds no data (every pixel is no-data)")
     return (low, high) if high > low else (low, low + 1.0)
 
 
+RANGE_HINT = "pass --value-range stats (each file's own min and max) or --value-range LOW,HIGH"
+
+
 def value_range(
     raster: formats.Raster, setting: str | tuple[float, float], model_range: float | None, block: int
-) -> tuple[float, float, str]:
-    """(low, high, where they come from): stored values low..high become the model's 0..1."""
+) -> Range:
+    """The range stored values are read with (pipeline.data.reader's one rule): --value-range,
+    else the model's data_range, else the file's declaration, else its dtype's."""
     if isinstance(setting, tuple):
-        return float(setting[0]), float(setting[1]), "--value-range"
+        return range_rule(raster.dtype, explicit=setting, hint=RANGE_HINT, explicit_name="--value-range")
     if setting == "stats":
-        return (*measured_range(raster, block), "the file's min and max")
-    if model_range:
-        return 0.0, float(model_range), "the model's data_range"
-    if raster.dtype == np.bool_:
-        raise DecodeError("is a 1-bit (boolean) image; an SR model needs grey levels: convert it to 8-bit first")
-    if np.issubdtype(raster.dtype, np.integer) and raster.value_range[1] - raster.value_range[0] > 2**24:
-        # more levels than float32 (the model's input) tells apart: the values that matter would be lost
-        raise DecodeError(
-            f"is {raster.dtype}, whose whole range is too wide to read as the model's 0..1; pass --value-range stats (each file's own min and max) or --value-range LOW,HIGH"
-        )
-    if np.issubdtype(raster.dtype, np.floating):
-        return (*raster.value_range, "float data is read as [0, 1] unless a range is given")
-    return (*raster.value_range, f"the value range this {raster.dtype} file declares")
-
-
-def check_values(array: np.ndarray, mask: np.ndarray | None, low: float, high: float, source: str) -> None:
-    """Refuse stored values the range cannot map to [0, 1] (outside it, NaN, infinite), no-data
-    excluded: a value is never clipped to fit."""
-    values = _valid(array, mask)
-    if not values.size:
-        return
-    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-        raise DecodeError(
-            "holds NaN or infinite values that are not its no-data value; mark them as no-data or fix the file"
-        )
-    lo, hi = float(values.min()), float(values.max())
-    if lo < low or hi > high:
-        raise DecodeError(
-            f"has values from {lo:g} to {hi:g}, outside [{low:g}, {high:g}] ({source}); pass --value-range stats (each file's own min and max) or --value-range LOW,HIGH"
-        )
+        measured = measured_range(raster, block)
+        return range_rule(raster.dtype, explicit=measured, hint=RANGE_HINT, explicit_name="the file's min and max")
+    return range_rule(raster.dtype, declared_range(raster), model_range=model_range, hint=RANGE_HINT)
 
 
 def file_precision(upscaler: Upscaler, requested: str, dtype: np.dtype) -> Upscaler:
@@ -249,9 +229,8 @@ def _upscale_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> d
             upscaler = file_precision(upscaler, settings.precision, raster.dtype)
             plan = plan_bands(raster.bands, raster.alpha, upscaler.in_channels, settings.bands, raster.colours)
             block = window_block(upscaler, settings.window_pixels)
-            low, high, source_of_range = value_range(
-                raster, settings.value_range, upscaler.meta.get("data_range"), block
-            )
+            used = value_range(raster, settings.value_range, upscaler.meta.get("data_range"), block)
+            low, high = used.low, used.high
             notes = {"model": upscaler.name, "scale": str(s), "value_range": f"{low:g},{high:g}"}
             model_bands = ",".join(str(b + 1) for g in plan.groups for b in g)
             if plan.groups[0] != tuple(range(len(plan.groups[0]))) and not plan.replicate:
@@ -262,7 +241,7 @@ def _upscale_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> d
             with raster.create(out_path, s, notes) as writer:  # complete only when the loop ends
                 for window in raster.windows(block, upscaler.pad):
                     array, mask = raster.read(window)
-                    check_values(array, mask, low, high, source_of_range)
+                    check_values(array, mask, used, RANGE_HINT)
                     region = (
                         None if window.rows == window.keep_rows and window.cols == window.keep_cols else window.region
                     )

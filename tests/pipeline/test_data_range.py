@@ -122,7 +122,7 @@ def test_values_above_the_declared_maximum_make_the_file_bad_input_not_clipped(r
     assert [(b.key, b.reason) for b in bad] == [
         (
             "over.tif",
-            "has values up to 5000, above 4095 (TIFF MaxSampleValue 4095); fix the file or set data.data_range to the data's true maximum",
+            "has values from 0 to 5000, outside [0, 4095] (TIFF MaxSampleValue 4095); fix the file or set data.data_range to the data's true maximum",
         )
     ]
 

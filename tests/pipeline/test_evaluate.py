@@ -51,7 +51,7 @@ def test_checkpoint_model_table_grid_and_json(tmp_path, hr_folder, capsys):
     grid = tmp_path / "grid.png"
     code, out, err = _run(capsys, "--model", str(ckpt), "--data", str(hr_folder), "--grid", str(grid))
     # The 4-band TIFF cannot go through a 3-channel model: a clear error, exit 2.
-    assert code == 2 and "bands.tif has 4 band(s), the model takes 3" in err
+    assert code == 2 and "bands.tif: has 4 band(s), the model takes 3" in err
 
     (hr_folder / "bands.tif").unlink()
     code, out, _ = _run(capsys, "--model", str(ckpt), "--data", str(hr_folder), "--grid", str(grid))

@@ -139,5 +139,5 @@ def test_the_extension_lists_exist_once():
     from pipeline.config import DataSection
     from pipeline.formats import dicom, geotiff, png_tiff
 
-    assert DataSection(train="x").extensions == list(formats.IMAGE_EXTENSIONS) == list(png_tiff.EXTENSIONS)
+    assert DataSection(train="x").extensions == list(formats.EXTENSIONS)  # training reads every codec
     assert set(formats.EXTENSIONS) == set(png_tiff.EXTENSIONS) | set(geotiff.EXTENSIONS) | set(dicom.EXTENSIONS)

@@ -78,7 +78,7 @@ def test_the_trained_models_really_differ(registry):
     for label in ("worse", "bicubic_equal", "good", "better"):
         upscaler = load_upscaler(f"runs:/{registry['runs'][label]}", tracking_uri=registry["uri"])
         report = scoring.evaluate_images(
-            upscaler, scoring.iter_images(scoring.list_images(registry["holdout"])), "h"
+            upscaler, scoring.iter_images(scoring.list_images(registry["holdout"]), upscaler), "h"
         ).to_dict()
         figures[label] = report["psnr_y"]
         bicubic = report["bicubic"]["psnr_y"]

@@ -47,7 +47,8 @@ GENERATORS = {
 def reports():
     """Holdout means per generator, with bicubic's, as pipeline.scoring computes them."""
     pairs = []
-    for name, array, _ in iter_images(list_images("samples://holdout")):
+    for name, image in iter_images(list_images("samples://holdout")):
+        array = image.pixels
         h, w = array.shape[0] // SCALE * SCALE, array.shape[1] // SCALE * SCALE
         hr_native = torch.from_numpy(np.ascontiguousarray(array[:h, :w].transpose(2, 0, 1)))[None]
         bicubic = imresize(imresize(hr_native, 1 / SCALE), float(SCALE)).float() / 255

@@ -76,15 +76,19 @@ def test_signed_integers_keep_their_negative_values(tmp_path, name):
     image = np.random.default_rng(2).integers(-3000, 3000, (15, 17, 3)).astype(np.int16)
     data = geotiff_bytes(image) if name.startswith("geo") else formats.encode(image, name)
     up = upscaler()
-    row, out = run_one(tmp_path, name, data, up)
-    assert row["status"] == "done" and row["value_range"] == "-32768,32767", row
+    # Declaring nothing, the data would be a sliver of the int16 range: refused, nothing written.
+    row, out = run_one(tmp_path / "auto", name, data, up)
+    assert row["status"] == "failed" and "signed int16 and declares no value range" in row["error"], row
+    assert "--value-range stats" in row["error"] and not out.exists()
+    row, out = run_one(tmp_path / "given", name, data, up, value_range=(-3000.0, 3000.0))
+    assert row["status"] == "done" and row["value_range"] == "-3000,3000", row
     result = (
         formats.decode(out.read_bytes(), name)
         if not name.startswith("geo")
         else np.moveaxis(rasterio.open(out).read(), 0, -1)
     )
     assert result.dtype == np.int16 and result.min() < 0
-    assert np.array_equal(result, expected(up, image, -32768.0, 32767.0))
+    assert np.array_equal(result, expected(up, image, -3000.0, 3000.0))
 
 
 def test_a_model_trained_on_12_bit_data_refuses_values_above_its_range(tmp_path):

@@ -30,13 +30,21 @@ import numpy as np
 
 from pipeline import cli, formats
 from pipeline.data.batches import ImageSpec
-from pipeline.data.prepared import SETTINGS, RunLog, prepared_uri, read_records, remove_manifest, write_manifest
+from pipeline.data.prepared import (
+    SETTINGS,
+    PrepareRecord,
+    ledger_folder,
+    prepared_uri,
+    read_records,
+    remove_manifest,
+    write_manifest,
+)
 from pipeline.data.reader import Range, read_image
 from pipeline.errors import DecodeError, StorageError, UsageError
 from pipeline.formats import png_tiff
 from pipeline.io import storage
+from pipeline.io.ledger import Ledger, new_run_id
 from pipeline.io.redact import redact_uri
-from pipeline.upscaling.manifest import new_run_id
 
 KILL_AFTER_ENV = "SRGAN_PREPARE_KILL_AFTER"  # test-only: the driver kills itself after N recorded sources
 EXAMPLES = [
@@ -179,17 +187,17 @@ def _validate_and_cut(data: bytes, key: str, job: PrepareJob, out_root: str, own
 
 
 def prepare_source(item: dict, job: PrepareJob, out_root: str, owner: str) -> dict:
-    """Ray Data task: one source {key, uri, size} -> {source, bytes, status (done, bad: a bad
-    input, failed: a read or write that may work next time), reason, images (JSON rows)}."""
-    result = {"source": item["key"], "bytes": item["size"], "status": "done", "reason": "", "images": "[]"}
+    """Ray Data task: one source {key, uri, size} -> its PrepareRecord, as the plain dict Ray
+    Data carries back."""
+    result = PrepareRecord(source=item["key"], bytes=item["size"])
     try:
         data = storage.read_bytes(item["uri"])
-        result["images"] = json.dumps(_validate_and_cut(data, item["key"], job, out_root, owner))
+        result.images = json.dumps(_validate_and_cut(data, item["key"], job, out_root, owner))
     except DecodeError as exc:
-        result.update(status="bad", reason=str(exc))
+        result.status, result.reason = "bad", str(exc)
     except StorageError as exc:
-        result.update(status="failed", reason=str(exc))
-    return result
+        result.status, result.reason = "failed", str(exc)
+    return asdict(result)
 
 
 def _check_output(job: PrepareJob, out_root: str) -> bool:
@@ -238,11 +246,11 @@ def _plan(job: PrepareJob, in_root: str, out_root: str, records: dict) -> tuple[
         record = records.get(f.key)
         if (
             record
-            and record["bytes"] == f.size
+            and record.bytes == f.size
             and (
-                record["status"] == "bad"
+                record.status == "bad"
                 or not job.sub_images
-                or all(r["key"] in existing for r in json.loads(record["images"]))
+                or all(r["key"] in existing for r in json.loads(record.images))
             )
         ):
             carried.append(record)
@@ -251,7 +259,9 @@ def _plan(job: PrepareJob, in_root: str, out_root: str, records: dict) -> tuple[
     return todo, carried, refused
 
 
-def _run(job: PrepareJob, todo: list[dict], out_root: str, log: RunLog, summary: PrepareSummary) -> list[dict]:
+def _run(
+    job: PrepareJob, todo: list[dict], out_root: str, log: Ledger[PrepareRecord], summary: PrepareSummary
+) -> list[PrepareRecord]:
     """Cut and validate `todo` on Ray Data; every result is recorded as it arrives."""
     import ray
 
@@ -267,11 +277,11 @@ def _run(job: PrepareJob, todo: list[dict], out_root: str, log: RunLog, summary:
     results, started, shown = [], time.monotonic(), time.monotonic()
     try:
         for row in ds.iter_rows():
-            row = {k: v.item() if isinstance(v, np.generic) else v for k, v in dict(row).items()}
+            row = PrepareRecord.from_dict(dict(row))
             results.append(row)
-            if row["status"] == "failed":
-                summary.failures.append({"source": row["source"], "reason": row["reason"]})
-                print(f"failed: {row['source']}: {row['reason']}", file=sys.stderr, flush=True)
+            if row.status == "failed":
+                summary.failures.append({"source": row.source, "reason": row.reason})
+                print(f"failed: {row.source}: {row.reason}", file=sys.stderr, flush=True)
             else:
                 log.add(row)  # recorded only after its outputs were written
             if kill_after and len(results) >= kill_after:
@@ -284,7 +294,7 @@ def _run(job: PrepareJob, todo: list[dict], out_root: str, log: RunLog, summary:
             ):
                 shown = time.monotonic()
                 print(
-                    f"{len(results)}/{len(todo)} sources, {sum(r['status'] == 'bad' for r in results)} bad, {len(results) / (shown - started):.1f} sources/s",
+                    f"{len(results)}/{len(todo)} sources, {sum(r.status == 'bad' for r in results)} bad, {len(results) / (shown - started):.1f} sources/s",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -315,15 +325,15 @@ def prepare(job: PrepareJob) -> PrepareSummary:
         removed = storage.remove_partials(out_root, earlier_runs)
         if removed:
             print(f"removed {removed} partial file(s) an interrupted prepare left under {out_root}", file=sys.stderr)
-        log = RunLog(out_root, run_id)
+        log = Ledger[PrepareRecord](ledger_folder(out_root), run_id)
         log.flush(force=True)  # an empty first part names this run, so that a re-run can clean up after it
         remove_manifest(out_root)  # from now on the folder is not a finished dataset
         results = _run(job, todo, out_root, log, summary)
-    by_source = {r["source"]: r for r in carried + results if r["status"] != "failed"}
-    bad = refused + [{"source": r["source"], "reason": r["reason"]} for r in by_source.values() if r["status"] == "bad"]
-    images = [image for r in by_source.values() if r["status"] == "done" for image in json.loads(r["images"])]
+    by_source = {r.source: r for r in carried + results if r.status != "failed"}
+    bad = refused + [{"source": r.source, "reason": r.reason} for r in by_source.values() if r.status == "bad"]
+    images = [image for r in by_source.values() if r.status == "done" for image in json.loads(r.images)]
     summary.failed = len(summary.failures)
-    summary.made = sum(r["status"] == "done" for r in results)
+    summary.made = sum(r.status == "done" for r in results)
     summary.bad, summary.images, summary.bad_inputs = len(bad), len(images), sorted(bad, key=lambda b: b["source"])
     if not summary.failed:  # rewritten on every finished run: sources gone from --input leave it
         header = {

@@ -34,11 +34,12 @@ from dataclasses import asdict
 from pipeline import cli, formats
 from pipeline.errors import StorageError, UsageError
 from pipeline.io import s3, storage
+from pipeline.io.ledger import new_run_id
 from pipeline.models.reference import BICUBIC, fetch_generator_bytes
 from pipeline.upscaling import executors
 from pipeline.upscaling import manifest as records
 from pipeline.upscaling.job import UpscaleJob
-from pipeline.upscaling.manifest import MANIFEST_DIR, Manifest, Summary, new_run_id
+from pipeline.upscaling.manifest import MANIFEST_DIR, Manifest, Summary
 from pipeline.upscaling.one_file import WINDOW_PIXELS
 from pipeline.upscaling.outputs import output_key, plan_outputs  # noqa: F401  (output_key: part of this verb's API)
 from srgan.generator import SCALES
@@ -96,16 +97,16 @@ def run_upscale(job: UpscaleJob) -> Summary:
         last_print, seen, recorded, outage = time.monotonic(), 0, set(), ""
         try:
             for row in rows:
-                if row["key"] in recorded:  # a file redone after a lost worker: recorded once
+                if row.key in recorded:  # a file redone after a lost worker: recorded once
                     continue
-                recorded.add(row["key"])
+                recorded.add(row.key)
                 seen += 1
                 summary.count(row)
                 manifest.add(row)
-                if row["status"] == "failed":
-                    print(f"failed: {row['key']}: {row['error']}", file=sys.stderr, flush=True)
-                    if s3.ENDPOINT_DOWN in row["error"]:  # every file after it would wait as long and fail the same way
-                        outage = row["error"]
+                if row.status == "failed":
+                    print(f"failed: {row.key}: {row.error}", file=sys.stderr, flush=True)
+                    if s3.ENDPOINT_DOWN in row.error:  # every file after it would wait as long and fail the same way
+                        outage = row.error
                         break
                 if kill_after and seen >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)  # test hook: die as a crash would

@@ -51,7 +51,9 @@ def imported_modules(path: Path, known: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names]
+            names = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
+            ]
         else:
             continue
         found.update(n for n in names if n in known)
@@ -120,7 +122,11 @@ def against_the_floors(graph: dict[str, set[str]]) -> list[str]:
 
 def figures() -> dict:
     graph = import_graph()
-    top = sorted(m for m in graph if m.startswith("pipeline.") and m.count(".") == 1 and not (ROOT / m.replace(".", "/")).is_dir())
+    top = sorted(
+        m
+        for m in graph
+        if m.startswith("pipeline.") and m.count(".") == 1 and not (ROOT / m.replace(".", "/")).is_dir()
+    )
     packages = sorted(m for m in graph if m.startswith("pipeline.") and (ROOT / m.replace(".", "/")).is_dir())
     return {
         "modules": len(graph),
@@ -173,7 +179,9 @@ def test_no_verb_imports_another_verb():
         assert not offending, f"{verb} imports verb module(s) {offending}; move the shared piece into a stage"
     # What the quickstart uses of the verbs are their library functions, never main(argv).
     tree = ast.parse((ROOT / "pipeline" / "quickstart.py").read_text())
-    calls = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
+    calls = {
+        node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
     assert "main" not in calls
 
 

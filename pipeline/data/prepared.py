@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from dataclasses import dataclass, field, fields
 
 from pipeline.data.batches import BadInput, ImageSpec, Scan, scan_files
 from pipeline.errors import DataError
 from pipeline.formats import ValueRange
-from pipeline.io import storage
+from pipeline.io import ledger, storage
 from pipeline.io.redact import redact_uri
 
 PREPARED_DIR = "_prepared"
@@ -48,41 +47,34 @@ def write_manifest(root: str, header: dict, images: list[dict], bad: list[dict],
     return uri
 
 
-def read_records(out_root: str) -> tuple[dict[str, dict], set[str]]:
+@dataclass
+class PrepareRecord:
+    """What became of one source in one prepare run: done (its rows in `images`, JSON), bad
+    (a bad input, with the reason) or failed (a read or write that may work next time)."""
+
+    source: str
+    bytes: int
+    status: str = "done"
+    reason: str = ""
+    images: str = "[]"
+
+    @classmethod
+    def from_dict(cls, values: dict, run: str = "") -> PrepareRecord:
+        """A record from its JSON or Ray form (numpy scalars as Python values)."""
+        plain = {k: v.item() if hasattr(v, "item") and not isinstance(v, str) else v for k, v in values.items()}
+        return cls(**{f.name: plain[f.name] for f in fields(cls) if f.name in plain})
+
+
+def ledger_folder(out_root: str) -> str:
+    """Where prepare's job ledger lives (pipeline.io.ledger): <out_root>/_prepared/."""
+    return prepared_uri(out_root)
+
+
+def read_records(out_root: str) -> tuple[dict[str, PrepareRecord], set[str]]:
     """(the latest result prepare recorded per source, the ids of the runs that recorded them)."""
-    root = prepared_uri(out_root, "runs")
-    latest, runs = {}, set()
-    if storage.exists(root):
-        for f in storage.list_files(root, [".jsonl"]):
-            runs.add(PurePosixPath(f.key).stem.rsplit("-", 1)[0])
-            for line in storage.read_bytes(f.uri).decode().splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    latest[record["source"]] = record
-    return latest, runs
-
-
-class RunLog:
-    """A prepare run's results, written under _prepared/runs/ every `every_s` seconds as a new part
-    (each part whole; earlier parts are never rewritten)."""
-
-    def __init__(self, out_root: str, run_id: str, every_s: float = 10.0) -> None:
-        self.out_root, self.run_id, self.every_s = out_root, run_id, every_s
-        self.pending: list[dict] = []
-        self.parts = 0
-        self.flushed = time.monotonic()
-
-    def add(self, record: dict) -> None:
-        self.pending.append(record)
-        if time.monotonic() - self.flushed >= self.every_s:
-            self.flush()
-
-    def flush(self, force: bool = False) -> None:
-        if not (self.pending or force):
-            return
-        uri = prepared_uri(self.out_root, "runs", f"{self.run_id}-{self.parts:05d}.jsonl")
-        storage.write_bytes(uri, "".join(json.dumps(r) + "\n" for r in self.pending).encode(), self.run_id)
-        self.pending, self.parts, self.flushed = [], self.parts + 1, time.monotonic()
+    folder = ledger_folder(out_root)
+    rows = ledger.read_rows(folder, PrepareRecord.from_dict)
+    return ledger.latest(rows, key=lambda r: r.source), ledger.recorded_runs(folder)
 
 
 def remove_manifest(root: str) -> None:

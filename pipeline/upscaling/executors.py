@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 
 from pipeline.io import storage
+from pipeline.upscaling.manifest import ManifestRow
 from pipeline.upscaling.one_file import UpscaleWorker, WorkerSettings
 
 EXECUTORS = ("auto", "local", "ray")
@@ -46,11 +47,11 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def run_local(todo: list[dict], settings: WorkerSettings, generator_bytes: bytes | None) -> Iterator[dict]:
+def run_local(todo: list[dict], settings: WorkerSettings, generator_bytes: bytes | None) -> Iterator[ManifestRow]:
     """Rows of `todo`, upscaled one file after another in this process."""
     worker = UpscaleWorker(settings, generator_bytes)
     for item in todo:
-        yield worker(item)
+        yield ManifestRow.from_dict(worker(item))
 
 
 def ray_resources(
@@ -67,7 +68,7 @@ def ray_resources(
 
 def run_ray(
     todo: list[dict], settings: WorkerSettings, generator_bytes: bytes | None, resources: dict, workers: int
-) -> Iterator[dict]:
+) -> Iterator[ManifestRow]:
     """Rows of `todo` from a Ray Data actor pool, in the order they finish."""
     import ray
 
@@ -79,4 +80,4 @@ def run_ray(
         **resources,
     )
     for row in ds.iter_rows():
-        yield dict(row)
+        yield ManifestRow.from_dict(dict(row))

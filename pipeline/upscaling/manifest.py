@@ -1,53 +1,76 @@
-"""The batch upscaler's record of what it did: one row per input per run.
+"""The batch upscaler's record of what it did: one typed row per input per run, in the job
+ledger (pipeline.io.ledger) under ``<output>/_manifest/``.
 
-Each run first writes ``<output>/_manifest/runs/<run id>.job.json`` (its model identity and
-settings, before any output), then ``runs/<run id>.jsonl`` (whole, every `every_s` seconds and
-at the end), and at the end rewrites ``_manifest/manifest.parquet``: per input, the latest row
-that did something (a later "skipped" never hides the "done" row it refers to). A row says what
-became of one input: done, skipped (its output was made before with the same model and
-settings) or failed, with the reason, sizes, seconds, the model reference, its checksum
-(`model_id`), the scale and the settings that change pixels.
+Each run first writes ``_manifest/runs/<run id>.job.json`` (its model identity and settings,
+before any output), then its rows in parts (``runs/<run id>-NNNNN.jsonl``), and at the end
+rewrites ``_manifest/manifest.parquet``: per input, the latest row that did something (a later
+"skipped" never hides the "done" row it refers to). A row says what became of one input:
+done, skipped (its output was made before with the same model and settings) or failed, with
+the reason, sizes, seconds, the model reference, its checksum (`model_id`), the scale and the
+settings that change pixels.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import time
-import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePosixPath
 
-from pipeline.io import storage
+from pipeline.io import ledger, storage
 
 MANIFEST_DIR = "_manifest"
-FIELDS = (
-    "key",
-    "input",
-    "output",
-    "status",
-    "format",
-    "width",
-    "height",
-    "bands",
-    "dtype",
-    "out_width",
-    "out_height",
-    "bytes_in",
-    "bytes_out",
-    "windows",
-    "seconds",
-    "error",
-    "model",
-    "model_id",
-    "scale",
-    "settings",
-    "value_range",
-    "model_bands",
-    "finished_at",
-)
 IDENTITY = ("model_id", "scale", "settings")  # equal on two rows: the same pixels would be made
+
+
+@dataclass
+class ManifestRow:
+    """What became of one input in one run."""
+
+    key: str
+    input: str
+    output: str
+    status: str = "failed"  # done | skipped | failed
+    format: str = ""
+    width: int = 0
+    height: int = 0
+    bands: int = 0
+    dtype: str = ""
+    out_width: int = 0
+    out_height: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    model: str = ""
+    model_id: str = ""
+    scale: int = 0
+    settings: str = ""  # JSON of the settings that change pixels
+    value_range: str = ""
+    model_bands: str = ""
+    finished_at: str = ""
+    run: str = ""  # the run that wrote it (set when read back)
+
+    @classmethod
+    def from_dict(cls, values: dict, run: str = "") -> ManifestRow:
+        """A row from its JSON or Ray form; fields a row of an older version lacks keep their defaults."""
+        known = {f.name for f in fields(cls)}
+        row = cls(**{k: _plain(v) for k, v in values.items() if k in known})
+        if run:
+            row.run = run
+        return row
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FIELDS = tuple(f.name for f in fields(ManifestRow) if f.name != "run")
+
+
+def _plain(value):
+    """A numpy scalar (as Ray Data hands values back) as its Python value."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
 
 
 def identity(model: str, model_id: str, scale: int, settings: dict) -> dict:
@@ -56,64 +79,47 @@ def identity(model: str, model_id: str, scale: int, settings: dict) -> dict:
     return {"model": model, "model_id": model_id, "scale": int(scale), "settings": json.dumps(settings, sort_keys=True)}
 
 
-def same_maker(a: dict | None, b: dict | None) -> bool:
+def _identity_of(maker: dict | ManifestRow | None) -> dict | None:
+    return asdict(maker) if isinstance(maker, ManifestRow) else maker
+
+
+def same_maker(a: dict | ManifestRow | None, b: dict | ManifestRow | None) -> bool:
+    a, b = _identity_of(a), _identity_of(b)
     return a is not None and b is not None and all(a.get(k) == b.get(k) for k in IDENTITY)
 
 
-def describe(ident: dict | None) -> str:
+def describe(maker: dict | ManifestRow | None) -> str:
+    ident = _identity_of(maker)
     if not ident or not ident.get("model_id"):
         return "a model this job cannot confirm (an older version's or an interrupted other run's)"
     return f"{ident.get('model')} (sha256 {ident['model_id']}) x{ident.get('scale')} {ident.get('settings')}"
 
 
-def new_row(item: dict, ident: dict, **values) -> dict:
+def new_row(item: dict, ident: dict, **values) -> ManifestRow:
     """A row for input `item` ({key, input, output, size}) made by `ident` (see `identity`);
     status failed unless `values` say otherwise."""
-    row = dict.fromkeys(FIELDS, 0)
-    row.update(
+    return ManifestRow(
         key=item["key"],
         input=item["input"],
         output=item["output"],
-        status="failed",
         format=PurePosixPath(item["key"]).suffix.lower().lstrip("."),
-        dtype="",
         bytes_in=int(item.get("size", 0)),
-        seconds=0.0,
-        error="",
-        model="",
-        model_id="",
-        scale=0,
-        settings="",
-        value_range="",
-        model_bands="",
-        finished_at="",
+        **{**ident, **values},
     )
-    row.update(ident)
-    row.update(values)
-    return row
 
 
-class Manifest:
-    """This run's rows, written whole to <output>/_manifest/runs/<run id>.jsonl every
-    `every_s` seconds and at the end, when manifest.parquet is rewritten too."""
+class Manifest(ledger.Ledger[ManifestRow]):
+    """This run's rows in the job ledger under <output>/_manifest/, and the run's record."""
 
     def __init__(self, output_root: str, run_id: str, every_s: float = 10.0) -> None:
-        self.output_root, self.run_id = output_root, run_id
+        super().__init__(storage.join(output_root, MANIFEST_DIR), run_id, every_s)
+        self.output_root = output_root
         self.record: dict | None = None
-        self.uri = storage.join(output_root, MANIFEST_DIR, "runs", f"{run_id}.jsonl")
-        self.rows: list[dict] = []
-        self.every_s = every_s
-        self._flushed = time.monotonic()
 
-    def add(self, row: dict) -> None:
-        self.rows.append(row)
-        if time.monotonic() - self._flushed >= self.every_s:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            storage.write_bytes(self.uri, "".join(json.dumps(r) + "\n" for r in self.rows).encode(), self.run_id)
-        self._flushed = time.monotonic()
+    def start(self, ident: dict) -> None:
+        """Record this run and what it makes outputs with, before it makes any."""
+        self.record = {"run": self.run_id, "started_at": ledger.now(), **ident}
+        self._write_record()
 
     def finish(self) -> str:
         """Flush this run's rows and rewrite manifest.parquet; returns its URI."""
@@ -121,39 +127,23 @@ class Manifest:
 
         self.flush()
         if self.record is not None:  # a run that ends here was not interrupted
-            self.record["finished_at"] = _now()
+            self.record["finished_at"] = ledger.now()
             self._write_record()
         rows = [
-            {k: _parquet_safe(v) for k, v in r.items()} for r in latest_rows(read_manifest(self.output_root)).values()
+            {k: _parquet_safe(v) for k, v in r.to_dict().items()}
+            for r in latest_rows(read_manifest(self.output_root)).values()
         ]
-        latest = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(FIELDS))
+        latest = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*FIELDS, "run"])
         uri = storage.join(self.output_root, MANIFEST_DIR, "manifest.parquet")
         buf = io.BytesIO()
         latest.sort_values("key").to_parquet(buf, index=False)
         storage.write_bytes(uri, buf.getvalue(), self.run_id)
         return uri
 
-    def start(self, ident: dict) -> None:
-        """Record this run and what it makes outputs with, before it makes any."""
-        self.record = {"run": self.run_id, "started_at": _now(), **ident}
-        self._write_record()
-
     def _write_record(self) -> None:
         storage.write_bytes(
-            storage.join(self.output_root, MANIFEST_DIR, "runs", f"{self.run_id}.job.json"),
-            json.dumps(self.record).encode(),
-            self.run_id,
+            storage.join(self.folder, "runs", f"{self.run_id}.job.json"), json.dumps(self.record).encode(), self.run_id
         )
-
-
-def new_run_id() -> str:
-    """A job run's id: its start time to the microsecond (ids of later runs sort after earlier
-    ones, however quickly they follow) and a random suffix."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _parquet_safe(value):
@@ -164,28 +154,21 @@ def _parquet_safe(value):
     return value
 
 
-def latest_rows(rows: list[dict]) -> dict[str, dict]:
+def latest_rows(rows: list[ManifestRow]) -> dict[str, ManifestRow]:
     """Per key, the latest row that did something; a "skipped" row only where none did."""
-    latest: dict[str, dict] = {}
-    for row in rows:
-        if row["status"] != "skipped" or row["key"] not in latest:
-            latest[row["key"]] = row
-    return latest
+    return ledger.latest(rows, key=lambda r: r.key, replaces=lambda r: r.status != "skipped")
 
 
 def recorded_runs(output_root: str) -> dict[str, dict | None]:
     """Every run recorded under `output_root`: run id -> what it made outputs with (None for
     a run of an older version, which recorded no identity)."""
-    root = storage.join(output_root, MANIFEST_DIR, "runs")
+    folder = storage.join(output_root, MANIFEST_DIR)
+    root = storage.join(folder, "runs")
     if not storage.exists(root):
         return {}
-    runs: dict[str, dict | None] = {}
-    for f in storage.list_files(root, [".jsonl", ".job.json"]):
-        name = PurePosixPath(f.key).name
-        if name.endswith(".job.json"):
-            runs[name[: -len(".job.json")]] = json.loads(storage.read_bytes(f.uri))
-        else:
-            runs.setdefault(name[: -len(".jsonl")], None)
+    runs: dict[str, dict | None] = dict.fromkeys(ledger.recorded_runs(folder))
+    for f in storage.list_files(root, [".job.json"]):
+        runs[PurePosixPath(f.key).name[: -len(".job.json")]] = json.loads(storage.read_bytes(f.uri))
     return runs
 
 
@@ -207,29 +190,18 @@ class Summary:
     def mpx_per_s(self) -> float:
         return self.mpx_out / self.seconds if self.seconds > 0 else 0.0
 
-    def count(self, row: dict) -> None:
-        if row["status"] == "done":
+    def count(self, row: ManifestRow) -> None:
+        if row.status == "done":
             self.done += 1
-            self.mpx_in += row["width"] * row["height"] / 1e6
-            self.mpx_out += row["out_width"] * row["out_height"] / 1e6
-        elif row["status"] == "skipped":
+            self.mpx_in += row.width * row.height / 1e6
+            self.mpx_out += row.out_width * row.out_height / 1e6
+        elif row.status == "skipped":
             self.skipped += 1
         else:
             self.failed += 1
-            self.failures.append({"key": row["key"], "error": row["error"]})
+            self.failures.append({"key": row.key, "error": row.error})
 
 
-def read_manifest(output_root: str) -> list[dict]:
-    """Every row of every run's manifest under `output_root`, oldest run first; each row gets
-    `run`, its run id."""
-    root = storage.join(output_root, MANIFEST_DIR, "runs")
-    if not storage.exists(root):
-        return []
-    rows = []
-    for f in storage.list_files(root, [".jsonl"]):
-        for line in storage.read_bytes(f.uri).decode().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                row["run"] = PurePosixPath(f.key).stem
-                rows.append(row)
-    return rows
+def read_manifest(output_root: str) -> list[ManifestRow]:
+    """Every row of every run's manifest under `output_root`, oldest run first, with its run."""
+    return ledger.read_rows(storage.join(output_root, MANIFEST_DIR), ManifestRow.from_dict)

@@ -28,7 +28,7 @@ from pipeline.data.reader import Range, check_values, declared_range, range_rule
 from pipeline.errors import DecodeError, UserError
 from pipeline.io import s3, storage
 from pipeline.models.reference import BICUBIC, Upscaler, read_generator
-from pipeline.upscaling.manifest import new_row
+from pipeline.upscaling.manifest import ManifestRow, new_row
 from srgan.precision import resolve_inference_precision
 from srgan.resize import imresize
 from srgan.tiling import crop_region
@@ -262,7 +262,7 @@ def _upscale_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> d
         }
 
 
-def process_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> dict:
+def process_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> ManifestRow:
     """Upscale one input {key, input, output, size} to its output; a manifest row whatever
     happens."""
     started = time.perf_counter()
@@ -316,6 +316,7 @@ class UpscaleWorker:
             self.refused = str(exc)
 
     def __call__(self, item: dict) -> dict:
+        """The row of one input, as a plain dict (what Ray Data carries back)."""
         if self.upscaler is None:
-            return new_row(item, self.settings.identity or {"model": self.settings.model}, error=self.refused)
-        return process_file(item, self.upscaler, self.settings)
+            return new_row(item, self.settings.identity or {"model": self.settings.model}, error=self.refused).to_dict()
+        return process_file(item, self.upscaler, self.settings).to_dict()

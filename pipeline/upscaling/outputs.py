@@ -26,7 +26,7 @@ def output_key(key: str) -> str:
 
 def plan_outputs(
     job: UpscaleJob, out_root: str, ident: dict, runs: dict | None = None
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict], list[records.ManifestRow]]:
     """(items to process, rows decided without processing: skipped or refused). `include`:
     shell-style patterns on the key relative to the input; a file must match one of them.
     An output that exists is skipped when the same model and settings (`ident`) made it, and
@@ -46,7 +46,7 @@ def plan_outputs(
         owners = {
             k: r
             for k, r in records.latest_rows(records.read_manifest(out_root)).items()
-            if r["status"] in ("done", "skipped")
+            if r.status in ("done", "skipped")
         }
     runs = records.recorded_runs(out_root) if runs is None else runs
     todo, decided, conflicts = [], [], []
@@ -93,21 +93,18 @@ def plan_outputs(
     return todo, decided
 
 
-def _not_ours(owner: dict, item: dict, ident: dict, runs: dict) -> str:
+def _not_ours(owner: records.ManifestRow, item: dict, ident: dict, runs: dict) -> str:
     """Why an existing output whose latest row is `owner` is not this job's to skip, or ""
     when it is: the same maker, from the same input bytes, and no run with other settings was
     interrupted after it (such a run may have rewritten the file before writing its row)."""
     if not records.same_maker(owner, ident):
         return f"was made by {records.describe(owner)}"
-    if owner.get("input") != item["input"] or int(owner.get("bytes_in", -1)) != int(item["size"]):
-        return f"was made from {owner.get('input')} ({owner.get('bytes_in')} bytes), not from {item['input']} ({item['size']} bytes)"
+    if owner.input != item["input"] or int(owner.bytes_in) != int(item["size"]):
+        return f"was made from {owner.input} ({owner.bytes_in} bytes), not from {item['input']} ({item['size']} bytes)"
     later = [
         r
         for run, r in runs.items()
-        if run > owner.get("run", "")
-        and r is not None
-        and not r.get("finished_at")
-        and not records.same_maker(r, ident)
+        if run > owner.run and r is not None and not r.get("finished_at") and not records.same_maker(r, ident)
     ]
     if later:
         return f"may have been rewritten by the interrupted run {later[0]['run']} ({records.describe(later[0])})"

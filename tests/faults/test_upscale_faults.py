@@ -110,8 +110,8 @@ def test_a_node_lost_mid_job_leaves_every_input_done_once_and_nothing_partial(tm
         assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
     assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]  # nothing half-written is left
     rows = read_manifest(str(out))
-    assert {r["run"] for r in rows} == {rows[0]["run"]}  # one run
-    assert sorted(r["key"] for r in rows) == names and all(r["status"] == "done" for r in rows)  # each input once
+    assert {r.run for r in rows} == {rows[0].run}  # one run
+    assert sorted(r.key for r in rows) == names and all(r.status == "done" for r in rows)  # each input once
     manifest = pd.read_parquet(io.BytesIO((out / "_manifest" / "manifest.parquet").read_bytes()))
     assert sorted(manifest["key"]) == names and set(manifest["status"]) == {"done"}
 

@@ -153,7 +153,7 @@ def test_upscale_auto_reads_a_12_bit_file_as_training_does_and_keeps_the_declara
     image, up = twelve_bit(size=(12, 14)), upscaler()
     for name, data in (("a.png", png_with_sbit(image)), ("a.tif", tiff_with_max(image))):
         row, out = run_one(tmp_path / name, name, data, up)
-        assert row["status"] == "done" and row["value_range"] == "0,4095", row
+        assert row.status == "done" and row.value_range == "0,4095", row
         result, _, declared = formats.decode_with_range(out.read_bytes(), name)
         assert np.array_equal(result, expected(up, image, 0, 4095))
         assert declared.high == 4095 and result.max() <= 4095  # the output declares the same range

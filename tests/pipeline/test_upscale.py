@@ -70,18 +70,18 @@ def test_png_8_and_16_bit_keep_their_depth(tmp_path):
     for dtype in (np.uint8, np.uint16):
         image = smooth_image(rng, 21, 17, 3, dtype)
         row, out = run_one(tmp_path, f"photo_{np.dtype(dtype).name}.png", png_bytes(image), up)
-        assert row["status"] == "done", row
+        assert row.status == "done", row
         result = formats.decode(out.read_bytes(), out.name)
         assert result.dtype == dtype and result.shape == (42, 34, 3)
         assert np.array_equal(result, model_output(up, image))
-        assert (row["width"], row["height"], row["out_width"], row["out_height"]) == (17, 21, 34, 42)
+        assert (row.width, row.height, row.out_width, row.out_height) == (17, 21, 34, 42)
     assert result.max() > 255  # 16-bit values were not truncated to 8 bits
 
 
 def test_grayscale_through_1_and_3_channel_models(tmp_path):
     image = smooth_image(np.random.default_rng(1), 16, 20, 1)
     row, out = run_one(tmp_path, "gray1.png", png_bytes(image), upscaler(channels=1))
-    assert row["status"] == "done"
+    assert row.status == "done"
     assert formats.decode(out.read_bytes(), "x.png").shape == (32, 40, 1)
     up3 = upscaler(channels=3)
     row, out = run_one(tmp_path, "gray3.png", png_bytes(image), up3)
@@ -96,7 +96,7 @@ def test_rgba_keeps_alpha_upscaled_separately(tmp_path):
     image = smooth_image(rng, 18, 14, 4)
     up = upscaler()
     row, out = run_one(tmp_path, "logo.png", png_bytes(image), up)
-    assert row["status"] == "done", row
+    assert row.status == "done", row
     result, alpha = formats.decode_with_alpha(out.read_bytes(), "x.png")
     assert alpha and result.shape == (36, 28, 4)
     assert np.array_equal(result[..., :3], model_output(up, image[..., :3]))
@@ -122,7 +122,7 @@ def test_geotiff_keeps_bands_dtype_nodata_crs_and_exact_pixel_size(tmp_path):
     row, out = run_one(
         tmp_path, "scene/s2.tif", geotiff_bytes(image, nodata=0, pixel_size=10.0), upscaler(), bands=(1, 2, 3)
     )
-    assert row["status"] == "done", row
+    assert row.status == "done", row
     with rasterio.open(out) as dst:
         assert (dst.count, dst.dtypes[0], dst.nodata) == (4, "uint16", 0)
         assert dst.crs.to_epsg() == 32633
@@ -142,7 +142,7 @@ def test_geotiff_windows_equal_one_pass_on_float_data(tmp_path):
     data = geotiff_bytes(image)
     _, whole = run_one(tmp_path / "a", "f.tif", data, upscaler(tile=0), window_pixels=10**8)
     row, windowed = run_one(tmp_path / "b", "f.tif", data, upscaler(tile=9), window_pixels=16 * 16)
-    assert row["windows"] > 4
+    assert row.windows > 4
     with rasterio.open(whole) as a, rasterio.open(windowed) as b:
         assert np.abs(a.read() - b.read()).max() <= 1e-4
 
@@ -150,7 +150,7 @@ def test_geotiff_windows_equal_one_pass_on_float_data(tmp_path):
 def test_geotiff_with_more_bands_than_the_model_needs_a_band_map(tmp_path):
     data = geotiff_bytes(smooth_image(np.random.default_rng(6), 16, 16, 4, np.uint16))
     row, out = run_one(tmp_path, "s.tif", data, upscaler())
-    assert row["status"] == "failed" and "--bands" in row["error"] and not out.exists()
+    assert row.status == "failed" and "--bands" in row.error and not out.exists()
 
 
 def test_dicom_tags(tmp_path):
@@ -158,7 +158,7 @@ def test_dicom_tags(tmp_path):
     stored = smooth_image(rng, 24, 20, 1, np.uint16)[..., 0] >> 4  # 12-bit values
     source = dicom_bytes(stored, bits_stored=12, spacing=(0.7, 0.5))
     row, out = run_one(tmp_path, "mr/slice_001.dcm", source, upscaler(channels=1))
-    assert row["status"] == "done", row
+    assert row.status == "done", row
     before, after = pydicom.dcmread(io.BytesIO(source)), pydicom.dcmread(out)
     assert (after.Rows, after.Columns) == (48, 40)
     assert [float(v) for v in after.PixelSpacing] == [0.35, 0.25]
@@ -187,7 +187,7 @@ def test_dicom_tags(tmp_path):
 def test_signed_dicom_round_trips_its_range(tmp_path):
     stored = (smooth_image(np.random.default_rng(8), 16, 16, 1, np.uint16)[..., 0] >> 4).astype(np.int32) - 2048
     row, out = run_one(tmp_path, "ct.dcm", dicom_bytes(stored, bits_stored=12, signed=True), upscaler(channels=1))
-    assert row["status"] == "done", row
+    assert row.status == "done", row
     pixels = pydicom.dcmread(out).pixel_array
     assert pixels.dtype == np.int16 and pixels.min() >= -2048 and pixels.max() <= 2047 and pixels.min() < 0
 
@@ -204,7 +204,7 @@ def test_signed_dicom_round_trips_its_range(tmp_path):
 )
 def test_bad_inputs_become_failed_rows_with_the_reason(tmp_path, name, data, reason):
     row, out = run_one(tmp_path, name, data, upscaler())
-    assert row["status"] == "failed" and reason in row["error"], row
+    assert row.status == "failed" and reason in row.error, row
     assert not out.exists()
 
 
@@ -327,9 +327,9 @@ def test_mixed_bucket_job_records_failures_and_reruns_idempotently(tmp_path, buc
     outputs = _keys(bucket, "out/")
     assert set(GOOD) <= set(outputs) and not set(BROKEN) & set(outputs)
     rows = read_manifest(f"s3://{bucket}/out/")
-    by_key = {r["key"]: r for r in rows}
-    assert all(by_key[k]["status"] == "done" for k in GOOD)
-    assert all(by_key[k]["status"] == "failed" and by_key[k]["error"] for k in BROKEN)
+    by_key = {r.key: r for r in rows}
+    assert all(by_key[k].status == "done" for k in GOOD)
+    assert all(by_key[k].status == "failed" and by_key[k].error for k in BROKEN)
     assert "failed: photos/empty.png: empty file" in first.err
 
     # The properties each format keeps, read back from the bucket.
@@ -352,9 +352,9 @@ def test_mixed_bucket_job_records_failures_and_reruns_idempotently(tmp_path, buc
 
     # Re-run: nothing redone, the same exit code.
     assert main(args) == 1
-    again = [r for r in read_manifest(f"s3://{bucket}/out/") if r["run"] != rows[0]["run"]]
-    assert {r["key"] for r in again if r["status"] == "skipped"} == set(GOOD)
-    assert not [r for r in again if r["status"] == "done"]
+    again = [r for r in read_manifest(f"s3://{bucket}/out/") if r.run != rows[0].run]
+    assert {r.key for r in again if r.status == "skipped"} == set(GOOD)
+    assert not [r for r in again if r.status == "done"]
     assert _keys(bucket, "out/")["photos/a.png"]["LastModified"] == outputs["photos/a.png"]["LastModified"]
     # --max-failures tolerates them.
     assert main(args + ["--max-failures", "4"]) == 0
@@ -409,10 +409,10 @@ def test_killed_job_resumes_and_does_every_file_exactly_once(tmp_path, bucket, s
         assert final[key]["LastModified"] == after_kill[key]["LastModified"]
     runs = {}
     for r in read_manifest(f"s3://{bucket}/out/"):
-        runs.setdefault(r["run"], []).append(r)
+        runs.setdefault(r.run, []).append(r)
     last = runs[max(runs)]
-    assert {r["key"] for r in last if r["status"] == "skipped"} == made
-    assert {r["key"] for r in last if r["status"] == "done"} == set(good) - made
+    assert {r.key for r in last if r.status == "skipped"} == made
+    assert {r.key for r in last if r.status == "done"} == set(good) - made
     # The manifest still holds a row for every output, the earlier run's included.
     import pandas as pd
 
@@ -430,7 +430,7 @@ def test_auto_precision_upscales_16_bit_and_float_files_in_fp32(tmp_path):
     bf16 = upscaler(precision="bf16")  # what auto resolves to on a GPU with bf16
     fp32 = upscaler(precision="fp32")
     row, out = run_one(tmp_path, "deep.png", png_bytes(image16), bf16, precision="auto")
-    assert row["status"] == "done", row
+    assert row.status == "done", row
     assert np.array_equal(formats.decode(out.read_bytes(), out.name), model_output(fp32, image16))
     _, out = run_one(tmp_path, "asked.png", png_bytes(image16), bf16, precision="bf16")
     assert np.array_equal(formats.decode(out.read_bytes(), out.name), model_output(bf16, image16))

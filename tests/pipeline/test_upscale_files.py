@@ -40,14 +40,14 @@ def expected(up, array: np.ndarray, low: float, high: float, order=(0, 1, 2)) ->
 )
 def test_float_values_outside_unit_range_fail_the_file_instead_of_being_clipped(tmp_path, name, data):
     row, out = run_one(tmp_path, name, data, upscaler())
-    assert row["status"] == "failed" and not out.exists()
-    assert "values from -1.88 to 1.41, outside [0, 1]" in row["error"] and "--value-range stats" in row["error"]
+    assert row.status == "failed" and not out.exists()
+    assert "values from -1.88 to 1.41, outside [0, 1]" in row.error and "--value-range stats" in row.error
 
 
 def test_float_values_keep_their_range_with_stats_or_a_declared_range(tmp_path):
     up = upscaler()
     row, out = run_one(tmp_path / "stats", "float.tif", formats.encode(FLOAT, "x.tif"), up, value_range="stats")
-    assert row["status"] == "done" and row["value_range"] == "-1.88,1.41", row
+    assert row.status == "done" and row.value_range == "-1.88,1.41", row
     result = formats.decode(out.read_bytes(), "x.tif")
     assert result.dtype == np.float32 and result.min() < -1.0  # not clipped to [0, 1]
     assert np.abs(result - expected(up, FLOAT, float(FLOAT.min()), float(FLOAT.max()))).max() < 1e-5
@@ -55,20 +55,20 @@ def test_float_values_keep_their_range_with_stats_or_a_declared_range(tmp_path):
         assert json.loads(tif.pages[0].description)["srgan"]["value_range"] == "-1.88,1.41"
 
     row, out = run_one(tmp_path / "declared", "geo.tif", geotiff_bytes(FLOAT), up, value_range=(-2.0, 2.0))
-    assert row["status"] == "done" and row["value_range"] == "-2,2"
+    assert row.status == "done" and row.value_range == "-2,2"
     with rasterio.open(out) as dst:
         assert dst.tags()["SRGAN_VALUE_RANGE"] == "-2,2"
         assert np.abs(np.moveaxis(dst.read(), 0, -1) - expected(up, FLOAT, -2.0, 2.0)).max() < 1e-5
 
     row, out = run_one(tmp_path / "narrow", "float.tif", formats.encode(FLOAT, "x.tif"), up, value_range=(-1.0, 1.0))
-    assert row["status"] == "failed" and "outside [-1, 1] (--value-range)" in row["error"] and not out.exists()
+    assert row.status == "failed" and "outside [-1, 1] (--value-range)" in row.error and not out.exists()
 
 
 def test_nan_that_is_not_nodata_fails_the_file(tmp_path):
     image = np.random.default_rng(1).random((12, 12, 3), dtype=np.float32)
     image[3, 4, 1] = np.nan
     row, out = run_one(tmp_path, "nan.tif", formats.encode(image, "x.tif"), upscaler(), value_range="stats")
-    assert row["status"] == "failed" and "NaN or infinite" in row["error"] and not out.exists()
+    assert row.status == "failed" and "NaN or infinite" in row.error and not out.exists()
 
 
 @pytest.mark.parametrize("name", ["signed.tif", "geo_signed.tif"])
@@ -78,10 +78,10 @@ def test_signed_integers_keep_their_negative_values(tmp_path, name):
     up = upscaler()
     # Declaring nothing, the data would be a sliver of the int16 range: refused, nothing written.
     row, out = run_one(tmp_path / "auto", name, data, up)
-    assert row["status"] == "failed" and "signed int16 and declares no value range" in row["error"], row
-    assert "--value-range stats" in row["error"] and not out.exists()
+    assert row.status == "failed" and "signed int16 and declares no value range" in row.error, row
+    assert "--value-range stats" in row.error and not out.exists()
     row, out = run_one(tmp_path / "given", name, data, up, value_range=(-3000.0, 3000.0))
-    assert row["status"] == "done" and row["value_range"] == "-3000,3000", row
+    assert row.status == "done" and row.value_range == "-3000,3000", row
     result = (
         formats.decode(out.read_bytes(), name)
         if not name.startswith("geo")
@@ -96,8 +96,7 @@ def test_a_model_trained_on_12_bit_data_refuses_values_above_its_range(tmp_path)
     image[2, 3] = 5000
     row, out = run_one(tmp_path, "a.png", png_bytes(image), upscaler(meta={"data_range": 4095}))
     assert (
-        row["status"] == "failed"
-        and "values from 4000 to 5000, outside [0, 4095] (the model's data_range)" in row["error"]
+        row.status == "failed" and "values from 4000 to 5000, outside [0, 4095] (the model's data_range)" in row.error
     )
 
 
@@ -107,7 +106,7 @@ def test_bands_stored_blue_green_red_reach_the_model_as_red_green_blue(tmp_path,
     data = geotiff_bytes(image, colours=("blue", "green", "red", "alpha"), georeferenced=georeferenced)
     up = upscaler()
     row, out = run_one(tmp_path, "RGBA.uint16.tif", data, up)
-    assert row["status"] == "done" and row["model_bands"] == "3,2,1", row
+    assert row.status == "done" and row.model_bands == "3,2,1", row
     result = np.moveaxis(rasterio.open(out).read(), 0, -1)
     assert result.shape == (28, 36, 4) and result.dtype == np.uint16
     assert np.array_equal(result[..., :3], expected(up, image[..., :3], 0, 65535, order=(2, 1, 0)))
@@ -118,7 +117,7 @@ def test_bands_stored_blue_green_red_reach_the_model_as_red_green_blue(tmp_path,
         geotiff_bytes(image, colours=("red", "green", "blue", "alpha"), georeferenced=georeferenced),
         up,
     )
-    assert row["status"] == "done" and row["model_bands"] == ""
+    assert row.status == "done" and row.model_bands == ""
 
 
 def test_an_unreadable_geotiff_names_gdals_cause(tmp_path):
@@ -130,8 +129,8 @@ def test_an_unreadable_geotiff_names_gdals_cause(tmp_path):
     data = bytearray(path.read_bytes())
     data[offset + 2 : offset + count] = bytes((b * 7 + 13) % 256 for b in data[offset + 2 : offset + count])
     row, out = run_one(tmp_path, "corrupt.tif", bytes(data), upscaler())
-    assert row["status"] == "failed" and not out.exists()
-    assert "Decoding error" in row["error"] and "See previous exception" not in row["error"], row["error"]
+    assert row.status == "failed" and not out.exists()
+    assert "Decoding error" in row.error and "See previous exception" not in row.error, row.error
 
 
 # -- pixel limits, checked from the header ------------------------------------------------
@@ -206,8 +205,8 @@ def test_a_header_claiming_a_huge_image_is_refused_before_any_pixel_is_allocated
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert row["status"] == "failed" and not out.exists()
-    assert f"is {size} px" in row["error"] and "--max-pixels" in row["error"], row["error"]
+    assert row.status == "failed" and not out.exists()
+    assert f"is {size} px" in row.error and "--max-pixels" in row.error, row.error
     assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
     assert not [r for r in caplog.records if r.name.startswith("pipeline")]  # a manifest row, not a traceback
 
@@ -215,13 +214,13 @@ def test_a_header_claiming_a_huge_image_is_refused_before_any_pixel_is_allocated
 def test_one_limit_for_images_decoded_whole_and_none_for_windowed_geotiffs(tmp_path):
     image = smooth_image(np.random.default_rng(5), 100, 100, 3)
     row, _ = run_one(tmp_path / "png", "a.png", png_bytes(image), upscaler(), max_pixels=1000)
-    assert row["status"] == "failed" and "is 100x100 px (0.0 Mpx), over the 1,000-pixel limit" in row["error"]
+    assert row.status == "failed" and "is 100x100 px (0.0 Mpx), over the 1,000-pixel limit" in row.error
     row, _ = run_one(tmp_path / "jpg", "a.jpg", formats.encode(image, "a.jpg"), upscaler(), max_pixels=1000)
-    assert row["status"] == "failed" and "over the 1,000-pixel limit" in row["error"]
+    assert row.status == "failed" and "over the 1,000-pixel limit" in row.error
     row, _ = run_one(tmp_path / "geo", "a.tif", geotiff_bytes(image), upscaler(), max_pixels=1000, window_pixels=400)
-    assert row["status"] == "done" and row["windows"] > 1 and row["out_width"] == 100 * SCALE
+    assert row.status == "done" and row.windows > 1 and row.out_width == 100 * SCALE
     row, _ = run_one(tmp_path / "ok", "a.png", png_bytes(image), upscaler(), max_pixels=100 * 100, window_pixels=400)
-    assert row["status"] == "done" and row["windows"] > 1  # whole-decoded images are upscaled by windows too
+    assert row.status == "done" and row.windows > 1  # whole-decoded images are upscaled by windows too
 
 
 # -- found by a red-team pass --------------------------------------------------------------
@@ -232,26 +231,21 @@ def test_wide_integers_need_a_stated_range_and_keep_their_values_with_one(tmp_pa
     image[5:15, 5:15] = 1003
     up = upscaler()
     row, out = run_one(tmp_path / "auto", "i32.tif", formats.encode(image, "x.tif"), up)
-    assert (
-        row["status"] == "failed"
-        and "int32" in row["error"]
-        and "--value-range stats" in row["error"]
-        and not out.exists()
-    )
+    assert row.status == "failed" and "int32" in row.error and "--value-range stats" in row.error and not out.exists()
     row, out = run_one(tmp_path / "stats", "i32.tif", formats.encode(image, "x.tif"), up, value_range="stats")
-    assert row["status"] == "done" and np.array_equal(
+    assert row.status == "done" and np.array_equal(
         formats.decode(out.read_bytes(), "x.tif"), expected(up, image, 1000.0, 1003.0)
     )
     bicubic = Upscaler(name="bicubic", scale=SCALE, tile=0)  # passes values through: none may be lost
     row, out = run_one(tmp_path / "bicubic", "i32.tif", formats.encode(image, "x.tif"), bicubic, value_range="stats")
     result = formats.decode(out.read_bytes(), "x.tif")
-    assert row["status"] == "done" and result.dtype == np.int32 and result.min() == 1000 and result.max() == 1003
+    assert row.status == "done" and result.dtype == np.int32 and result.min() == 1000 and result.max() == 1003
 
 
 def test_a_boolean_image_is_refused(tmp_path):
     data = formats.encode(np.random.default_rng(0).random((16, 16, 3)) > 0.5, "x.tif")
     row, out = run_one(tmp_path, "mask.tif", data, upscaler())
-    assert row["status"] == "failed" and "1-bit" in row["error"] and not out.exists()
+    assert row.status == "failed" and "1-bit" in row.error and not out.exists()
 
 
 def test_tiff_pages_count_toward_the_pixel_limit(tmp_path):
@@ -260,9 +254,7 @@ def test_tiff_pages_count_toward_the_pixel_limit(tmp_path):
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.zeros((40, 50, 50), np.uint8))  # 40 pages of 50 x 50
     row, _ = run_one(tmp_path, "pages.tif", buf.getvalue(), upscaler(), max_pixels=50 * 50 * 10)
-    assert (
-        row["status"] == "failed" and "in 40 frames" in row["error"] and "over the 25,000-pixel limit" in row["error"]
-    )
+    assert row.status == "failed" and "in 40 frames" in row.error and "over the 25,000-pixel limit" in row.error
 
 
 def test_an_rgb_tiff_with_an_unspecified_extra_band_is_not_alpha():
@@ -278,7 +270,7 @@ def test_a_bands_nodata_does_not_erase_the_other_bands(tmp_path):
     image = np.full((24, 24, 3), 1000, np.uint16)
     image[:, :12, 0] = 0  # band 1 has no data on the left half; bands 2 and 3 have data there
     row, out = run_one(tmp_path, "s.tif", geotiff_bytes(image, nodata=0), Upscaler(name="bicubic", scale=SCALE, tile=0))
-    assert row["status"] == "done", row
+    assert row.status == "done", row
     with rasterio.open(out) as dst:
         result = np.moveaxis(dst.read(), 0, -1)
     assert (result[:, : 12 * SCALE, 0] == 0).all()  # no-data stays no-data in its own band
@@ -297,7 +289,7 @@ def test_32_bit_dicom_is_written_back_readable(tmp_path):
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     row, out = run_one(tmp_path, "dose.dcm", buf.getvalue(), upscaler(channels=1))
-    assert row["status"] == "done", row
+    assert row.status == "done", row
     back = pydicom.dcmread(out)
     assert back.BitsAllocated == 32 and back.pixel_array.dtype == np.uint32 and back.pixel_array.shape == (32, 32)
 
@@ -316,11 +308,11 @@ def test_a_dicom_with_a_frame_count_that_is_not_a_number_is_a_row_not_a_tracebac
     buf = io.BytesIO(data[: at + 8] + b"x " + data[at + 10 :])
     caplog.set_level(logging.ERROR)
     row, _ = run_one(tmp_path, "frames.dcm", buf.getvalue(), upscaler(channels=1))
-    assert row["status"] == "failed" and "not a number" in row["error"]
+    assert row.status == "failed" and "not a number" in row.error
     assert not [r for r in caplog.records if r.name.startswith("pipeline")]
 
 
 def test_a_truncated_tiff_names_gdals_cause(tmp_path):
     data = geotiff_bytes(smooth_image(np.random.default_rng(6), 64, 64, 3, np.uint16))
     row, out = run_one(tmp_path, "truncated.tif", data[: len(data) // 2], upscaler())
-    assert row["status"] == "failed" and "GDAL: " in row["error"] and not out.exists(), row["error"]
+    assert row.status == "failed" and "GDAL: " in row.error and not out.exists(), row.error

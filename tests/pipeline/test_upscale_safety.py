@@ -83,8 +83,8 @@ def test_s3_keys_with_any_character_are_read_and_written_under_their_own_names(t
         out = formats.decode(s3.get_object(Bucket=bucket, Key=f"out/{key}")["Body"].read(), key)
         assert out.shape == (2 * h, 2 * w, 3), key  # read from its own object, written under its own name
     rows = read_manifest(f"s3://{bucket}/out/")
-    assert sorted(r["key"] for r in rows) == sorted(sizes) and all(r["status"] == "done" for r in rows)
-    assert {r["output"] for r in rows} == {f"s3://{bucket}/out/{k}" for k in sizes}
+    assert sorted(r.key for r in rows) == sorted(sizes) and all(r.status == "done" for r in rows)
+    assert {r.output for r in rows} == {f"s3://{bucket}/out/{k}" for k in sizes}
     parquet = pd.read_parquet(
         __import__("io").BytesIO(s3.get_object(Bucket=bucket, Key="out/_manifest/manifest.parquet")["Body"].read())
     )
@@ -130,7 +130,7 @@ def test_existing_outputs_count_as_done_only_with_the_same_model_and_settings(tm
 
     assert main(["--model", model_b, "--overwrite", *base]) == 0
     latest = pd.read_parquet(out / "_manifest" / "manifest.parquet")
-    ids = {r["model_id"] for r in read_manifest(str(out))}
+    ids = {r.model_id for r in read_manifest(str(out))}
     assert len(ids) == 2 and latest["model"].eq(model_b).all() and latest["status"].eq("done").all()
     assert main(["--model", model_b, *base]) == 0  # the outputs are now B's
 
@@ -171,11 +171,11 @@ def test_links_never_lead_reads_or_writes_outside_the_folders(tmp_path, ray_sess
         )
         == 0
     )
-    rows = {r["key"]: r for r in read_manifest(str(out))}
-    assert rows["a.png"]["status"] == "done"
+    rows = {r.key: r for r in read_manifest(str(out))}
+    assert rows["a.png"].status == "done"
     for key in ("leak.png", "hostname.png", "linked"):
-        assert rows[key]["status"] == "failed" and "symbolic link that leads outside --input" in rows[key]["error"]
-    assert rows["sub/b.png"]["status"] == "failed" and "leads outside" in rows["sub/b.png"]["error"]
+        assert rows[key].status == "failed" and "symbolic link that leads outside --input" in rows[key].error
+    assert rows["sub/b.png"].status == "failed" and "leads outside" in rows["sub/b.png"].error
     assert _tree(elsewhere) == before  # nothing read from there reached out/, nothing written there
     assert sorted(p.name for p in out.iterdir()) == ["_manifest", "a.png", "sub"]
 
@@ -194,7 +194,7 @@ def _history(out, runs: list[tuple[str, dict, bool, list[dict]]]) -> None:
             json.dumps({"run": run, **ident, **({"finished_at": "t"} if finished else {})})
         )
         if rows:
-            (folder / f"{run}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            (folder / f"{run}.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in rows))
 
 
 def test_an_output_a_later_interrupted_run_may_have_rewritten_or_made_from_other_input_is_not_done(tmp_path):
@@ -211,7 +211,7 @@ def test_an_output_a_later_interrupted_run_may_have_rewritten_or_made_from_other
     job = UpscaleJob(model="bicubic", scale=2, input=str(src), output=str(out), extensions=(".png",))
     _history(out, [("r1", x2, True, [new_row(item, x2, status="done")])])
     todo, decided = plan_outputs(job, str(out), x2)
-    assert not todo and decided[0]["status"] == "skipped"
+    assert not todo and decided[0].status == "skipped"
     # An --overwrite run at x4 was killed after it may have replaced a.png, before its row.
     _history(out, [("r2", x4, False, [])])
     with pytest.raises(UsageError, match=r"may have been rewritten by the interrupted run r2 .*--overwrite"):
@@ -246,7 +246,7 @@ def test_manifests_keep_names_that_are_not_utf8_and_long_names_are_written(tmp_p
         )
     )
     table = pd.read_parquet(manifest.finish())
-    assert table["key"].tolist() == ["bad\\xff.png"] and read_manifest(str(tmp_path))[0]["key"] == name
+    assert table["key"].tolist() == ["bad\\xff.png"] and read_manifest(str(tmp_path))[0].key == name
     long = "x" * 240 + ".png"
     storage.write_bytes(str(tmp_path / long), b"data", "r1")
     assert (tmp_path / long).read_bytes() == b"data"

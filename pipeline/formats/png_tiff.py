@@ -36,11 +36,12 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 @dataclass(frozen=True)
 class ValueRange:
-    """The stored value that maps to 1.0 (0 maps to 0), and where it comes from."""
+    """The stored value that maps to 1.0 (`low`, default 0, maps to 0), and where it comes from."""
 
     high: float
     source: str  # e.g. "PNG sBIT 12 bits (4095)", "TIFF MaxSampleValue 4095", "dtype uint16 (65535)"
     from_dtype: bool = False  # the range is just the dtype's (the file declares nothing narrower; [0, 1] for floats)
+    low: float = 0.0  # a signed TIFF's SMinSampleValue
 
 
 def dtype_value_range(dtype: np.dtype) -> ValueRange:
@@ -135,6 +136,8 @@ def tiff_range(page, array: np.ndarray) -> ValueRange | None:
     SMaxSampleValue, a BitsPerSample below the dtype's (as GDAL's NBITS writes it), and as a
     last resort GDAL's STATISTICS_MAXIMUM, rounded up to a whole number of bits (statistics
     describe the data, not the range: a dark file gives a smaller one)."""
+    if np.issubdtype(array.dtype, np.signedinteger):
+        return _signed_tiff_range(page)
     if not np.issubdtype(array.dtype, np.unsignedinteger):
         return None
     top = np.iinfo(array.dtype).max
@@ -164,6 +167,17 @@ def tiff_range(page, array: np.ndarray) -> ValueRange | None:
 
 
 # Header readers: (width, height) from the first bytes, nothing decoded.
+def _signed_tiff_range(page) -> ValueRange | None:
+    """A signed TIFF's own range: SMinSampleValue and SMaxSampleValue (tags 340, 341), both."""
+    low, high = page.tags.get(340), page.tags.get(341)
+    if low is None or high is None:
+        return None
+    low, high = float(np.min(low.value)), float(np.max(high.value))
+    if not high > low:
+        return None
+    return ValueRange(high, f"TIFF SMinSampleValue {low:g}, SMaxSampleValue {high:g}", low=low)
+
+
 def _png_size(data: bytes) -> tuple[int, int]:
     if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
         raise DecodeError("not a readable PNG (no PNG signature and IHDR header)")
@@ -362,7 +376,9 @@ class ImageRaster(Raster):
         self.array, self.alpha, self.colours, self.declared = _decode(data, path.name, max_pixels)
         self.height, self.width, self.bands = self.array.shape
         self.dtype = self.array.dtype
-        self.value_range = (0.0, self.declared.high) if not self.declared.from_dtype else dtype_range(self.dtype)
+        self.value_range = (
+            (self.declared.low, self.declared.high) if not self.declared.from_dtype else dtype_range(self.dtype)
+        )
         self.range_source, self.range_declared = self.declared.source, not self.declared.from_dtype
         self._sbit = _png_chunk(data, b"sBIT") if _ext(self.name) == ".png" else None
 

@@ -189,3 +189,35 @@ def test_rate_shows_a_12_bit_image_as_bright_as_its_8_bit_copy(tmp_path):
         lr = re.search(r'"lr": "data:image/png;base64,([^"]+)"', html).group(1)
         means[bits] = np.asarray(Image.open(io.BytesIO(base64.b64decode(lr)))).mean()
     assert means["12"] == pytest.approx(means["8"], abs=1.0)
+
+
+def _signed_tiff(values: np.ndarray, declared: bool) -> bytes:
+    buf = io.BytesIO()
+    tags = [(340, "h", 1, -2000, True), (341, "h", 1, 2000, True)] if declared else []
+    tifffile.imwrite(buf, values[..., 0], photometric="minisblack", extratags=tags)
+    return buf.getvalue()
+
+
+def test_signed_data_is_read_by_its_own_range_tags_or_refused_in_every_verb(tmp_path):
+    """An int16 MR slice declaring nothing was once read over the whole int16 range (the model
+    saw 0.502-0.533); now its own SMin/SMaxSampleValue are used, or it is refused with a hint."""
+    from pipeline.data.reader import read_image
+    from pipeline.errors import DecodeError
+    from pipeline.upscaling.one_file import value_range
+
+    values = np.random.default_rng(7).integers(-2000, 2001, (*SIZE, 1)).astype(np.int16)
+    declared, bare = _signed_tiff(values, True), _signed_tiff(values, False)
+    expected = torch.from_numpy((values.transpose(2, 0, 1).astype(np.float32) + 2000) / 4000)
+    assert torch.allclose(ImageSpec(channels=1).decode(declared, "mr.tif")[0], expected, atol=1e-6)
+    assert torch.allclose(read_image(declared, "mr.tif").tensor(), expected, atol=1e-6)
+    (tmp_path / "mr.tif").write_bytes(declared)
+    with formats.open_raster(tmp_path / "mr.tif") as raster:
+        assert (value_range(raster, "auto", None, 256).low, value_range(raster, "auto", None, 256).high) == (
+            -2000,
+            2000,
+        )
+    for read in (lambda: ImageSpec(channels=1).decode(bare, "mr.tif"), lambda: read_image(bare, "mr.tif")):
+        with pytest.raises(DecodeError, match="signed int16 and declares no value range"):
+            read()
+    with pytest.raises(DecodeError, match="set data.data_range"):
+        ImageSpec(channels=1).decode(bare, "mr.tif")

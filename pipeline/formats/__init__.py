@@ -41,8 +41,6 @@ __all__ = [
     "open_bytes",
     "open_raster",
     "decode",
-    "decode_with_alpha",
-    "decode_with_range",
     "encode",
     "to_unit",
     "from_unit",
@@ -84,20 +82,9 @@ def open_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Iterator
             yield raster
 
 
-def decode_with_alpha(data: bytes, name: str) -> tuple[np.ndarray, bool]:
-    """Decode a plain image's bytes (format from `name`'s extension) to an (H, W, C) array,
-    and whether its last channel is alpha according to the file itself."""
-    return png_tiff.decode(data, name)
-
-
-def decode_with_range(data: bytes, name: str) -> tuple[np.ndarray, bool, ValueRange]:
-    """`decode_with_alpha`, plus the stored value the file declares as its maximum (PNG sBIT,
-    TIFF MaxSampleValue, ...; see png_tiff), else its dtype's, and where that comes from."""
-    return png_tiff.decode_with_range(data, name)
-
-
 def decode(data: bytes, name: str) -> np.ndarray:
-    """Decode a plain image's bytes (format from `name`'s extension) to an (H, W, C) array."""
+    """A plain image's stored values, (H, W, C), as its codec decodes them (no range applied):
+    for checking what was written. Models read files through pipeline.data.reader."""
     return png_tiff.decode(data, name)[0]
 
 

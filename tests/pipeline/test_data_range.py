@@ -18,6 +18,7 @@ import torch
 from pipeline import formats
 from pipeline.config import parse_config
 from pipeline.data.batches import ImageSpec, scan
+from pipeline.formats import png_tiff
 from pipeline.io import storage
 from pipeline.training.driver import run_training
 from srgan.degrade import build_degradation
@@ -154,7 +155,7 @@ def test_upscale_auto_reads_a_12_bit_file_as_training_does_and_keeps_the_declara
     for name, data in (("a.png", png_with_sbit(image)), ("a.tif", tiff_with_max(image))):
         row, out = run_one(tmp_path / name, name, data, up)
         assert row.status == "done" and row.value_range == "0,4095", row
-        result, _, declared = formats.decode_with_range(out.read_bytes(), name)
+        result, _, declared = png_tiff.decode_with_range(out.read_bytes(), name)
         assert np.array_equal(result, expected(up, image, 0, 4095))
         assert declared.high == 4095 and result.max() <= 4095  # the output declares the same range
 

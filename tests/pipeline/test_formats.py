@@ -6,7 +6,7 @@ import tifffile
 from PIL import Image
 
 from pipeline import formats
-from pipeline.formats import DecodeError
+from pipeline.formats import DecodeError, png_tiff
 
 rng = np.random.default_rng(0)
 
@@ -84,20 +84,18 @@ def test_unit_conversion_uses_the_dtype_range():
 
 def test_alpha_comes_from_the_file_not_the_band_count():
     rgba = rng.integers(0, 256, (6, 5, 4), dtype=np.uint8)
-    array, alpha = formats.decode_with_alpha(formats.encode(rgba, "a.png"), "a.png")
+    array, alpha = png_tiff.decode(formats.encode(rgba, "a.png"), "a.png")
     assert alpha and np.array_equal(formats.conform_bands(array, 3, alpha), rgba[..., :3])
     bands = rng.integers(0, 65536, (6, 5, 4), dtype=np.uint16)
     buf = io.BytesIO()
     tifffile.imwrite(buf, bands, photometric="minisblack", planarconfig="contig")
-    array, alpha = formats.decode_with_alpha(buf.getvalue(), "s.tif")
+    array, alpha = png_tiff.decode(buf.getvalue(), "s.tif")
     assert not alpha
     with pytest.raises(DecodeError, match="has 4 band"):
         formats.conform_bands(array, 3, alpha)
-    array, alpha = formats.decode_with_alpha(
-        formats.encode(rgba, "a.tif", alpha=True), "a.tif"
-    )  # RGB + ExtraSamples alpha
+    array, alpha = png_tiff.decode(formats.encode(rgba, "a.tif", alpha=True), "a.tif")  # RGB + ExtraSamples alpha
     assert alpha and np.array_equal(array, rgba)
-    assert not formats.decode_with_alpha(formats.encode(rgba, "b.tif"), "b.tif")[1]  # 4 plain bands
+    assert not png_tiff.decode(formats.encode(rgba, "b.tif"), "b.tif")[1]  # 4 plain bands
     gray = rng.integers(0, 256, (6, 5, 1), dtype=np.uint8)
     assert formats.conform_bands(gray, 3).shape == (6, 5, 3)
 
@@ -137,7 +135,7 @@ def test_a_geotiff_without_rasterio_is_refused_naming_the_extra(tmp_path, monkey
 
 def test_the_extension_lists_exist_once():
     from pipeline.config import DataSection
-    from pipeline.formats import dicom, geotiff, png_tiff
+    from pipeline.formats import dicom, geotiff
 
     assert DataSection(train="x").extensions == list(formats.EXTENSIONS)  # training reads every codec
     assert set(formats.EXTENSIONS) == set(png_tiff.EXTENSIONS) | set(geotiff.EXTENSIONS) | set(dicom.EXTENSIONS)

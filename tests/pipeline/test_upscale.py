@@ -17,6 +17,7 @@ import torch
 
 from pipeline import formats
 from pipeline.errors import DecodeError, UsageError
+from pipeline.formats import png_tiff
 from pipeline.models.reference import Upscaler
 from pipeline.upscale import UpscaleJob, main, output_key, plan_outputs
 from pipeline.upscaling.manifest import read_manifest
@@ -97,7 +98,7 @@ def test_rgba_keeps_alpha_upscaled_separately(tmp_path):
     up = upscaler()
     row, out = run_one(tmp_path, "logo.png", png_bytes(image), up)
     assert row.status == "done", row
-    result, alpha = formats.decode_with_alpha(out.read_bytes(), "x.png")
+    result, alpha = png_tiff.decode(out.read_bytes(), "x.png")
     assert alpha and result.shape == (36, 28, 4)
     assert np.array_equal(result[..., :3], model_output(up, image[..., :3]))
     expected_alpha = formats.from_unit(imresize(formats.to_unit(image[..., 3:]), float(SCALE)).clamp(0, 1), np.uint8)

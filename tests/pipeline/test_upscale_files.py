@@ -15,6 +15,7 @@ import pytest
 import tifffile
 
 from pipeline import formats
+from pipeline.formats import png_tiff
 from pipeline.models.reference import Upscaler
 from tests.helpers import dicom_bytes, geotiff_bytes, png_bytes, smooth_image
 from tests.pipeline.test_upscale import SCALE, run_one, upscaler
@@ -262,7 +263,7 @@ def test_an_rgb_tiff_with_an_unspecified_extra_band_is_not_alpha():
 
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.zeros((8, 8, 4), np.uint8), photometric="rgb", extrasamples=("unspecified",))
-    array, alpha = formats.decode_with_alpha(buf.getvalue(), "rgbn.tif")
+    array, alpha = png_tiff.decode(buf.getvalue(), "rgbn.tif")
     assert array.shape == (8, 8, 4) and not alpha
 
 

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import formats  # noqa: E402
+from pipeline.data import reader  # noqa: E402
 from pipeline.models.reference import Upscaler  # noqa: E402
 from srgan.generator import GeneratorSpec, build_generator  # noqa: E402
 
@@ -53,12 +53,12 @@ def main() -> None:
     times = {p: [] for p in ups}
     for dtype in (np.uint8, np.uint16):
         image = smooth(rng, args.size, dtype)
-        x = formats.to_unit(image)[None]
+        x = reader.to_unit(image)[None]
         outs = {}
         for _ in range(args.repeats):  # interleaved
             for p, up in ups.items():
                 t0 = time.perf_counter()
-                outs[p] = formats.from_unit(up(x)[0], image.dtype).astype(np.int64)
+                outs[p] = reader.from_unit(up(x)[0], image.dtype).astype(np.int64)
                 times[p].append(time.perf_counter() - t0)
         moved = np.abs(outs["fp32"] - outs["bf16"])
         name = np.dtype(dtype).name

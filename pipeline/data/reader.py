@@ -95,14 +95,63 @@ def check_values(array: np.ndarray, mask: np.ndarray | None, used: Range, hint: 
         )
 
 
-def to_unit(array: np.ndarray, used: Range) -> torch.Tensor:
+def data_range(dtype: np.dtype) -> float:
+    """The value that maps to 1.0: the integer dtype's maximum, 1.0 for floats."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def _arithmetic_dtype(dtype: np.dtype):
+    """The float type that maps `dtype`'s values without losing them: float64 for 32/64-bit
+    integers and float64 data, float32 otherwise."""
+    dtype = np.dtype(dtype)
+    wide_integer = np.issubdtype(dtype, np.integer) and dtype.itemsize > 2
+    return np.float64 if wide_integer or dtype == np.float64 else np.float32
+
+
+def to_unit(array: np.ndarray, value_range: float | None = None, offset: float = 0.0) -> torch.Tensor:
+    """(H, W, C) array -> (C, H, W) float32 tensor in [0, 1]: (values + `offset`) /
+    `value_range` (default the dtype's maximum; clipped when a range is given)."""
+    work = _arithmetic_dtype(array.dtype)
+    scaled = array.astype(work)
+    if offset:
+        scaled += work(offset)
+    scaled /= work(value_range or data_range(array.dtype))
+    if value_range:
+        scaled = np.clip(scaled, 0.0, 1.0)
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32))
+
+
+def from_unit(
+    tensor: torch.Tensor, dtype: np.dtype, value_range: float | None = None, offset: float = 0.0
+) -> np.ndarray:
+    """(C, H, W) tensor in [0, 1] -> (H, W, C) array of `dtype`: value * range - offset,
+    rounded and clipped to the dtype if integer (inverse of `to_unit`). Works in place on one
+    float copy, so a large image costs one float and one output array."""
+    dtype = np.dtype(dtype)
+    work = _arithmetic_dtype(dtype)
+    values = tensor.detach().float().cpu().numpy().transpose(1, 2, 0).astype(work)  # the one float copy
+    np.clip(values, 0, 1, out=values)
+    np.multiply(values, work(value_range or data_range(dtype)), out=values)
+    if offset:
+        np.subtract(values, work(offset), out=values)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        np.rint(values, out=values)
+        np.clip(values, info.min, info.max, out=values)
+    return values.astype(dtype)
+
+
+def unit_of(array: np.ndarray, used: Range) -> torch.Tensor:
     """(H, W, C) stored values -> (C, H, W) float32 tensor in [0, 1] under `used`."""
-    return formats.to_unit(array, used.span, -used.low)
+    return to_unit(array, used.span, -used.low)
 
 
-def from_unit(tensor: torch.Tensor, dtype: np.dtype, used: Range) -> np.ndarray:
-    """(C, H, W) tensor in [0, 1] -> (H, W, C) stored values of `dtype` (inverse of to_unit)."""
-    return formats.from_unit(tensor, dtype, used.span, -used.low)
+def stored_of(tensor: torch.Tensor, dtype: np.dtype, used: Range) -> np.ndarray:
+    """(C, H, W) tensor in [0, 1] -> (H, W, C) stored values of `dtype` (inverse of unit_of)."""
+    return from_unit(tensor, dtype, used.span, -used.low)
 
 
 @dataclass(frozen=True)
@@ -115,7 +164,7 @@ class StoredImage:
 
     def tensor(self) -> torch.Tensor:
         """(C, H, W) float32 in [0, 1]."""
-        return to_unit(self.pixels, self.range)
+        return unit_of(self.pixels, self.range)
 
     @property
     def levels(self) -> int:

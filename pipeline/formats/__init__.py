@@ -1,4 +1,4 @@
-"""Image files <-> arrays <-> model tensors; this package imports nothing of pipeline but itself. Each format family is a codec (formats.base):
+"""Image files <-> arrays (model tensors: pipeline.data.reader); this package imports nothing of pipeline but itself. Each format family is a codec (formats.base):
 plain images (png_tiff: PNG, JPEG, BMP, TIFF), GeoTIFF (geotiff) and DICOM (dicom).
 
 Arrays are (H, W, C) in the file's own dtype. Models see (C, H, W) float32 in [0, 1]:
@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import torch
 
 from pipeline.formats import dicom, geotiff, png_tiff
 from pipeline.formats.base import MAX_PIXELS, Codec, Raster, RasterWriter, Window, check_pixels
@@ -42,9 +41,6 @@ __all__ = [
     "open_raster",
     "decode",
     "encode",
-    "to_unit",
-    "from_unit",
-    "data_range",
     "conform_bands",
 ]
 
@@ -93,14 +89,6 @@ def encode(array: np.ndarray, name: str, alpha: bool = False) -> bytes:
     return png_tiff.encode(array, name, alpha)
 
 
-def data_range(dtype: np.dtype) -> float:
-    """The value that maps to 1.0: the integer dtype's maximum, 1.0 for floats."""
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        return float(np.iinfo(dtype).max)
-    return 1.0
-
-
 def conform_bands(array: np.ndarray, channels: int, alpha: bool = False) -> np.ndarray:
     """Give an (H, W, C) image the band count a model takes, where that is unambiguous:
     alpha (as the file declares it) dropped, then grayscale to RGB by replication.
@@ -113,44 +101,3 @@ def conform_bands(array: np.ndarray, channels: int, alpha: bool = False) -> np.n
     if have == 1 and channels == 3:
         return np.repeat(array, 3, axis=2)
     raise DecodeError(f"has {have} band(s), the model takes {channels}")
-
-
-def _arithmetic_dtype(dtype: np.dtype):
-    """The float type that maps `dtype`'s values without losing them: float64 for 32/64-bit
-    integers and float64 data, float32 otherwise."""
-    dtype = np.dtype(dtype)
-    wide_integer = np.issubdtype(dtype, np.integer) and dtype.itemsize > 2
-    return np.float64 if wide_integer or dtype == np.float64 else np.float32
-
-
-def to_unit(array: np.ndarray, value_range: float | None = None, offset: float = 0.0) -> torch.Tensor:
-    """(H, W, C) array -> (C, H, W) float32 tensor in [0, 1]: (values + `offset`) /
-    `value_range` (default the dtype's maximum; clipped when a range is given)."""
-    work = _arithmetic_dtype(array.dtype)
-    scaled = array.astype(work)
-    if offset:
-        scaled += work(offset)
-    scaled /= work(value_range or data_range(array.dtype))
-    if value_range:
-        scaled = np.clip(scaled, 0.0, 1.0)
-    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32))
-
-
-def from_unit(
-    tensor: torch.Tensor, dtype: np.dtype, value_range: float | None = None, offset: float = 0.0
-) -> np.ndarray:
-    """(C, H, W) tensor in [0, 1] -> (H, W, C) array of `dtype`: value * range - offset,
-    rounded and clipped to the dtype if integer (inverse of `to_unit`). Works in place on one
-    float copy, so a large image costs one float and one output array."""
-    dtype = np.dtype(dtype)
-    work = _arithmetic_dtype(dtype)
-    values = tensor.detach().float().cpu().numpy().transpose(1, 2, 0).astype(work)  # the one float copy
-    np.clip(values, 0, 1, out=values)
-    np.multiply(values, work(value_range or data_range(dtype)), out=values)
-    if offset:
-        np.subtract(values, work(offset), out=values)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        np.rint(values, out=values)
-        np.clip(values, info.min, info.max, out=values)
-    return values.astype(dtype)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pipeline import formats
-from pipeline.data.reader import Range, check_values, declared_range, range_rule
+from pipeline.data.reader import Range, check_values, declared_range, from_unit, range_rule, to_unit
 from pipeline.errors import DecodeError, UserError
 from pipeline.io import s3, storage
 from pipeline.models.reference import BICUBIC, Upscaler, read_generator
@@ -156,9 +156,9 @@ def upscale_array(
 ) -> np.ndarray:
     """(H, W, C) stored values -> (H*s, W*s, C) of the same dtype (of the region's size when
     `region` is given: see `upscale_bands`); values map to [0, 1] as (v + offset) / range."""
-    x = formats.to_unit(array, value_range, offset)
+    x = to_unit(array, value_range, offset)
     y = upscale_bands(upscaler, x, plan, region)
-    return formats.from_unit(y, array.dtype, value_range, offset)
+    return from_unit(y, array.dtype, value_range, offset)
 
 
 def window_block(upscaler: Upscaler, window_pixels: int) -> int:

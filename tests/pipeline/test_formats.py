@@ -6,6 +6,7 @@ import tifffile
 from PIL import Image
 
 from pipeline import formats
+from pipeline.data import reader
 from pipeline.formats import DecodeError, png_tiff
 
 rng = np.random.default_rng(0)
@@ -76,10 +77,10 @@ def test_bad_files_raise_decode_error(name, data, reason):
 
 def test_unit_conversion_uses_the_dtype_range():
     a16 = np.array([[[0, 65535, 32768]]], dtype=np.uint16)
-    t = formats.to_unit(a16)
+    t = reader.to_unit(a16)
     assert t.shape == (3, 1, 1) and t.max().item() == 1.0
-    assert np.array_equal(formats.from_unit(t, np.uint16), a16)
-    assert formats.data_range(np.uint8) == 255 and formats.data_range(np.float32) == 1.0
+    assert np.array_equal(reader.from_unit(t, np.uint16), a16)
+    assert reader.data_range(np.uint8) == 255 and reader.data_range(np.float32) == 1.0
 
 
 def test_alpha_comes_from_the_file_not_the_band_count():

@@ -99,7 +99,7 @@ def test_evaluate_promote_and_rate_read_what_training_reads(name, tmp_path):
 
 @pytest.mark.parametrize("name", FILES)
 def test_upscale_reads_what_training_reads(name, tmp_path):
-    from pipeline.data.reader import to_unit
+    from pipeline.data.reader import unit_of
     from pipeline.upscaling.one_file import value_range
 
     path = tmp_path / name
@@ -108,7 +108,7 @@ def test_upscale_reads_what_training_reads(name, tmp_path):
         used = value_range(raster, "auto", None, 256)
         pixels, _ = raster.read(formats.Window.whole(0, raster.height, raster.width))
     assert (used.low, used.high) == (0, FILES[name][2])
-    assert torch.equal(to_unit(pixels, used), _expected(name))
+    assert torch.equal(unit_of(pixels, used), _expected(name))
 
 
 def test_upscale_jobs_record_the_declared_range_of_every_file(tmp_path, capsys):

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from pipeline import formats
+from pipeline.data import reader
 from pipeline.errors import DecodeError, UsageError
 from pipeline.formats import png_tiff
 from pipeline.models.reference import Upscaler
@@ -62,7 +63,7 @@ def run_one(tmp_path: Path, name: str, data: bytes, up: Upscaler, **settings) ->
 
 
 def model_output(up: Upscaler, array: np.ndarray, value_range=None) -> np.ndarray:
-    return formats.from_unit(up(formats.to_unit(array, value_range)[None])[0], array.dtype, value_range)
+    return reader.from_unit(up(reader.to_unit(array, value_range)[None])[0], array.dtype, value_range)
 
 
 def test_png_8_and_16_bit_keep_their_depth(tmp_path):
@@ -88,8 +89,8 @@ def test_grayscale_through_1_and_3_channel_models(tmp_path):
     row, out = run_one(tmp_path, "gray3.png", png_bytes(image), up3)
     result = formats.decode(out.read_bytes(), "x.png")
     assert result.shape == (32, 40, 1)
-    rgb = up3(formats.to_unit(np.repeat(image, 3, axis=2))[None])[0]
-    assert np.array_equal(result, formats.from_unit(rgb.mean(0, keepdim=True), np.uint8))
+    rgb = up3(reader.to_unit(np.repeat(image, 3, axis=2))[None])[0]
+    assert np.array_equal(result, reader.from_unit(rgb.mean(0, keepdim=True), np.uint8))
 
 
 def test_rgba_keeps_alpha_upscaled_separately(tmp_path):
@@ -101,7 +102,7 @@ def test_rgba_keeps_alpha_upscaled_separately(tmp_path):
     result, alpha = png_tiff.decode(out.read_bytes(), "x.png")
     assert alpha and result.shape == (36, 28, 4)
     assert np.array_equal(result[..., :3], model_output(up, image[..., :3]))
-    expected_alpha = formats.from_unit(imresize(formats.to_unit(image[..., 3:]), float(SCALE)).clamp(0, 1), np.uint8)
+    expected_alpha = reader.from_unit(imresize(reader.to_unit(image[..., 3:]), float(SCALE)).clamp(0, 1), np.uint8)
     assert np.array_equal(result[..., 3:], expected_alpha)
 
 

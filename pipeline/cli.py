@@ -1,13 +1,19 @@
 """What every `python -m pipeline.<verb>` shares: a parser whose errors are one line and whose
-help shows every default and ends with examples, and the wrapper that turns a user error into
-`error: <message>` and exit code 2 (a bug keeps its traceback and exits 1)."""
+help shows every default and ends with examples, the wrapper that turns a user error into
+`error: <message>` and exit code 2 (a bug keeps its traceback and exits 1), and a log file that
+takes everything a long command prints but its own progress lines (LogFile)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import io
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TextIO
 
 from pipeline.errors import UsageError, UserError
 
@@ -125,3 +131,132 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
             return 1
 
     return run
+
+
+class _Both(io.TextIOBase):
+    """A text stream that writes to two."""
+
+    def __init__(self, first: TextIO, second: TextIO) -> None:
+        self.streams = (first, second)
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+class LogFile:
+    """While open, whatever this process prints goes to the file `path` (appended to): its
+    stdout and stderr at the level of file descriptors 1 and 2, so also what child processes
+    and Ray (its own logging, and its workers' output, which Ray prints in the driver) write
+    there. `say` prints a line of the command's own to the terminal and to the log, `note`
+    the same but only the first time, `showing()` lets a verb's printed report through. An
+    exception leaving the block restores the terminal first, so its message reaches it, after
+    a line naming the log."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._notes: set[str] = set()
+        self._saved: list[tuple[int, int]] = []
+        self._swapped: tuple[TextIO, TextIO] | None = None
+
+    def __enter__(self) -> LogFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.out, self.err = self._terminal(sys.stdout, 1), self._terminal(sys.stderr, 2)
+        if not (_on_fd(sys.stdout, 1) and _on_fd(sys.stderr, 2)):  # e.g. pytest's capsys: no descriptors
+            self._swapped = (sys.stdout, sys.stderr)
+            sys.stdout = sys.stderr = self._log
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):  # a process started without that descriptor
+                self._saved.append((fd, os.dup(fd)))
+                os.dup2(self._log.fileno(), fd)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in self._saved:
+            os.dup2(saved, fd)
+            os.close(saved)
+        self._saved = []
+        if self._swapped:
+            sys.stdout, sys.stderr = self._swapped
+            self._swapped = None
+        if exc_type is not None:
+            self.say(f"stopped; the whole output, Ray's included, is in {self.path}", error=True)
+        for stream in (self.out, self.err):
+            if stream not in (sys.stdout, sys.stderr):
+                stream.close()
+        self._log.close()
+
+    @staticmethod
+    def _terminal(stream: TextIO, fd: int) -> TextIO:
+        """Where `stream` (stdout or stderr) goes now: a copy of its descriptor, which the
+        redirection leaves alone, or the stream itself when it has none."""
+        if not _on_fd(stream, fd):
+            return stream
+        return open(os.dup(fd), "w", buffering=1, encoding=stream.encoding, errors="replace")  # noqa: SIM115
+
+    def say(self, text: str = "", error: bool = False) -> None:
+        """`text` on the terminal (stderr with `error`) and in the log."""
+        sys.stdout.flush()  # what was printed before goes into the log before this line
+        sys.stderr.flush()
+        for stream in ((self.err if error else self.out), self._log):
+            if not stream.closed:
+                print(text, file=stream, flush=True)
+
+    def note(self, text: str) -> None:
+        """`say`, once: a note repeated later is not shown again."""
+        if text not in self._notes:
+            self._notes.add(text)
+            self.say(text)
+
+    @contextlib.contextmanager
+    def showing(self) -> Iterator[None]:
+        """Within: sys.stdout prints to the terminal and the log, for a verb's own report (a
+        table); stderr (notes, progress bars) still goes to the log only."""
+        saved = sys.stdout
+        sys.stdout.flush()
+        sys.stdout = _Both(self.out, self._log)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stdout = saved
+
+
+def _on_fd(stream: TextIO, fd: int) -> bool:
+    try:
+        return stream.fileno() == fd
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return False
+
+
+@contextlib.contextmanager
+def naming_flags(parser: argparse.ArgumentParser, **flags: str) -> Iterator[None]:
+    """Within: a UserError of the library, which writes a setting as its parameter name in
+    backticks (`overwrite`), is raised again as a UsageError that names this command's flag
+    instead (--overwrite): the option of `parser` with that dest, else `flags[name]`; a name
+    with no flag here loses its backticks."""
+    named = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
+    named.update(flags)
+    try:
+        yield
+    except UserError as exc:
+        text = one_line(exc)
+        parts = text.split("`")
+        for i in range(1, len(parts) - 1, 2):  # the odd parts sit between two backticks
+            name = parts[i]
+            parts[i] = named.get(name, name) if name.isidentifier() else f"`{name}`"
+        if len(parts) % 2 == 0:  # a backtick without its pair stays
+            parts[-1] = "`" + parts[-1]
+        if "".join(parts) == text:
+            raise
+        raise UsageError("".join(parts)) from exc

@@ -317,31 +317,32 @@ class TrainConfig(Section):
         return self.train.batch_size // self.scaling.num_workers
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def _set_dotted(tree: dict, dotted: str, value: Any, what: str) -> None:
     keys = dotted.split(".")
     node = tree
     for k in keys[:-1]:
         child = node.setdefault(k, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: {k!r} is a value, not a section")
+            raise ConfigError(f"{what} {dotted}: {k!r} is a value, not a section")
         node = child
     node[keys[-1]] = value
 
 
-def apply_overrides(tree: dict, overrides: list[str]) -> dict:
-    """Apply `key.sub=value` strings (values parsed as YAML: 2e-4, true, [a, b])."""
+def apply_overrides(tree: dict, overrides: list[str], what: str = "`overrides`") -> dict:
+    """Apply `key.sub=value` strings (values parsed as YAML: 2e-4, true, [a, b]); `what`
+    names where they came from in an error (a parameter in backticks, or a config key)."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. train.batch_size=32")
+            raise ConfigError(f"{what} {item!r}: expected key.path=value, e.g. train.batch_size=32")
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             reason = str(exc).splitlines()[0]
             raise ConfigError(
-                f"--set {item!r}: the value is not valid YAML ({reason}); close brackets and quote text, e.g. --set 'mlflow.experiment=\"a: b\"'"
+                f"{what} {item!r}: the value is not valid YAML ({reason}); close brackets and quote text, e.g. 'mlflow.experiment=\"a: b\"'"
             ) from None
-        _set_dotted(tree, key.strip(), value)
+        _set_dotted(tree, key.strip(), value, what)
     return tree
 
 

@@ -1,6 +1,8 @@
 """The pipeline's user-facing errors: one base (srgan.errors.UserError) and a class per kind of
 bad input. A CLI prints such an error as one line, `error: <message>`, and exits 2 (see
-pipeline.cli); any other exception is a bug and keeps its traceback."""
+pipeline.cli); any other exception is a bug and keeps its traceback. A library function's
+message names a setting by its parameter name in backticks (`overwrite`), never a flag; the
+verb's main shows it as the flag (--overwrite) through pipeline.cli.naming_flags."""
 
 from __future__ import annotations
 

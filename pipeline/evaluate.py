@@ -13,12 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from pipeline import cli
 from pipeline.errors import UsageError
 from pipeline.io import storage
-from pipeline.models.reference import Upscaler, load_upscaler
+from pipeline.models.reference import Upscaler, load_upscaler, pick_device
 from pipeline.scoring.protocol import (
     AsIsScore,
     EvalReport,
@@ -57,8 +55,8 @@ def evaluate(
     pipeline.scoring.lpips_model) are found; otherwise a note on stderr says why not."""
     files = list_images(data)  # before the model is fetched: a bad folder fails fast
     if grid is not None:
-        storage.check_destination(str(Path(grid).resolve().parent), "--grid")
-    upscaler = load_upscaler(model, device=_device(device), scale=scale, tile=tile, tracking_uri=tracking_uri)
+        storage.check_destination(str(Path(grid).resolve().parent), "`grid`")
+    upscaler = load_upscaler(model, device=pick_device(device), scale=scale, tile=tile, tracking_uri=tracking_uri)
     lpips, skipped = lpips_model(lpips_weights)
     printer = Table(upscaler, data, lpips is not None) if table else None
     report = evaluate_images(
@@ -93,18 +91,6 @@ def evaluate_as_is(data: str, table: bool = False) -> dict:
     if table:
         print(f"{f'mean of {len(values)}':<40} {'':>11}  {_fmt(mean, 2):>7}", flush=True)
     return {"dataset": Path(data.rstrip("/")).name, "niqe": mean, "images": [s.__dict__ for s in scores]}
-
-
-def _device(name: str | None) -> torch.device | None:
-    if name is None:
-        return None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: no CUDA device here; use cpu")
-    return device
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -201,33 +187,35 @@ def build_parser() -> cli.Parser:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.no_reference:
-        if args.model or args.grid:
-            raise UsageError("--no-reference scores the images as they are: drop --model and --grid")
-        result = evaluate_as_is(args.data, table=not args.json)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with cli.naming_flags(parser):
+        if args.no_reference:
+            if args.model or args.grid:
+                raise UsageError("--no-reference scores the images as they are: drop --model and --grid")
+            result = evaluate_as_is(args.data, table=not args.json)
+            if args.json:
+                print(json.dumps(result))
+            return 0
+        if not args.model:
+            raise UsageError("--model is required (or --no-reference to score the images as they are)")
+        lpips_weights = None if args.lpips_weights == "none" else args.lpips_weights
+        report = evaluate(
+            args.model,
+            args.data,
+            scale=args.scale,
+            tile=args.tile,
+            device=args.device,
+            tracking_uri=args.tracking_uri,
+            grid=args.grid,
+            table=not args.json,
+            lpips_weights=lpips_weights,
+        )
         if args.json:
-            print(json.dumps(result))
+            print(json.dumps(report.to_dict()))
+        elif args.grid:
+            print(f"comparison grid: {args.grid}")
         return 0
-    if not args.model:
-        raise UsageError("--model is required (or --no-reference to score the images as they are)")
-    lpips_weights = None if args.lpips_weights == "none" else args.lpips_weights
-    report = evaluate(
-        args.model,
-        args.data,
-        scale=args.scale,
-        tile=args.tile,
-        device=args.device,
-        tracking_uri=args.tracking_uri,
-        grid=args.grid,
-        table=not args.json,
-        lpips_weights=lpips_weights,
-    )
-    if args.json:
-        print(json.dumps(report.to_dict()))
-    elif args.grid:
-        print(f"comparison grid: {args.grid}")
-    return 0
 
 
 if __name__ == "__main__":

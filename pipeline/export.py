@@ -31,7 +31,6 @@ from pipeline.models.onnx_model import OnnxGenerator, export_onnx
 from pipeline.models.reference import BICUBIC, fetch_generator
 
 FORMATS = ("onnx",)
-ONNX_TAG = "srgan.onnx_uri"
 CHECK_SIZES = ((37, 29), (20, 51))  # odd and uneven: every border case of the convolutions
 EXAMPLES = [
     "python -m pipeline.export --model models:/srgan@champion --format onnx",
@@ -70,7 +69,7 @@ def check_parity(generator: torch.nn.Module, path: Path, tolerance: float) -> fl
             worst = max(worst, (runtime(x) - generator(x)).abs().max().item())
     if not worst <= tolerance:
         raise ExportError(
-            f"the ONNX export differs from the PyTorch model by {worst:.3g} (more than --tolerance {tolerance:g}) on {CHECK_SIZES}; nothing was written"
+            f"the ONNX export differs from the PyTorch model by {worst:.3g} (more than `tolerance` {tolerance:g}) on {CHECK_SIZES}; nothing was written"
         )
     return worst
 
@@ -86,12 +85,12 @@ def export_model(
 ) -> Exported:
     """Export `ref` (see the module docstring); returns where it went and how close it is."""
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+        raise UsageError(f"`fmt` {fmt!r} is not one of {', '.join(FORMATS)}")
     if ref == BICUBIC:
-        raise UsageError("--model bicubic has no weights to export; give a generator")
+        raise UsageError("`ref` bicubic has no weights to export; give a generator")
     target = Path(output or "generator.onnx")
     if target.is_dir() or (target.exists() and not overwrite):
-        raise UsageError(f"--output {target} exists; choose another name or pass --overwrite")
+        raise UsageError(f"`output` {target} exists; choose another name or pass `overwrite`")
     generator, meta = fetch_generator(ref, tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         made = Path(tmp) / target.name
@@ -108,7 +107,7 @@ def export_model(
         c = tracking.client(uri)
         c.log_artifact(run_id, str(target), "onnx")
         result.logged_to = f"runs:/{run_id}/onnx/{target.name}"
-        c.set_tag(run_id, ONNX_TAG, result.logged_to)
+        c.set_tag(run_id, tracking.ONNX_TAG, result.logged_to)
     return result
 
 
@@ -143,16 +142,18 @@ def build_parser() -> cli.Parser:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result = export_model(
-        args.model, args.output, args.format, args.tracking_uri, args.overwrite, args.tolerance, not args.no_log
-    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with cli.naming_flags(parser, ref="--model", fmt="--format"):
+        result = export_model(
+            args.model, args.output, args.format, args.tracking_uri, args.overwrite, args.tolerance, not args.no_log
+        )
     print(
         f"exported {redact_uri(args.model)} to {result.path}: onnxruntime equals PyTorch within {result.max_abs_diff:.2g} on {len(CHECK_SIZES)} odd-sized images",
         file=sys.stderr,
     )
     if result.logged_to:
-        print(f"logged to MLflow beside the model: {result.logged_to} (tag {ONNX_TAG})", file=sys.stderr)
+        print(f"logged to MLflow beside the model: {result.logged_to} (tag {tracking.ONNX_TAG})", file=sys.stderr)
     if args.json:
         print(json.dumps(asdict(result)), flush=True)
     return 0

@@ -52,15 +52,6 @@ EXAMPLES = [
     "python -m pipeline.prepare --input data/hr --output data/hr-checked      # validate and list only",
     "python -m pipeline.train --config configs/srgan_x4.yaml --set data.train=s3://bucket/DIV2K_train_HR_sub/",
 ]
-FLAGS = {
-    "input": "--input",
-    "sub_images": "--sub-images",
-    "step": "--step",
-    "channels": "--channels",
-    "min_size": "--min-size",
-    "data_range": "--data-range",
-    "extensions": "--ext",
-}
 
 
 @dataclass(frozen=True)
@@ -79,16 +70,16 @@ class PrepareJob:
 
     def __post_init__(self) -> None:
         if self.step is not None and not self.sub_images:
-            raise UsageError(f"--step {self.step} needs --sub-images SIZE (the step is between sub-images)")
+            raise UsageError(f"`step` {self.step} needs `sub_images` SIZE (the step is between sub-images)")
         if self.sub_images and self.step is None:
             object.__setattr__(self, "step", max(1, self.sub_images // 2))
         if self.sub_images and self.sub_images < self.min_size:
             raise UsageError(
-                f"--sub-images {self.sub_images} is below --min-size {self.min_size}: every sub-image would be too small; raise --sub-images"
+                f"`sub_images` {self.sub_images} is below `min_size` {self.min_size}: every sub-image would be too small; raise `sub_images`"
             )
         if storage.overlaps(self.input, self.output):
             raise UsageError(
-                f"--output {self.output} overlaps --input {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input"
+                f"`output` {self.output} overlaps `input` {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input"
             )
 
     def settings(self) -> dict:
@@ -203,25 +194,25 @@ def prepare_source(item: dict, job: PrepareJob, out_root: str, owner: str) -> di
 def _check_output(job: PrepareJob, out_root: str) -> bool:
     """Refuse an output prepared with other settings, or holding files no prepare made; True
     when it was prepared (or begun) with these settings."""
-    storage.check_destination(out_root, "--output")
+    storage.check_destination(out_root, "`output`")
     settings_uri = prepared_uri(out_root, SETTINGS)
     if storage.exists(settings_uri):
         before = json.loads(storage.read_bytes(settings_uri))
         for name, value in job.settings().items():
             if before.get(name) != value:
                 raise UsageError(
-                    f"{out_root} was prepared with {_flag(name, before.get(name))}, this run has {_flag(name, value)}; re-run with the same arguments to resume, or choose a new --output"
+                    f"{out_root} was prepared with {_flag(name, before.get(name))}, this run has {_flag(name, value)}; re-run with the same arguments to resume, or choose a new `output`"
                 )
         return True
     if storage.exists(out_root) and storage.list_files(out_root):
-        raise UsageError(f"--output {out_root} holds files that no prepare made; choose an empty or new folder")
+        raise UsageError(f"`output` {out_root} holds files that no prepare made; choose an empty or new folder")
     return False
 
 
 def _flag(name: str, value) -> str:
     if value is None:
-        return f"no {FLAGS[name]}"
-    return f"{FLAGS[name]} {' '.join(value) if isinstance(value, list) else value}"
+        return f"no `{name}`"
+    return f"`{name}` {' '.join(value) if isinstance(value, list) else value}"
 
 
 def _plan(job: PrepareJob, in_root: str, out_root: str, records: dict) -> tuple[list[dict], list[dict], list[dict]]:
@@ -415,7 +406,13 @@ def build_parser() -> cli.Parser:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with cli.naming_flags(parser, extensions="--ext"):
+        return _main(args)
+
+
+def _main(args) -> int:
     job = PrepareJob(
         input=args.input,
         output=args.output,

@@ -58,9 +58,9 @@ class Gate:
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
-            raise PromotionError(f"--criterion {self.criterion}: use one of {', '.join(CRITERIA)}")
+            raise PromotionError(f"`criterion` {self.criterion!r} is not one of {', '.join(CRITERIA)}")
         if self.metric not in METRICS:
-            raise PromotionError(f"--metric {self.metric}: use one of {', '.join(METRICS)}")
+            raise PromotionError(f"`metric` {self.metric!r} is not one of {', '.join(METRICS)}")
 
     def resolved(self, phases: str) -> str:
         """The criterion for a run whose PHASES_TAG is `phases` ('pretrain,gan', ...)."""
@@ -92,7 +92,7 @@ def judge(criterion: str, gate: Gate, cand: dict, base: dict) -> tuple[bool, str
     if criterion == "distortion":
         if cand[gate.metric] is None:
             raise PromotionError(
-                f"--metric {gate.metric} is undefined on the holdout (no 1- or 3-band images); use psnr or ssim"
+                f"`metric` {gate.metric} is undefined on the holdout (no 1- or 3-band images); use psnr or ssim"
             )
         margin = cand[gate.metric] - base[gate.metric]
         ok = margin >= gate.min_delta
@@ -103,7 +103,7 @@ def judge(criterion: str, gate: Gate, cand: dict, base: dict) -> tuple[bool, str
         )
     if cand.get("niqe") is None or base.get("niqe") is None:
         raise PromotionError(
-            "the perceptual criterion needs NIQE, which is undefined on this holdout (1- or 3-band images of at least 96 x 96 px); use --criterion distortion or larger holdout images"
+            "the perceptual criterion needs NIQE, which is undefined on this holdout (1- or 3-band images of at least 96 x 96 px); use `criterion` distortion or larger holdout images"
         )
     checks = [
         (
@@ -130,24 +130,24 @@ def judge(criterion: str, gate: Gate, cand: dict, base: dict) -> tuple[bool, str
     return True, "; ".join(text for _, text in checks), figures
 
 
-def sweep_best_run(tracking_uri: str, ref: str) -> str:
+def sweep_best_run(tracking_uri: str, sweep: str) -> str:
     """The best finished trial of a sweep, named by its parent run id or its sweep name."""
     tracking.check_reachable(tracking_uri, must_exist=True)
     client = tracking.client(tracking_uri)
     try:
-        parent = client.get_run(ref)
+        parent = client.get_run(sweep)
     except Exception:
         experiments = [e.experiment_id for e in client.search_experiments()]
         found = client.search_runs(
             experiments,
-            filter_string=f"tags.`{tracking.SWEEP_TAG}` = '{ref}' and tags.`{tracking.BEST_RUN_TAG}` != ''",
+            filter_string=f"tags.`{tracking.SWEEP_TAG}` = '{sweep}' and tags.`{tracking.BEST_RUN_TAG}` != ''",
             order_by=["attributes.start_time DESC"],
             max_results=50,
         )
         parents = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
         if not parents:
             raise PromotionError(
-                f"--from-sweep {ref!r}: no sweep parent run with that id or sweep name (or it has no finished trial)"
+                f"`sweep` {sweep!r}: no sweep parent run with that id or sweep name (or it has no finished trial)"
             ) from None
         parent = parents[0]
     best = parent.data.tags.get(tracking.BEST_RUN_TAG)
@@ -324,19 +324,21 @@ def build_parser() -> cli.Parser:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri)
-    gate = Gate(
-        args.criterion,
-        args.metric,
-        args.min_delta,
-        args.niqe_margin,
-        args.lpips_margin,
-        args.psnr_floor,
-        None if args.lpips_weights == "none" else args.lpips_weights,
-    )
-    run_id = args.run_id or sweep_best_run(tracking_uri, args.from_sweep)
-    decision = promote(args.name, run_id, args.holdout, gate, tracking_uri)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with cli.naming_flags(parser, sweep="--from-sweep"):
+        tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri)
+        gate = Gate(
+            args.criterion,
+            args.metric,
+            args.min_delta,
+            args.niqe_margin,
+            args.lpips_margin,
+            args.psnr_floor,
+            None if args.lpips_weights == "none" else args.lpips_weights,
+        )
+        run_id = args.run_id or sweep_best_run(tracking_uri, args.from_sweep)
+        decision = promote(args.name, run_id, args.holdout, gate, tracking_uri)
     print(decision.message, flush=True)
     return 0 if decision.promoted else EXIT_NOT_PROMOTED
 

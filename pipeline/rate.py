@@ -93,7 +93,7 @@ def make_page(
     which side is A is in the key alone."""
     files = list_images(data)  # before the models are fetched: a bad folder fails fast
     out = Path(out)
-    storage.check_destination(str(out.resolve().parent), "--out")
+    storage.check_destination(str(out.resolve().parent), "`out`")
     upscalers = _upscalers(a, b, scale, tracking_uri)
     rng = np.random.default_rng(seed)
     reader = next((u for u in upscalers if u.generator is not None), upscalers[0])  # its bands and data_range
@@ -132,19 +132,19 @@ def make_page(
 
 
 def _upscalers(a: str, b: str, scale: int | None, tracking_uri: str | None) -> tuple[Upscaler, Upscaler]:
-    """A's and B's upscalers; bicubic takes the other model's scale when --scale is not given."""
+    """A's and B's upscalers; bicubic takes the other model's scale when `scale` is not given."""
     loaded = {ref: load_upscaler(ref, scale=scale, tracking_uri=tracking_uri) for ref in (a, b) if ref != BICUBIC}
     if BICUBIC in (a, b):
         model_scale = scale or next((u.scale for u in loaded.values()), None)
         if model_scale is None:
-            raise UsageError("bicubic against bicubic needs --scale")
+            raise UsageError("bicubic against bicubic needs `scale`")
         loaded[BICUBIC] = load_upscaler(BICUBIC, scale=model_scale)
     up_a, up_b = loaded[a], loaded[b]
     if up_a.scale != up_b.scale:
-        raise UsageError(f"--a {a} upscales x{up_a.scale} but --b {b} x{up_b.scale}; compare models of one scale")
+        raise UsageError(f"`a` {a} upscales x{up_a.scale} but `b` {b} x{up_b.scale}; compare models of one scale")
     if None not in (up_a.in_channels, up_b.in_channels) and up_a.in_channels != up_b.in_channels:
         raise UsageError(
-            f"--a {a} takes {up_a.in_channels}-band images but --b {b} {up_b.in_channels}-band ones; compare models of one band count"
+            f"`a` {a} takes {up_a.in_channels}-band images but `b` {b} {up_b.in_channels}-band ones; compare models of one band count"
         )
     return up_a, up_b
 
@@ -165,7 +165,7 @@ def _crops(
     side = min(crop // scale, h, w)  # in LR pixels
     if side < 4:
         raise DataError(
-            f"{name}: {array.shape[1]}x{array.shape[0]} is too small to crop at x{scale} (at least {4 * scale} px a side); remove it or raise --crop"
+            f"{name}: {array.shape[1]}x{array.shape[0]} is too small to crop at x{scale} (at least {4 * scale} px a side); remove it or raise `crop`"
         )
     hr = torch.from_numpy(np.ascontiguousarray(array[: h * scale, : w * scale].transpose(2, 0, 1)))[None]
     lr = ((imresize(hr, 1.0 / scale).float() - image.range.low) / image.range.span).clamp(0, 1)
@@ -246,7 +246,7 @@ def count_choices(key: dict, exports: list[tuple[str, dict]]) -> RatingResult:
     for source, export in exports:
         if export.get("page_id") != key["page_id"]:
             raise DataError(
-                f"{source} holds choices for page {export.get('page_id')!r}, but the key is for page {key['page_id']!r}; give the key written beside that page (--key)"
+                f"{source} holds choices for page {export.get('page_id')!r}, but the key is for page {key['page_id']!r}; give the key written beside that page (`key`)"
             )
         rater = str(export.get("rater") or source)  # a file without a name is a rater of its own
         for choice in export.get("choices") or []:
@@ -300,7 +300,7 @@ def rate_results(results: list[str | Path], key: str | Path | None = None) -> Ra
         found = [p for p in (Path(results[0]).parent / name, Path(name)) if p.is_file()]
         if not found:
             raise UsageError(
-                f"no key {name} beside {results[0]} or in the working directory; give --key <page>.key.json"
+                f"no key {name} beside {results[0]} or in the working directory; give `key` <page>.key.json"
             )
         key = found[0]
     key_data = _read_json(key, "key")
@@ -410,40 +410,44 @@ def build_parser() -> cli.Parser:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    page_options = [f"--{k}" for k in ("a", "b", "data") if getattr(args, k)]
-    if args.results:
-        if page_options:
-            raise UsageError(f"--results counts choices; {', '.join(page_options)} make a page: give one or the other")
-        result = rate_results(args.results, args.key)
-        notes = [] if args.no_log else log_to_runs(result, args.tracking_uri)
-        if args.json:
-            print(json.dumps(result.to_dict()))
-        else:
-            print_table(result)
-        for note in notes:
-            print(note, file=sys.stderr if args.json else sys.stdout)
-        return 0
-    if len(page_options) < 3:
-        raise UsageError("give --a, --b and --data to make a rating page, or --results to count exported choices")
-    page = make_page(
-        args.a,
-        args.b,
-        args.data,
-        args.out,
-        crop=args.crop,
-        pairs_per_image=args.pairs_per_image,
-        seed=args.seed,
-        scale=args.scale,
-        tracking_uri=args.tracking_uri,
-    )
-    if args.json:
-        print(json.dumps({"page": str(page.page), "key": str(page.key), "pairs": page.pairs}))
-    else:
-        print(
-            f"rating page: {page.page} ({page.pairs} pairs; sides hidden)\nkey: {page.key} (keep it from the raters; --results needs it)"
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with cli.naming_flags(parser):
+        page_options = [f"--{k}" for k in ("a", "b", "data") if getattr(args, k)]
+        if args.results:
+            if page_options:
+                raise UsageError(
+                    f"--results counts choices; {', '.join(page_options)} make a page: give one or the other"
+                )
+            result = rate_results(args.results, args.key)
+            notes = [] if args.no_log else log_to_runs(result, args.tracking_uri)
+            if args.json:
+                print(json.dumps(result.to_dict()))
+            else:
+                print_table(result)
+            for note in notes:
+                print(note, file=sys.stderr if args.json else sys.stdout)
+            return 0
+        if len(page_options) < 3:
+            raise UsageError("give --a, --b and --data to make a rating page, or --results to count exported choices")
+        page = make_page(
+            args.a,
+            args.b,
+            args.data,
+            args.out,
+            crop=args.crop,
+            pairs_per_image=args.pairs_per_image,
+            seed=args.seed,
+            scale=args.scale,
+            tracking_uri=args.tracking_uri,
         )
-    return 0
+        if args.json:
+            print(json.dumps({"page": str(page.page), "key": str(page.key), "pairs": page.pairs}))
+        else:
+            print(
+                f"rating page: {page.page} ({page.pairs} pairs; sides hidden)\nkey: {page.key} (keep it from the raters; --results needs it)"
+            )
+        return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from pipeline.io.redact import redact_uri
 from pipeline.models import pyfunc
 from pipeline.models.reference import BICUBIC, fetch_generator_bytes
 
-IMPORTED_TAG = "srgan.imported_from"
 TRAINED_FOR = {"psnr": "pretrain", "gan": "pretrain,gan"}  # what promote's auto criterion reads (srgan.phases)
 EXAMPLES = [
     "python -m pipeline.register --model basicsr:s3://bucket/models/MSRResNet_x4.pth --name srgan",
@@ -53,14 +52,14 @@ def register_generator(
 ) -> Registered:
     """Log `ref`'s generator as a model of its own run and register it under `name`."""
     if ref == BICUBIC:
-        raise UsageError("--model bicubic has no weights to register; give a generator")
+        raise UsageError("`ref` bicubic has no weights to register; give a generator")
     if trained_for not in TRAINED_FOR:
-        raise UsageError(f"--trained-for {trained_for}: use one of {', '.join(TRAINED_FOR)}")
+        raise UsageError(f"`trained_for` {trained_for!r} is not one of {', '.join(TRAINED_FOR)}")
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(uri)
     data, generator, meta = fetch_generator_bytes(ref, tracking_uri)
     if not hasattr(generator, "state_dict"):
-        raise UsageError(f"--model {ref} is an ONNX export; register the srgan generator it was exported from")
+        raise UsageError(f"`ref` {ref} is an ONNX export; register the srgan generator it was exported from")
     digest = hashlib.sha256(data).hexdigest()
     source = redact_uri(ref)
     experiment_id = tracking.ensure_experiment(uri, experiment)
@@ -69,7 +68,7 @@ def register_generator(
         "sha256": digest,
         **{f"generator.{k}": str(v) for k, v in generator.spec.to_dict().items()},
     }
-    tags = {IMPORTED_TAG: source, tracking.PHASES_TAG: TRAINED_FOR[trained_for]}
+    tags = {tracking.IMPORTED_TAG: source, tracking.PHASES_TAG: TRAINED_FOR[trained_for]}
     run_id = tracking.start_run(uri, experiment_id, f"import-{digest[:12]}", f"import:{digest}", params, tags)
     c = tracking.client(uri)
     model_uri = c.get_run(run_id).data.tags.get(tracking.MODEL_TAG)
@@ -81,7 +80,9 @@ def register_generator(
     found = c.search_model_versions(f"name = '{name}' and tags.`{tracking.SOURCE_TAG}` = '{run_id}'")
     created = not found
     version = (
-        tracking.register_version(uri, name, model_uri, run_id, {tracking.SOURCE_TAG: run_id, IMPORTED_TAG: source})
+        tracking.register_version(
+            uri, name, model_uri, run_id, {tracking.SOURCE_TAG: run_id, tracking.IMPORTED_TAG: source}
+        )
         if created
         else str(found[0].version)
     )
@@ -115,8 +116,10 @@ def build_parser() -> cli.Parser:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result = register_generator(args.model, args.name, args.tracking_uri, args.experiment, args.trained_for)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with cli.naming_flags(parser, ref="--model"):
+        result = register_generator(args.model, args.name, args.tracking_uri, args.experiment, args.trained_for)
     verb = "registered" if result.created else "already registered"
     print(
         f"{verb}: {args.name} v{result.version} from {redact_uri(args.model)} (run {result.run_id}, sha256 {result.sha256[:16]}); promote it with python -m pipeline.promote --run-id {result.run_id} --name {args.name} --holdout <images>",

@@ -41,8 +41,10 @@ def build_parser() -> cli.Parser:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    outcome = run_training(load_config(args.config, args.overrides), resume=args.resume)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with cli.naming_flags(parser):
+        outcome = run_training(load_config(args.config, args.overrides), resume=args.resume)
     print(
         json.dumps({"run": outcome.run_name, "mlflow_run_id": outcome.mlflow_run_id, "checkpoint": outcome.checkpoint}),
         flush=True,

@@ -326,11 +326,8 @@ def run_sweep(sweep: SweepConfig, base: dict) -> dict:
         "tracking_uri": tracking.display_uri(tracking_uri),
     }
     print(f"parent MLflow run {parent_id}: results.csv, results.parquet, perception_distortion.png", flush=True)
-    if tracking_uri.startswith("sqlite:"):
-        print(
-            f"browse: mlflow ui --backend-store-uri {tracking_uri}  (experiment '{sweep.mlflow.experiment}', run '{sweep.name}')",
-            flush=True,
-        )
+    if browse := tracking.browse_command(tracking_uri):
+        print(f"browse: {browse}  (experiment '{sweep.mlflow.experiment}', run '{sweep.name}')", flush=True)
     return summary
 
 
@@ -383,9 +380,11 @@ def build_parser() -> cli.Parser:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    sweep, base = load_sweep(args.config, args.overrides, args.train_overrides)
-    summary = run_sweep(sweep, base)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with cli.naming_flags(parser):
+        sweep, base = load_sweep(args.config, args.overrides, args.train_overrides)
+        summary = run_sweep(sweep, base)
     print(json.dumps(summary), flush=True)
     return cli.EXIT_INTERRUPTED if summary.get("interrupted") else 0
 

@@ -62,12 +62,12 @@ def run_upscale(job: UpscaleJob) -> Summary:
     if job.model != BICUBIC:
         generator_bytes, generator, _ = fetch_generator_bytes(job.model, job.tracking_uri)
         if job.scale and job.scale != generator.scale:
-            raise UsageError(f"--scale {job.scale} but {job.model} upscales x{generator.scale}; drop --scale")
+            raise UsageError(f"`scale` {job.scale} but {job.model} upscales x{generator.scale}; drop `scale`")
         scale, model_id = generator.scale, hashlib.sha256(generator_bytes).hexdigest()[:16]
     ident = records.identity(job.model, model_id, scale, job.pixel_settings(scale))
     in_root = storage.local_or_uri(job.input).rstrip("/")
     out_root = storage.local_or_uri(job.output).rstrip("/")
-    storage.check_destination(out_root, "--output")
+    storage.check_destination(out_root, "`output`")
     storage.check_inside(out_root, storage.join(out_root, MANIFEST_DIR, "runs", "x"), "output")
     earlier_runs = records.recorded_runs(out_root)
     todo, decided = plan_outputs(
@@ -342,9 +342,11 @@ def job_from_args(args) -> UpscaleJob:
 
 @cli.command
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    job = job_from_args(args)
-    summary = run_upscale(job)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with cli.naming_flags(parser):
+        job = job_from_args(args)
+        summary = run_upscale(job)
     print_summary(summary)
     if args.json:
         print(json.dumps({**asdict(summary), "mpx_per_s": summary.mpx_per_s}), flush=True)

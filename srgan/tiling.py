@@ -86,6 +86,19 @@ def crop_region(x: torch.Tensor, region: tuple[int, int, int, int] | None, scale
     return x[..., top:bottom, left:right]
 
 
+def centre_crop(x: torch.Tensor, size: int | None, multiple: int = 1) -> torch.Tensor:
+    """The centred `size` x `size` part of (..., H, W) `x`, a side shorter than `size` kept
+    whole but cut to a multiple of `multiple`; `size` None: all of `x`, its bottom and right
+    cut to multiples of `multiple`."""
+    h, w = x.shape[-2:]
+    fit_h, fit_w = h - h % multiple, w - w % multiple
+    if size is None:
+        return x[..., :fit_h, :fit_w]
+    ch, cw = min(size, fit_h), min(size, fit_w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[..., top : top + ch, left : left + cw]
+
+
 def aligned_spans(length: int, block: int, pad: int) -> list[Span]:
     """[0, length) cut every `block` pixels from 0 (the last piece shorter), each piece inside a
     window of `pad` more pixels on each side, cut at [0, length): for reading and writing a

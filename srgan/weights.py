@@ -51,8 +51,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cache_root() -> Path:
+    """Where srgan and the pipeline keep what they download or write once: $SRGAN_CACHE, else ~/.cache/srgan."""
+    return Path(os.environ.get("SRGAN_CACHE", Path.home() / ".cache" / "srgan"))
+
+
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SRGAN_CACHE", Path.home() / ".cache" / "srgan")) / "weights"
+    return cache_root() / "weights"
 
 
 def _is_uri(source: str) -> bool:

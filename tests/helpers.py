@@ -1,14 +1,27 @@
-"""Test data: small but real-looking images, and the bad files a bucket collects."""
+"""What tests share: small but real-looking images and the bad files a bucket collects, files
+in published layouts (12-bit PNG, GeoTIFF, DICOM), reference modules written from published
+definitions, tiny models, configs and a one-line-error reader. Tests import these from here,
+never from one another."""
 
 from __future__ import annotations
 
 import io
+import struct
+import uuid
+import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from pipeline import formats
+from pipeline.data import reader
+from pipeline.models.reference import Upscaler
+from pipeline.upscaling.one_file import WorkerSettings, process_file
+from srgan.generator import GeneratorSpec, build_generator
 
 
 def smooth_image(rng: np.random.Generator, height: int, width: int, channels: int = 3, dtype=np.uint8) -> np.ndarray:
@@ -137,3 +150,232 @@ def dicom_bytes(
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
+
+
+SWEEP = """
+name: tiny-sweep
+storage_path: {root}/sweeps
+train_config: train.yaml
+search:
+  loss.weights.content: {{loguniform: [0.1, 10.0]}}
+  loss.weights.adversarial: {{loguniform: [1.0e-4, 1.0e-2]}}
+  loss.weights.pixel: {{loguniform: [1.0e-3, 1.0]}}
+objective: {{metric: score, mode: max, score: {{val/psnr: 1.0, val/niqe: -1.0}}}}
+scheduler: {{type: asha, grace_period: 2, reduction_factor: 2}}
+num_samples: 3
+max_concurrent_trials: 2
+mlflow: {{experiment: sweeps}}   # the default store, sqlite:///mlflow.db in the working directory: trials must not resolve it in theirs
+"""
+
+
+TRAIN = """
+run: {{storage_path: {root}/runs}}
+data: {{train: {root}/hr, val: {root}/val, patch_size: 16, patches_per_image: 4, val_crop: 100, grid_images: 1, shuffle_buffer: 16}}
+model: {{generator: {{scale: 2, num_blocks: 1, num_features: 8, bicubic_skip: true}}, discriminator: {{base_features: 4}}}}
+loss: {{content_backbone: discriminator}}
+train: {{batch_size: 4, phases: [gan], gan: {{steps: 6, lr: 1.0e-3, lr_drop_step: null}}, log_every: 2, val_every: 2, checkpoint_every: 2}}
+scaling: {{num_workers: 1, cpus_per_worker: 0.5}}
+"""
+
+
+def trained_looking(model: nn.Module, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+        if isinstance(m, nn.PReLU):
+            m.weight.data.uniform_(0.05, 0.4)
+        if isinstance(m, nn.Conv2d):
+            m.weight.data.mul_(0.5)
+    return model.eval()
+
+
+class LornatangSRResNet(nn.Module):  # SRGAN-PyTorch model.py, SRResNet
+    def __init__(self, in_channels=3, out_channels=3, channels=64, num_rcb=16, upscale=4):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, channels, 9, 1, 4), nn.PReLU())
+        self.trunk = nn.Sequential(*[ResidualConvBlock(channels) for _ in range(num_rcb)])
+        self.conv2 = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
+        self.upsampling = nn.Sequential(*[UpsampleBlock(channels, 2) for _ in range({2: 1, 4: 2, 8: 3}[upscale])])
+        self.conv3 = nn.Conv2d(channels, out_channels, 9, 1, 4)
+
+    def forward(self, x):
+        c1 = self.conv1(x)
+        x = self.conv2(self.trunk(c1)) + c1
+        return torch.clamp_(self.conv3(self.upsampling(x)), 0.0, 1.0)
+
+
+class BasicSRMSRResNet(nn.Module):  # basicsr.archs.srresnet_arch.MSRResNet
+    def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=4):
+        super().__init__()
+        self.upscale = upscale
+        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*[BasicSRBlock(num_feat) for _ in range(num_block)])
+        if upscale in (2, 3):
+            self.upconv1 = nn.Conv2d(num_feat, num_feat * upscale * upscale, 3, 1, 1)
+            self.pixel_shuffle = nn.PixelShuffle(upscale)
+        else:
+            self.upconv1 = nn.Conv2d(num_feat, num_feat * 4, 3, 1, 1)
+            self.upconv2 = nn.Conv2d(num_feat, num_feat * 4, 3, 1, 1)
+            self.pixel_shuffle = nn.PixelShuffle(2)
+        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+        self.lrelu = nn.LeakyReLU(0.1)
+
+    def forward(self, x):
+        feat = self.lrelu(self.conv_first(x))
+        out = self.body(feat)
+        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
+        if self.upscale == 4:
+            out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
+        out = self.conv_last(self.lrelu(self.conv_hr(out)))
+        return out + F.interpolate(x, scale_factor=self.upscale, mode="bilinear", align_corners=False)
+
+
+# Every character S3 allows in a key is part of the name: '%6F' is not 'o', '?' and '#' are
+# not a query or fragment, and space, '+', control and non-ASCII characters are themselves.
+ODD_KEYS = [
+    "%6Fk.png",
+    "a b.png",
+    "é 日本.png",
+    "plus+sign.png",
+    "q?x=1&y.png",
+    "hash#1.png",
+    "tilde~!$'()*,;:@.png",
+    'brace{}[]^|`<>".png',
+    "ctl\x01.png",
+    "trail .png",
+    "back\\slash.png",
+]
+
+
+def run_one(tmp_path: Path, name: str, data: bytes, up: Upscaler, **settings) -> tuple[dict, Path]:
+    src = tmp_path / "in" / name
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(data)
+    out = tmp_path / "out" / name
+    item = {"key": name, "input": str(src), "output": str(out), "size": len(data)}
+    row = process_file(item, up, WorkerSettings(model=up.name, **settings))
+    return row, out
+
+
+def upscaler(channels: int = 3, tile: int = 0, **kw) -> Upscaler:
+    g = random_generator(channels)
+    return Upscaler(name="test-model", scale=SCALE, generator=g, tile=tile, **kw)
+
+
+def random_generator(channels: int = 3, seed: int = 0):
+    torch.manual_seed(seed)
+    g = build_generator(
+        GeneratorSpec(scale=SCALE, in_channels=channels, out_channels=channels, num_blocks=1, num_features=8)
+    )
+    # Random BN statistics, as a trained model would have (eval mode uses them).
+    for m in g.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return g.eval()
+
+
+SCALE = 2
+
+
+def one_error_line(capsys, code: int, alone: bool = True) -> str:
+    """The one `error:` line of a refused command, asserting exit 2, no traceback and (with
+    `alone`, for commands refused before Ray starts and logs) nothing else on stderr."""
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    lines = err.splitlines() if alone else [line for line in err.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def tiny(train_uri: str, val_uri: str | None, storage_path: str, mlflow_uri: str, **sections) -> dict:
+    tree = {
+        "run": {"name": f"t-{uuid.uuid4().hex[:8]}", "storage_path": storage_path},
+        "data": {
+            "train": train_uri,
+            "val": val_uri,
+            "patch_size": 16,
+            "patches_per_image": 4,
+            "val_crop": 32,
+            "grid_images": 2,
+            "shuffle_buffer": 16,
+        },
+        "model": {"generator": {"scale": 2, "num_blocks": 1, "num_features": 8}, "discriminator": {"base_features": 4}},
+        "loss": {"content_backbone": "discriminator", "weights": {"content": 1.0, "adversarial": 1e-3, "pixel": 1.0}},
+        "train": {
+            "batch_size": 4,
+            "pretrain": {"steps": 4, "lr": 1e-3},
+            "gan": {"steps": 4, "lr": 1e-4, "lr_drop_step": 2},
+            "log_every": 1,
+            "val_every": 4,
+            "checkpoint_every": 2,
+            "max_failures": 1,
+        },
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+        "mlflow": {"tracking_uri": mlflow_uri, "experiment": "tests"},
+    }
+    for section, values in sections.items():
+        tree[section] = {**tree.get(section, {}), **values}
+    return tree
+
+
+def expected(up, array: np.ndarray, low: float, high: float, order=(0, 1, 2)) -> np.ndarray:
+    """The model's output for `array` read as [low, high] -> [0, 1], mapped back; bands fed in
+    `order` and written back where they came from."""
+    x = reader.to_unit(array[..., list(order)], high - low, -low)
+    y = reader.from_unit(up(x[None])[0], array.dtype, high - low, -low)
+    out = np.empty_like(y)
+    out[..., list(order)] = y
+    return out
+
+
+def png_with_sbit(array: np.ndarray, bits: int = 12) -> bytes:
+    """A 16-bit PNG of `array` with an sBIT chunk declaring `bits` significant bits per channel."""
+    png = formats.encode(array, "x.png")
+    body = b"sBIT" + bytes([bits] * array.shape[-1])
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:33] + chunk + png[33:]  # right after IHDR, before the image data
+
+
+def twelve_bit(seed: int = 0, size: tuple[int, int] = (48, 48), channels: int = 3) -> np.ndarray:
+    """A uint16 image of 12-bit values reaching 4095."""
+    image = (smooth_image(np.random.default_rng(seed), *size, channels, np.float64) * 4095).round().astype(np.uint16)
+    image[0, 0] = 4095
+    return image
+
+
+class BasicSRBlock(nn.Module):  # basicsr.archs.arch_util.ResidualBlockNoBN, res_scale 1
+    def __init__(self, f):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(f, f, 3, 1, 1), nn.Conv2d(f, f, 3, 1, 1)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class ResidualConvBlock(nn.Module):  # SRGAN-PyTorch model.py, _ResidualConvBlock
+    def __init__(self, c):
+        super().__init__()
+        self.rcb = nn.Sequential(
+            nn.Conv2d(c, c, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.PReLU(),
+            nn.Conv2d(c, c, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c),
+        )
+
+    def forward(self, x):
+        return x + self.rcb(x)
+
+
+class UpsampleBlock(nn.Module):  # SRGAN-PyTorch model.py, _UpsampleBlock
+    def __init__(self, c, f):
+        super().__init__()
+        self.upsample_block = nn.Sequential(nn.Conv2d(c, c * f * f, 3, 1, 1), nn.PixelShuffle(f), nn.PReLU())
+
+    def forward(self, x):
+        return self.upsample_block(x)

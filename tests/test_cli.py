@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import evaluate, promote, quickstart, samples, train, tune, upscale
+from pipeline import cli, evaluate, promote, quickstart, samples, train, tune, upscale
+from pipeline.errors import DataError, UsageError
 from pipeline.models.pyfunc import log_generator
 from pipeline.tracking.store import client
 from srgan.generator import SRResNet
 from srgan.weights import save_generator
-from tests.helpers import write_images
+from tests.helpers import one_error_line, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -31,16 +32,6 @@ VERBS = {
     "evaluate": evaluate,
     "quickstart": quickstart,
 }
-
-
-def one_error_line(capsys, code: int, alone: bool = True) -> str:
-    """The one `error:` line of a refused command, asserting exit 2, no traceback and (with
-    `alone`, for commands refused before Ray starts and logs) nothing else on stderr."""
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err, err
-    lines = err.splitlines() if alone else [line for line in err.splitlines() if line.startswith("error")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.fixture
@@ -63,9 +54,20 @@ def test_override_yaml_that_does_not_parse(capsys, tmp_path):
     assert "--set 'num_samples=[1,'" in one_error_line(
         capsys, tune.main(["--config", str(sweep), "--set", "num_samples=[1,"])
     )
-    assert "--set 'train.gan.steps={'" in one_error_line(
+    assert "--train-set 'train.gan.steps={'" in one_error_line(
         capsys, tune.main(["--config", str(sweep), "--train-set", "train.gan.steps={"])
     )
+
+
+def test_a_library_error_names_a_setting_and_the_command_line_its_flag():
+    parser = cli.Parser("python -m pipeline.x", "", [])
+    parser.add_argument("--set", dest="overrides", action="append")
+    parser.add_argument("--output")
+    with pytest.raises(UsageError) as err, cli.naming_flags(parser, ref="--model"):
+        raise DataError("`ref` x: `output` y exists; `overrides` z; `workers` w, `odd one`, tags.`a.b` `left")
+    assert str(err.value) == "--model x: --output y exists; --set z; workers w, `odd one`, tags.`a.b` `left"
+    with pytest.raises(DataError, match="^no setting here$"), cli.naming_flags(parser):
+        raise DataError("no setting here")
 
 
 def test_a_run_name_that_would_leave_the_storage_path_is_refused(capsys, tmp_path, images):
@@ -173,11 +175,14 @@ def test_a_scale_the_generator_cannot_make_is_refused_by_every_verb(capsys, imag
         assert "argument --scale: invalid choice: 5 (choose from 2, 3, 4, 8)" in line
 
 
-def test_upscale_job_objects_refuse_what_the_command_line_refuses():
-    with pytest.raises(upscale.UsageError, match="--tile -1: give 0 or more"):
+def test_upscale_job_objects_refuse_what_the_command_line_refuses(capsys):
+    # The library names its parameters; the command line names its flags.
+    with pytest.raises(upscale.UsageError, match="`tile` -1: give 0 or more"):
         upscale.UpscaleJob(model="bicubic", scale=2, input="in", output="out", tile=-1)
-    with pytest.raises(upscale.UsageError, match="--model bicubic needs --scale"):
+    with pytest.raises(upscale.UsageError, match="`model` bicubic needs `scale`"):
         upscale.UpscaleJob(model="bicubic", input="in", output="out")
+    code = upscale.main(["--model", "bicubic", "--input", "in", "--output", "out"])
+    assert code == 2 and "--model bicubic needs --scale" in one_error_line(capsys, code)
     with pytest.raises(ValueError, match="scale 5 is not supported; use one of 2, 3, 4, 8"):
         upscale.UpscaleJob(model="bicubic", scale=5, input="in", output="out")
 

@@ -23,6 +23,7 @@ share (see pipeline.train_loop).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections import Counter
@@ -36,6 +37,7 @@ from pipeline.data.reader import read_image
 from pipeline.errors import DecodeError
 from pipeline.io import storage
 from srgan.degrade import Degradation, usm_sharp
+from srgan.tiling import centre_crop
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +199,14 @@ class PatchBatches:
         self.degrade = degrade
         self.seed = seed
         self.on_cpu = degrade_on == "cpu"
+        self.keys: dict[str, str] = {}  # read path -> key under the data root (seeds follow keys)
+
+    def for_files(self, files: list[storage.StoredFile]) -> PatchBatches:
+        """This batcher over `files`: crops are seeded by each file's key under its data root, so
+        the same images under another folder or bucket give the same patches."""
+        keyed = copy.copy(self)
+        keyed.keys = {f.path: f.key for f in files}
+        return keyed
 
     @staticmethod
     def _augment(x: torch.Tensor, code: int) -> torch.Tensor:
@@ -207,7 +217,7 @@ class PatchBatches:
 
     def _crops(self, data: bytes, path: str, draw: float) -> list[torch.Tensor]:
         image, _ = self.spec.decode(data, path)
-        rng = np.random.default_rng(stable_seed(self.seed, path, draw))
+        rng = np.random.default_rng(stable_seed(self.seed, self.keys.get(path, path), draw))
         _, h, w = image.shape
         crops = []
         for _ in range(self.per_image):
@@ -227,9 +237,10 @@ class PatchBatches:
             except DecodeError as exc:  # the scan passed it: a transient read problem
                 log.warning("skipping %s this epoch: %s", path, exc)
                 continue
-            images.append(stable_seed(path))
+            images.append(stable_seed(self.keys.get(str(path), str(path))))
         order = [(i, j) for j in range(self.per_image) for i in range(len(crops))]
-        task_seed = stable_seed(self.seed, *batch["path"], *np.asarray(batch["draw"], float).tolist())
+        keys = [self.keys.get(str(p), str(p)) for p in batch["path"]]
+        task_seed = stable_seed(self.seed, *keys, *np.asarray(batch["draw"], float).tolist())
         rows: dict[str, list] = {"hr": [], "lr": [], "seed": [], "image": []}
         for start in range(0, len(order) - self.batch + 1, self.batch):
             chosen = order[start : start + self.batch]
@@ -277,17 +288,8 @@ def train_dataset(
     ds = ds.with_column(
         "draw", random(seed=stable_seed(seed, "draws") % 2**32, reseed_after_execution=True), num_cpus=read_cpus
     )
-    ds = ds.map_batches(batches, batch_size=None, num_cpus=read_cpus, batch_format="numpy")
+    ds = ds.map_batches(batches.for_files(files), batch_size=None, num_cpus=read_cpus, batch_format="numpy")
     return ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
-
-
-def _centre_crop(x: torch.Tensor, size: int | None, scale: int) -> torch.Tensor:
-    _, h, w = x.shape
-    if size is None:  # whole image, cropped to a multiple of the scale
-        return x[:, : h - h % scale, : w - w % scale]
-    ch, cw = min(size, h - h % scale), min(size, w - w % scale)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[:, top : top + ch, left : left + cw]
 
 
 def val_dataset(
@@ -311,7 +313,7 @@ def val_dataset(
         path = str(row["path"])
         hr, levels = spec.decode(row["bytes"], path)
         idx, key = index[path]
-        hr = _centre_crop(hr, crop, degrade.scale)
+        hr = centre_crop(hr, crop, degrade.scale)
         lr = degrade(hr[None].contiguous(), stable_seed(seed, "val", key))[0]
         return {"idx": idx, "key": key, "levels": levels, "hr": hr.numpy(), "lr": lr.numpy()}
 

@@ -12,13 +12,13 @@ satellite/  a 4-band 16-bit raster derived from the real Jacksboro fault DEM shi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import formats
 from pipeline.errors import StorageError
+from srgan.weights import cache_root
 
 PHOTOS = ("astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 HOLDOUT = ("chelsea", "camera", "coins")
@@ -74,7 +74,7 @@ def write_samples(out: str | Path) -> list[Path]:
 
 
 def samples_root() -> Path:
-    return Path(os.environ.get("SRGAN_CACHE", Path.home() / ".cache" / "srgan")) / "samples"
+    return cache_root() / "samples"
 
 
 def resolve(uri: str) -> str:

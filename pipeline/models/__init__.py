@@ -9,11 +9,11 @@ from pipeline.models.reference import (  # noqa: F401
     BICUBIC,
     REFERENCE_HELP,
     Upscaler,
-    default_device,
     fetch_generator,
     fetch_generator_bytes,
     foreign_layout,
     generator_file,
     load_upscaler,
+    pick_device,
     read_generator,
 )

@@ -30,7 +30,7 @@ import torch
 
 from pipeline.data.reader import range_rule
 from pipeline.errors import DataError, DecodeError, ModelRefError
-from pipeline.models.reference import Upscaler
+from pipeline.models.reference import Upscaler, pick_device
 from pipeline.tracking import store as tracking
 from srgan.generator import SRResNet
 from srgan.weights import WeightsError, load_generator
@@ -75,7 +75,7 @@ class GeneratorModel:
 def _load_pyfunc(data_path: str) -> GeneratorModel:
     """MLflow's entry point: `data_path` is the model's data/generator.pt."""
     path = Path(data_path)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device()
     try:
         generator, meta = load_generator(path, map_location=device)
     except WeightsError as exc:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pipeline import tracking
-from pipeline.errors import ModelRefError
+from pipeline.errors import ModelRefError, UsageError
 from pipeline.io import storage
 from pipeline.io.redact import redact_uri
 from pipeline.models.onnx_model import OnnxGenerator, is_onnx
@@ -108,8 +108,18 @@ class Upscaler:
             return out.clamp_(0, 1)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(name: str | None = None) -> torch.device:
+    """The device `name` names (cpu, cuda, cuda:N; CUDA only where there is one), or by
+    default CUDA when there is one, else the CPU."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"`device` {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"`device` {name}: no CUDA device here; use cpu")
+    return device
 
 
 def _mlflow_download(uri: str, tracking_uri: str | None) -> Path:
@@ -234,13 +244,13 @@ def load_upscaler(
         check_scale(scale)
     if ref == BICUBIC:
         if scale is None:
-            raise ModelRefError("the bicubic baseline needs a scale (--scale)")
+            raise ModelRefError("the bicubic baseline needs a scale (`scale`)")
         return Upscaler(name=BICUBIC, scale=scale, tile=tile, **options)
     _, generator, meta = fetch_generator_bytes(ref, tracking_uri)
     if isinstance(generator, nn.Module):
-        generator = generator.to(device or default_device())
+        generator = generator.to(device or pick_device())
     if scale is not None and scale != generator.scale:
         raise ModelRefError(
-            f"model {ref} upscales x{generator.scale}, but --scale {scale} was asked for; drop --scale or pick a x{scale} model"
+            f"model {ref} upscales x{generator.scale}, but `scale` {scale} was asked for; drop `scale` or pick a x{scale} model"
         )
     return Upscaler(name=str(ref), scale=generator.scale, generator=generator, meta=meta, tile=tile, **options)

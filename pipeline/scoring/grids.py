@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from srgan.tiling import centre_crop
+
 COLUMNS = ("LR (nearest)", "bicubic", "SR", "HR")
 _GAP = 4
 _HEADER = 18
@@ -40,15 +42,6 @@ def to_display(x: torch.Tensor) -> np.ndarray:
     return (x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def _centre(x: torch.Tensor, size: int | None) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    if size is None:
-        return x
-    ch, cw = min(h, size), min(w, size)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top : top + ch, left : left + cw]
-
-
 def comparison_grid(rows: list[GridRow], scale: int, crop: int | None = 192) -> Image.Image:
     """One picture with a row per image (see module docstring); `crop` in HR pixels."""
     if not rows:
@@ -58,7 +51,7 @@ def comparison_grid(rows: list[GridRow], scale: int, crop: int | None = 192) -> 
     panels = []
     for row in rows:
         lr_big = F.interpolate(row.lr[None].float(), scale_factor=scale, mode="nearest")[0]
-        panels.append([to_display(_centre(p, crop)) for p in (lr_big, row.bicubic, row.sr, row.hr)])
+        panels.append([to_display(centre_crop(p, crop)) for p in (lr_big, row.bicubic, row.sr, row.hr)])
     cell_w = max(p.shape[1] for r in panels for p in r)
     cell_h = max(p.shape[0] for r in panels for p in r)
     width = len(COLUMNS) * cell_w + (len(COLUMNS) + 1) * _GAP

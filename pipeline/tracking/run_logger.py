@@ -78,7 +78,7 @@ class RunLogger:
         elif now - self._down_since > self.outage_s:
             raise TrackingError(
                 f"MLflow tracking server {display_uri(self.uri)} has not answered for {now - self._down_since:.0f} s (mlflow.outage_s {self.outage_s:g}); "
-                "the run stopped with its checkpoints kept: start the server and continue with --resume"
+                "the run stopped with its checkpoints kept: start the server and continue with `resume`"
             ) from exc
 
     def _until_answered(self, call):

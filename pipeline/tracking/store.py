@@ -41,6 +41,10 @@ OBJECTIVE_TAG, OBJECTIVE_MODE_TAG, OBJECTIVE_SCORE_TAG = (
 )
 BEST_RUN_TAG, BEST_TRIAL_TAG = "srgan.best_run_id", "srgan.best_trial_id"
 STOPPED_TAG = "srgan.stopped"  # on a trial that did not finish: 'scheduler' or 'error'
+# On the run of an imported generator (pipeline.register) and its version: where it came from.
+IMPORTED_TAG = "srgan.imported_from"
+# On a run whose generator was exported (pipeline.export): the ONNX file's artifact URI.
+ONNX_TAG = "srgan.onnx_uri"
 # On registry versions:
 SOURCE_TAG = "srgan.source_run_id"
 PROMOTE_PREFIX = "promote."  # promote.decision, promote.metric, promote.candidate_value, ...
@@ -74,6 +78,12 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:"))
 
 
+def browse_command(uri: str) -> str | None:
+    """The command that shows a local sqlite store's runs in a browser; None for any other
+    store (a server is browsed at its own address)."""
+    return f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else None
+
+
 def check_reachable(uri: str, budget_s: float = 15.0, must_exist: bool = False) -> None:
     """Raise TrackingError naming `uri` when an http(s) tracking server does not answer within
     `budget_s` seconds (MLflow's own client would retry for minutes). Any HTTP response,
@@ -81,7 +91,7 @@ def check_reachable(uri: str, budget_s: float = 15.0, must_exist: bool = False) 
     local sqlite store must be there already: MLflow would create an empty one."""
     if must_exist and _sqlite_file(uri) is not None and not _sqlite_file(uri).is_file():
         raise TrackingError(
-            f"MLflow store {uri} does not exist, so it holds no runs or models; point --tracking-uri or MLFLOW_TRACKING_URI at the store that does"
+            f"MLflow store {uri} does not exist, so it holds no runs or models; point `tracking_uri` or MLFLOW_TRACKING_URI at the store that does"
         )
     if not uri.startswith(("http://", "https://")):
         return
@@ -104,7 +114,7 @@ def check_reachable(uri: str, budget_s: float = 15.0, must_exist: bool = False) 
         time.sleep(1.0)
     raise TrackingError(
         f"MLflow tracking server {display_uri(uri)} does not answer ({reason}); start it, or point "
-        "mlflow.tracking_uri / --tracking-uri / MLFLOW_TRACKING_URI at a running one (or sqlite:///mlflow.db)"
+        "mlflow.tracking_uri / `tracking_uri` / MLFLOW_TRACKING_URI at a running one (or sqlite:///mlflow.db)"
     )
 
 

@@ -73,7 +73,7 @@ def _run_folder(cfg: TrainConfig, resume: bool) -> tuple[str, str, str]:
     nothing."""
     if resume and not cfg.run.name:
         raise ConfigError(
-            "--resume needs run.name: the folder under run.storage_path to continue (e.g. --set run.name=srgan-20261123-101500)"
+            "`resume` needs run.name: the folder under run.storage_path to continue (e.g. run.name=srgan-20261123-101500)"
         )
     name = cfg.run.name or default_run_name()
     storage_uri = storage.local_or_uri(cfg.run.storage_path)
@@ -82,10 +82,10 @@ def _run_folder(cfg: TrainConfig, resume: bool) -> tuple[str, str, str]:
     already = storage.exists(storage.join(run_uri, SNAPSHOT))
     if already and not resume:
         raise ConfigError(
-            f"run {name!r} already exists at {run_uri}; pass --resume to continue it, or set run.name to start a new run"
+            f"run {name!r} already exists at {run_uri}; pass `resume` to continue it, or set run.name to start a new run"
         )
     if resume and not already:
-        raise ConfigError(f"--resume: no checkpoints of run {name!r} at {run_uri} to continue from")
+        raise ConfigError(f"`resume`: no checkpoints of run {name!r} at {run_uri} to continue from")
     return name, run_uri, storage_uri
 
 
@@ -321,6 +321,6 @@ def _print_summary(outcome: TrainOutcome, cfg: TrainConfig, seconds: float) -> N
         lines.append(f"  model: runs:/{outcome.mlflow_run_id}/generator.pt and {outcome.model_uri}")
     if outcome.bad_inputs:
         lines.append(f"  skipped inputs: {len(outcome.bad_inputs)} (artifact bad_inputs.json)")
-    if outcome.tracking_uri.startswith("sqlite:"):
-        lines.append(f"  browse: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    if browse := tracking.browse_command(outcome.tracking_uri):
+        lines.append(f"  browse: {browse}")
     print("\n".join(lines), flush=True)

@@ -111,11 +111,12 @@ def load_sweep(
     train_path = Path(sweep.train_config)
     if not train_path.is_absolute():
         train_path = Path(path).parent / train_path
-    base = apply_overrides(load_yaml(train_path), [*sweep.train_overrides, *(train_overrides or [])])
+    base = apply_overrides(load_yaml(train_path), sweep.train_overrides, "train_overrides")
+    base = apply_overrides(base, train_overrides or [], "`train_overrides`")
     train = parse_config(base)
     if not train.data.val:
         raise ConfigError(
-            f"objective.metric {sweep.objective.metric}: trials report validation metrics only with data.val set; set it in {train_path} or with --train-set data.val=<images>"
+            f"objective.metric {sweep.objective.metric}: trials report validation metrics only with data.val set; set it in {train_path} or with `train_overrides` data.val=<images>"
         )
     steps = train.total_steps
     if sweep.scheduler.type == "asha" and sweep.scheduler.grace_period > steps:

@@ -43,40 +43,40 @@ class UpscaleJob:
 
     def __post_init__(self) -> None:
         least = {
-            "--tile": (self.tile, 0),
-            "--batch-tiles": (self.batch_tiles, 1),
-            "--window-pixels": (self.window_pixels, 1),
-            "--max-pixels": (self.max_pixels, 1),
-            "--max-failures": (self.max_failures, 0),
-            "--threads": (self.threads, 1),
-            "--workers": (self.workers, 1),
+            "tile": (self.tile, 0),
+            "batch_tiles": (self.batch_tiles, 1),
+            "window_pixels": (self.window_pixels, 1),
+            "max_pixels": (self.max_pixels, 1),
+            "max_failures": (self.max_failures, 0),
+            "threads": (self.threads, 1),
+            "workers": (self.workers, 1),
         }
-        for flag, (value, low) in least.items():
+        for name, (value, low) in least.items():
             if value is not None and value < low:
-                raise UsageError(f"{flag} {value}: give {low} or more")
+                raise UsageError(f"`{name}` {value}: give {low} or more")
         if not self.gpus_per_worker > 0:
-            raise UsageError(f"--gpus-per-worker {self.gpus_per_worker}: give a share above 0, e.g. 0.5")
+            raise UsageError(f"`gpus_per_worker` {self.gpus_per_worker}: give a share above 0, e.g. 0.5")
         if not self.s3_retry_s > 0:
-            raise UsageError(f"--s3-retry-s {self.s3_retry_s:g}: give a number of seconds above 0")
+            raise UsageError(f"`s3_retry_s` {self.s3_retry_s:g}: give a number of seconds above 0")
         if self.executor not in executors.EXECUTORS:
-            raise UsageError(f"--executor {self.executor}: use one of {', '.join(executors.EXECUTORS)}")
+            raise UsageError(f"`executor` {self.executor}: use one of {', '.join(executors.EXECUTORS)}")
         if self.precision not in PRECISIONS:
-            raise UsageError(f"--precision {self.precision}: use one of {', '.join(PRECISIONS)}")
+            raise UsageError(f"`precision` {self.precision}: use one of {', '.join(PRECISIONS)}")
         if self.bands is not None and (not self.bands or min(self.bands) < 1):
-            raise UsageError(f"--bands {self.bands}: band numbers start at 1, e.g. 3,2,1")
+            raise UsageError(f"`bands` {self.bands}: band numbers start at 1, e.g. 3,2,1")
         if self.scale is not None:
             check_scale(self.scale)
         if self.model == BICUBIC and self.scale is None:
-            raise UsageError(f"--model bicubic needs --scale ({', '.join(map(str, SCALES))})")
+            raise UsageError(f"`model` bicubic needs `scale` ({', '.join(map(str, SCALES))})")
         if isinstance(self.value_range, tuple) and not self.value_range[0] < self.value_range[1]:
             raise UsageError(
-                f"--value-range {self.value_range[0]:g},{self.value_range[1]:g}: give LOW,HIGH with LOW below HIGH"
+                f"`value_range` {self.value_range[0]:g},{self.value_range[1]:g}: give LOW,HIGH with LOW below HIGH"
             )
         if not isinstance(self.value_range, tuple) and self.value_range not in ("auto", "stats"):
-            raise UsageError(f"--value-range {self.value_range}: use auto, stats or LOW,HIGH (e.g. -2,2)")
+            raise UsageError(f"`value_range` {self.value_range}: use auto, stats or LOW,HIGH (e.g. -2,2)")
         if storage.overlaps(self.input, self.output):
             raise UsageError(
-                f"--output {self.output} overlaps --input {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input"
+                f"`output` {self.output} overlaps `input` {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input"
             )
 
     def pixel_settings(self, scale: int) -> dict:

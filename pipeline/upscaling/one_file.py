@@ -27,7 +27,7 @@ from pipeline import formats
 from pipeline.data.reader import Range, check_values, declared_range, from_unit, range_rule, to_unit
 from pipeline.errors import DecodeError, UserError
 from pipeline.io import s3, storage
-from pipeline.models.reference import BICUBIC, Upscaler, read_generator
+from pipeline.models.reference import BICUBIC, Upscaler, pick_device, read_generator
 from pipeline.upscaling.manifest import ManifestRow, new_row
 from srgan.precision import resolve_inference_precision
 from srgan.resize import imresize
@@ -308,7 +308,7 @@ class UpscaleWorker:
     def __init__(self, settings: WorkerSettings, generator_bytes: bytes | None) -> None:
         torch.set_num_threads(max(1, settings.threads))
         s3.set_retry_s(settings.s3_retry_s)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = pick_device()
         self.settings, self.upscaler, self.refused = settings, None, ""
         try:
             self.upscaler = build_upscaler(settings, generator_bytes, device)

@@ -38,7 +38,7 @@ def plan_outputs(
         files = [f for f in files if any(fnmatch.fnmatchcase(f.key, pattern) for pattern in job.include)]
         if not files:
             raise UsageError(
-                f"no input under {in_root} matches --include {' '.join(job.include)} (patterns match the key relative to --input, e.g. 'satellite/*' or '*.tif')"
+                f"no input under {in_root} matches `include` {' '.join(job.include)} (patterns match the key relative to `input`, e.g. 'satellite/*' or '*.tif')"
             )
     owners, existing = {}, set()
     if not job.overwrite and storage.exists(out_root):
@@ -88,7 +88,7 @@ def plan_outputs(
         key, reason = conflicts[0]
         raise UsageError(
             f"{len(conflicts)} output(s) under {out_root} cannot count as done by {records.describe(ident)}: e.g. {key!r} {reason}; "
-            "re-run with --overwrite to redo them, or choose a new --output prefix"
+            "re-run with `overwrite` to redo them, or choose a new `output` prefix"
         )
     return todo, decided
 

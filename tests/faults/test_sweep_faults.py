@@ -13,8 +13,7 @@ import mlflow
 import pytest
 
 from tests.faults.conftest import kill_tree, wait_for
-from tests.helpers import write_images
-from tests.pipeline.test_tune import SWEEP, TRAIN
+from tests.helpers import SWEEP, TRAIN, write_images
 
 pytestmark = pytest.mark.faults
 

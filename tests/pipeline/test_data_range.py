@@ -5,8 +5,6 @@ training, validation metrics, the run's params and upscaling all use the same ra
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import mlflow
@@ -25,25 +23,7 @@ from srgan.degrade import build_degradation
 from srgan.metrics import psnr, quantize
 from srgan.resize import imresize
 from srgan.weights import load_generator
-from tests.helpers import smooth_image
-from tests.pipeline.test_train import tiny
-from tests.pipeline.test_upscale import run_one, upscaler
-from tests.pipeline.test_upscale_files import expected
-
-
-def twelve_bit(seed: int = 0, size: tuple[int, int] = (48, 48), channels: int = 3) -> np.ndarray:
-    """A uint16 image of 12-bit values reaching 4095."""
-    image = (smooth_image(np.random.default_rng(seed), *size, channels, np.float64) * 4095).round().astype(np.uint16)
-    image[0, 0] = 4095
-    return image
-
-
-def png_with_sbit(array: np.ndarray, bits: int = 12) -> bytes:
-    """A 16-bit PNG of `array` with an sBIT chunk declaring `bits` significant bits per channel."""
-    png = formats.encode(array, "x.png")
-    body = b"sBIT" + bytes([bits] * array.shape[-1])
-    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
-    return png[:33] + chunk + png[33:]  # right after IHDR, before the image data
+from tests.helpers import expected, png_with_sbit, run_one, tiny, twelve_bit, upscaler
 
 
 def tiff_with_max(array: np.ndarray, max_value: int = 4095) -> bytes:

@@ -85,7 +85,8 @@ def test_errors_are_one_line_and_exit_2(tmp_path, hr_folder, capsys):
             "missing.pt does not exist; give 'bicubic', a generator .pt or .onnx file",
         ),
         (["--model", str(ckpt), "--data", str(hr_folder), "--scale", "2"], "upscales x4, but --scale 2"),
-        (["--model", "bicubic", "--data", str(hr_folder)], "needs a scale"),
+        (["--model", "bicubic", "--data", str(hr_folder)], "needs a scale (--scale)"),
+        (["--model", str(ckpt), "--data", str(hr_folder), "--device", "bogus"], "--device 'bogus' is not a device"),
     ]
     for args, message in cases:
         code, _, err = _run(capsys, *args)

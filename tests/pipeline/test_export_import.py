@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from pipeline import formats, tracking
-from pipeline.export import ONNX_TAG, export_model
+from pipeline.errors import UsageError
+from pipeline.export import export_model
 from pipeline.export import main as export_main
 from pipeline.models.onnx_model import OnnxGenerator
 from pipeline.models.reference import Upscaler, fetch_generator_bytes
-from pipeline.register import IMPORTED_TAG, register_generator
+from pipeline.register import register_generator
 from pipeline.upscale import main as upscale_main
 from srgan.generator import GeneratorSpec, build_generator
 from srgan.weights import save_generator
-from tests.helpers import png_bytes, smooth_image
-from tests.srgan.test_foreign import BasicSRMSRResNet, LornatangSRResNet, trained_looking
+from tests.helpers import BasicSRMSRResNet, LornatangSRResNet, png_bytes, smooth_image, trained_looking
 
 pytest.importorskip("onnxruntime")
 
@@ -100,6 +100,9 @@ def test_export_never_replaces_a_file_and_refuses_bicubic(tmp_path, capsys):
     assert "exists; choose another name or pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "mine.onnx").read_bytes() == b"my notes"
     assert export_main(["--model", "bicubic", "--output", str(tmp_path / "b.onnx")]) == 2
+    assert "error: --model bicubic has no weights to export" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="^`ref` bicubic has no weights to export"):  # the library names no flag
+        export_model("bicubic", str(tmp_path / "b.onnx"))
     assert export_main(["--model", str(model), "--output", str(tmp_path / "mine.onnx"), "--overwrite"]) == 0
     assert OnnxGenerator((tmp_path / "mine.onnx").read_bytes()).scale == 2
 
@@ -143,7 +146,9 @@ def test_an_imported_basicsr_generator_is_registered_upscales_and_exports_beside
     assert first.created and not again.created and (again.run_id, again.version) == (first.run_id, first.version)
     c = tracking.client(mlflow_uri)
     version = c.get_model_version("imported", first.version)
-    assert version.tags[IMPORTED_TAG].startswith("basicsr:") and version.tags[tracking.SOURCE_TAG] == first.run_id
+    assert (
+        version.tags[tracking.IMPORTED_TAG].startswith("basicsr:") and version.tags[tracking.SOURCE_TAG] == first.run_id
+    )
     assert c.get_run(first.run_id).data.tags[tracking.PHASES_TAG] == "pretrain"  # promote judges it by distortion
 
     # The registered model upscales as BasicSR's network does.
@@ -180,7 +185,7 @@ def test_an_imported_basicsr_generator_is_registered_upscales_and_exports_beside
     )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["logged_to"] == f"runs:/{first.run_id}/onnx/imported.onnx"
-    assert c.get_run(first.run_id).data.tags[ONNX_TAG] == result["logged_to"]
+    assert c.get_run(first.run_id).data.tags[tracking.ONNX_TAG] == result["logged_to"]
     assert [a.path for a in c.list_artifacts(first.run_id, "onnx")] == ["onnx/imported.onnx"]
 
 

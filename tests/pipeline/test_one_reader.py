@@ -25,8 +25,7 @@ from pipeline.evaluate import main as evaluate_main
 from pipeline.upscale import main as upscale_main
 from srgan.generator import SRResNet
 from srgan.weights import save_generator
-from tests.helpers import dicom_bytes, geotiff_bytes, smooth_image
-from tests.pipeline.test_data_range import png_with_sbit
+from tests.helpers import dicom_bytes, geotiff_bytes, png_with_sbit, smooth_image
 
 pytest.importorskip("rasterio")
 pytest.importorskip("pydicom")

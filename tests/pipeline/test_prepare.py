@@ -21,9 +21,7 @@ from pipeline.errors import DataError
 from pipeline.io import storage
 from pipeline.prepare import PrepareJob, main, prepare
 from pipeline.training.driver import run_training
-from tests.helpers import bad_files, png_bytes, put_images, smooth_image, write_images
-from tests.pipeline.test_data_range import png_with_sbit, twelve_bit
-from tests.pipeline.test_train import tiny
+from tests.helpers import bad_files, png_bytes, png_with_sbit, put_images, smooth_image, tiny, twelve_bit, write_images
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = {"bad/empty.png", "bad/truncated.png", "bad/not_an_image.jpg", "bad/tiny.png"}

@@ -107,5 +107,5 @@ def test_auto_is_perceptual_for_gan_runs_and_a_holdout_without_niqe_is_refused()
     small = {"psnr_y": 30.0, "ssim_y": 0.9, "psnr": 30.0, "ssim": 0.9, "niqe": None, "lpips": None}
     with pytest.raises(PromotionError, match="perceptual criterion needs NIQE"):
         judge("perceptual", Gate(), small, small)
-    with pytest.raises(PromotionError, match="--criterion bogus"):
+    with pytest.raises(PromotionError, match="`criterion` 'bogus' is not one of auto, distortion, perceptual"):
         Gate(criterion="bogus")

@@ -2,6 +2,7 @@ import boto3
 import pytest
 
 from pipeline.io import storage
+from tests.helpers import ODD_KEYS
 
 
 def test_list_read_write_on_s3(bucket):
@@ -61,23 +62,6 @@ def test_destinations_that_cannot_take_files_are_refused(bucket, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(storage.StorageError, match="is a file, not a folder"):
         storage.check_destination(str(tmp_path / "file" / "below"))
-
-
-# Every character S3 allows in a key is part of the name: '%6F' is not 'o', '?' and '#' are
-# not a query or fragment, and space, '+', control and non-ASCII characters are themselves.
-ODD_KEYS = [
-    "%6Fk.png",
-    "a b.png",
-    "é 日本.png",
-    "plus+sign.png",
-    "q?x=1&y.png",
-    "hash#1.png",
-    "tilde~!$'()*,;:@.png",
-    'brace{}[]^|`<>".png',
-    "ctl\x01.png",
-    "trail .png",
-    "back\\slash.png",
-]
 
 
 def test_s3_keys_are_taken_byte_for_byte_on_list_read_and_write(bucket, tmp_path):

@@ -18,8 +18,7 @@ from srgan.generator import SRResNet
 from srgan.losses import PixelLoss
 from srgan.resize import imresize
 from srgan.train_step import unwrap
-from tests.helpers import smooth_image
-from tests.pipeline.test_train import tiny
+from tests.helpers import smooth_image, tiny
 
 
 def _config(sync, storage: Path) -> TrainConfig:

@@ -17,40 +17,9 @@ from pipeline.train import main
 from pipeline.training.driver import run_training
 from srgan.generator import build_generator
 from srgan.weights import load_generator
-from tests.helpers import put_images, write_images
+from tests.helpers import put_images, tiny, write_images
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def tiny(train_uri: str, val_uri: str | None, storage_path: str, mlflow_uri: str, **sections) -> dict:
-    tree = {
-        "run": {"name": f"t-{uuid.uuid4().hex[:8]}", "storage_path": storage_path},
-        "data": {
-            "train": train_uri,
-            "val": val_uri,
-            "patch_size": 16,
-            "patches_per_image": 4,
-            "val_crop": 32,
-            "grid_images": 2,
-            "shuffle_buffer": 16,
-        },
-        "model": {"generator": {"scale": 2, "num_blocks": 1, "num_features": 8}, "discriminator": {"base_features": 4}},
-        "loss": {"content_backbone": "discriminator", "weights": {"content": 1.0, "adversarial": 1e-3, "pixel": 1.0}},
-        "train": {
-            "batch_size": 4,
-            "pretrain": {"steps": 4, "lr": 1e-3},
-            "gan": {"steps": 4, "lr": 1e-4, "lr_drop_step": 2},
-            "log_every": 1,
-            "val_every": 4,
-            "checkpoint_every": 2,
-            "max_failures": 1,
-        },
-        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
-        "mlflow": {"tracking_uri": mlflow_uri, "experiment": "tests"},
-    }
-    for section, values in sections.items():
-        tree[section] = {**tree.get(section, {}), **values}
-    return tree
 
 
 def _history(client, run_id: str, key: str) -> list:

@@ -14,31 +14,7 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.training.sweep import load_sweep
 from pipeline.tune import pareto_front, score
-from tests.helpers import write_images
-
-TRAIN = """
-run: {{storage_path: {root}/runs}}
-data: {{train: {root}/hr, val: {root}/val, patch_size: 16, patches_per_image: 4, val_crop: 100, grid_images: 1, shuffle_buffer: 16}}
-model: {{generator: {{scale: 2, num_blocks: 1, num_features: 8, bicubic_skip: true}}, discriminator: {{base_features: 4}}}}
-loss: {{content_backbone: discriminator}}
-train: {{batch_size: 4, phases: [gan], gan: {{steps: 6, lr: 1.0e-3, lr_drop_step: null}}, log_every: 2, val_every: 2, checkpoint_every: 2}}
-scaling: {{num_workers: 1, cpus_per_worker: 0.5}}
-"""
-
-SWEEP = """
-name: tiny-sweep
-storage_path: {root}/sweeps
-train_config: train.yaml
-search:
-  loss.weights.content: {{loguniform: [0.1, 10.0]}}
-  loss.weights.adversarial: {{loguniform: [1.0e-4, 1.0e-2]}}
-  loss.weights.pixel: {{loguniform: [1.0e-3, 1.0]}}
-objective: {{metric: score, mode: max, score: {{val/psnr: 1.0, val/niqe: -1.0}}}}
-scheduler: {{type: asha, grace_period: 2, reduction_factor: 2}}
-num_samples: 3
-max_concurrent_trials: 2
-mlflow: {{experiment: sweeps}}   # the default store, sqlite:///mlflow.db in the working directory: trials must not resolve it in theirs
-"""
+from tests.helpers import SWEEP, TRAIN, write_images
 
 
 def test_score_and_pareto_front():

@@ -22,44 +22,22 @@ from pipeline.formats import png_tiff
 from pipeline.models.reference import Upscaler
 from pipeline.upscale import UpscaleJob, main, output_key, plan_outputs
 from pipeline.upscaling.manifest import read_manifest
-from pipeline.upscaling.one_file import WorkerSettings, plan_bands, process_file
-from srgan.generator import GeneratorSpec, build_generator
+from pipeline.upscaling.one_file import plan_bands
 from srgan.resize import imresize
 from srgan.weights import save_generator
-from tests.helpers import dicom_bytes, geotiff_bytes, png_bytes, smooth_image
+from tests.helpers import (
+    SCALE,
+    dicom_bytes,
+    geotiff_bytes,
+    png_bytes,
+    random_generator,
+    run_one,
+    smooth_image,
+    upscaler,
+)
 
 rasterio = pytest.importorskip("rasterio")
 pydicom = pytest.importorskip("pydicom")
-
-SCALE = 2
-
-
-def random_generator(channels: int = 3, seed: int = 0):
-    torch.manual_seed(seed)
-    g = build_generator(
-        GeneratorSpec(scale=SCALE, in_channels=channels, out_channels=channels, num_blocks=1, num_features=8)
-    )
-    # Random BN statistics, as a trained model would have (eval mode uses them).
-    for m in g.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return g.eval()
-
-
-def upscaler(channels: int = 3, tile: int = 0, **kw) -> Upscaler:
-    g = random_generator(channels)
-    return Upscaler(name="test-model", scale=SCALE, generator=g, tile=tile, **kw)
-
-
-def run_one(tmp_path: Path, name: str, data: bytes, up: Upscaler, **settings) -> tuple[dict, Path]:
-    src = tmp_path / "in" / name
-    src.parent.mkdir(parents=True, exist_ok=True)
-    src.write_bytes(data)
-    out = tmp_path / "out" / name
-    item = {"key": name, "input": str(src), "output": str(out), "size": len(data)}
-    row = process_file(item, up, WorkerSettings(model=up.name, **settings))
-    return row, out
 
 
 def model_output(up: Upscaler, array: np.ndarray, value_range=None) -> np.ndarray:
@@ -238,7 +216,7 @@ def test_include_patterns_pick_keys_relative_to_the_input(tmp_path):
     assert keys() == ["medical/m.png", "photos/a.png", "photos/b.jpg", "satellite/s.tif", "top.png"]
     assert keys("satellite/*", "medical/*") == ["medical/m.png", "satellite/s.tif"]
     assert keys("*.png") == ["medical/m.png", "photos/a.png", "top.png"]
-    with pytest.raises(UsageError, match=r"no input under .* matches --include Satellite/\*"):
+    with pytest.raises(UsageError, match=r"no input under .* matches `include` Satellite/\*"):
         keys("Satellite/*")  # keys are case-sensitive, as in S3
 
 

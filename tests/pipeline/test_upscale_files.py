@@ -15,26 +15,14 @@ import pytest
 import tifffile
 
 from pipeline import formats
-from pipeline.data import reader
 from pipeline.formats import png_tiff
 from pipeline.models.reference import Upscaler
-from tests.helpers import dicom_bytes, geotiff_bytes, png_bytes, smooth_image
-from tests.pipeline.test_upscale import SCALE, run_one, upscaler
+from tests.helpers import SCALE, dicom_bytes, expected, geotiff_bytes, png_bytes, run_one, smooth_image, upscaler
 
 rasterio = pytest.importorskip("rasterio")
 
 FLOAT = np.random.default_rng(11).uniform(-1.88, 1.41, (19, 23, 3)).astype(np.float32)
 FLOAT[0, 0, 0], FLOAT[0, 1, 0] = -1.88, 1.41
-
-
-def expected(up, array: np.ndarray, low: float, high: float, order=(0, 1, 2)) -> np.ndarray:
-    """The model's output for `array` read as [low, high] -> [0, 1], mapped back; bands fed in
-    `order` and written back where they came from."""
-    x = reader.to_unit(array[..., list(order)], high - low, -low)
-    y = reader.from_unit(up(x[None])[0], array.dtype, high - low, -low)
-    out = np.empty_like(y)
-    out[..., list(order)] = y
-    return out
 
 
 @pytest.mark.parametrize(

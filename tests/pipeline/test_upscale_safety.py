@@ -14,10 +14,7 @@ from pipeline.errors import UsageError
 from pipeline.upscale import main
 from pipeline.upscaling.manifest import read_manifest, recorded_runs
 from srgan.weights import save_generator
-from tests.helpers import png_bytes, smooth_image
-from tests.pipeline.test_storage import ODD_KEYS
-from tests.pipeline.test_upscale import random_generator
-from tests.test_cli import one_error_line
+from tests.helpers import ODD_KEYS, one_error_line, png_bytes, random_generator, smooth_image
 
 
 def _tree(root) -> dict:
@@ -214,7 +211,7 @@ def test_an_output_a_later_interrupted_run_may_have_rewritten_or_made_from_other
     assert not todo and decided[0].status == "skipped"
     # An --overwrite run at x4 was killed after it may have replaced a.png, before its row.
     _history(out, [("r2", x4, False, [])])
-    with pytest.raises(UsageError, match=r"may have been rewritten by the interrupted run r2 .*--overwrite"):
+    with pytest.raises(UsageError, match=r"may have been rewritten by the interrupted run r2 .*`overwrite`"):
         plan_outputs(job, str(out), x2)
     # Same name, other input bytes (or another --input folder): not this output's source.
     (out / "_manifest" / "runs" / "r2.job.json").unlink()

@@ -8,101 +8,11 @@ import types
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from srgan.fast import inference_form
 from srgan.foreign import ForeignCheckpointError, import_state, load_foreign
 from srgan.tiling import upscale_tiled
-
-
-class BasicSRBlock(nn.Module):  # basicsr.archs.arch_util.ResidualBlockNoBN, res_scale 1
-    def __init__(self, f):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(f, f, 3, 1, 1), nn.Conv2d(f, f, 3, 1, 1)
-
-    def forward(self, x):
-        return x + self.conv2(F.relu(self.conv1(x)))
-
-
-class BasicSRMSRResNet(nn.Module):  # basicsr.archs.srresnet_arch.MSRResNet
-    def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=4):
-        super().__init__()
-        self.upscale = upscale
-        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(*[BasicSRBlock(num_feat) for _ in range(num_block)])
-        if upscale in (2, 3):
-            self.upconv1 = nn.Conv2d(num_feat, num_feat * upscale * upscale, 3, 1, 1)
-            self.pixel_shuffle = nn.PixelShuffle(upscale)
-        else:
-            self.upconv1 = nn.Conv2d(num_feat, num_feat * 4, 3, 1, 1)
-            self.upconv2 = nn.Conv2d(num_feat, num_feat * 4, 3, 1, 1)
-            self.pixel_shuffle = nn.PixelShuffle(2)
-        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
-        self.lrelu = nn.LeakyReLU(0.1)
-
-    def forward(self, x):
-        feat = self.lrelu(self.conv_first(x))
-        out = self.body(feat)
-        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
-        if self.upscale == 4:
-            out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
-        out = self.conv_last(self.lrelu(self.conv_hr(out)))
-        return out + F.interpolate(x, scale_factor=self.upscale, mode="bilinear", align_corners=False)
-
-
-class ResidualConvBlock(nn.Module):  # SRGAN-PyTorch model.py, _ResidualConvBlock
-    def __init__(self, c):
-        super().__init__()
-        self.rcb = nn.Sequential(
-            nn.Conv2d(c, c, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(c),
-            nn.PReLU(),
-            nn.Conv2d(c, c, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(c),
-        )
-
-    def forward(self, x):
-        return x + self.rcb(x)
-
-
-class UpsampleBlock(nn.Module):  # SRGAN-PyTorch model.py, _UpsampleBlock
-    def __init__(self, c, f):
-        super().__init__()
-        self.upsample_block = nn.Sequential(nn.Conv2d(c, c * f * f, 3, 1, 1), nn.PixelShuffle(f), nn.PReLU())
-
-    def forward(self, x):
-        return self.upsample_block(x)
-
-
-class LornatangSRResNet(nn.Module):  # SRGAN-PyTorch model.py, SRResNet
-    def __init__(self, in_channels=3, out_channels=3, channels=64, num_rcb=16, upscale=4):
-        super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, channels, 9, 1, 4), nn.PReLU())
-        self.trunk = nn.Sequential(*[ResidualConvBlock(channels) for _ in range(num_rcb)])
-        self.conv2 = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
-        self.upsampling = nn.Sequential(*[UpsampleBlock(channels, 2) for _ in range({2: 1, 4: 2, 8: 3}[upscale])])
-        self.conv3 = nn.Conv2d(channels, out_channels, 9, 1, 4)
-
-    def forward(self, x):
-        c1 = self.conv1(x)
-        x = self.conv2(self.trunk(c1)) + c1
-        return torch.clamp_(self.conv3(self.upsampling(x)), 0.0, 1.0)
-
-
-def trained_looking(model: nn.Module, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-        if isinstance(m, nn.PReLU):
-            m.weight.data.uniform_(0.05, 0.4)
-        if isinstance(m, nn.Conv2d):
-            m.weight.data.mul_(0.5)
-    return model.eval()
+from tests.helpers import BasicSRMSRResNet, LornatangSRResNet, trained_looking
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

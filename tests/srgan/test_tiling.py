@@ -2,7 +2,17 @@ import pytest
 import torch
 
 from srgan.generator import SRResNet
-from srgan.tiling import MIN_STRIP_ROWS, aligned_spans, bands, computed_pixels, grid, spans, split, upscale_tiled
+from srgan.tiling import (
+    MIN_STRIP_ROWS,
+    aligned_spans,
+    bands,
+    centre_crop,
+    computed_pixels,
+    grid,
+    spans,
+    split,
+    upscale_tiled,
+)
 
 
 @pytest.mark.parametrize("length,tile,pad", [(37, 8, 5), (10, 16, 4), (64, 16, 0), (5, 2, 3), (384, 256, 40)])
@@ -130,3 +140,11 @@ def test_aligned_spans_start_on_the_block_grid_with_context_inside_the_axis():
     pieces = aligned_spans(1000, 256, 40)
     assert [(s.keep_start, s.keep_stop) for s in pieces] == [(0, 256), (256, 512), (512, 768), (768, 1000)]
     assert [(s.win_start, s.win_stop) for s in pieces] == [(0, 296), (216, 552), (472, 808), (728, 1000)]
+
+
+def test_centre_crop_keeps_the_middle_and_cuts_sides_to_the_multiple():
+    x = torch.arange(2 * 10 * 7).reshape(1, 2, 10, 7)
+    assert torch.equal(centre_crop(x, 4), x[..., 3:7, 1:5])  # centred, leading dims kept
+    assert torch.equal(centre_crop(x, 8, multiple=3), x[..., 1:9, 0:6])  # 7 wide: 6 fit, kept whole
+    assert torch.equal(centre_crop(x, None, multiple=4), x[..., :8, :4])  # all of it, cut at bottom and right
+    assert torch.equal(centre_crop(x, None), x)

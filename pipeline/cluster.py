@@ -23,6 +23,25 @@ import socket
 import sys
 from pathlib import Path
 
+# For a run whose Ray output goes to a log file (the quickstart): a local Ray's processes
+# inherit these from the process that starts it.
+LOG_FILE_ENV = {
+    # One PreemptionWatcher actor per training run, each logging an error-level line about its
+    # constructor arguments that reads as a failure; there is no node to be preempted locally.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # A progress bar in a file is one line per redraw; rank 0's step lines say the progress.
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "RAY_COLOR_PREFIX": "0",  # worker lines without terminal colour codes
+}
+
+
+def settings_for_a_log_file() -> dict[str, str]:
+    """Set LOG_FILE_ENV in this process's environment where the user has not set the variable,
+    before ensure_ray starts a local Ray; returns what was set."""
+    set_here = {k: v for k, v in LOG_FILE_ENV.items() if k not in os.environ}
+    os.environ.update(set_here)
+    return set_here
+
 
 def worker_reuse_config(num_cpus: int) -> dict:
     return {"num_workers_soft_limit": 4 * num_cpus + 4, "idle_worker_killing_time_threshold_ms": 600_000}

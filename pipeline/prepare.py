@@ -177,13 +177,14 @@ def _validate_and_cut(data: bytes, key: str, job: PrepareJob, out_root: str, own
     return rows
 
 
-def prepare_source(item: dict, job: PrepareJob, out_root: str, owner: str) -> dict:
-    """Ray Data task: one source {key, uri, size} -> its PrepareRecord, as the plain dict Ray
-    Data carries back."""
-    result = PrepareRecord(source=item["key"], bytes=item["size"])
+def prepare_source(values: dict, job: PrepareJob, out_root: str, owner: str) -> dict:
+    """Ray Data task: one source (a StoredFile) -> its PrepareRecord, both as the plain dicts
+    Ray Data carries."""
+    source = storage.StoredFile(**{k: v.item() if hasattr(v, "item") else v for k, v in values.items()})
+    result = PrepareRecord(source=source.key, bytes=source.size)
     try:
-        data = storage.read_bytes(item["uri"])
-        result.images = json.dumps(_validate_and_cut(data, item["key"], job, out_root, owner))
+        data = storage.read_bytes(source.uri)
+        result.images = json.dumps(_validate_and_cut(data, source.key, job, out_root, owner))
     except DecodeError as exc:
         result.status, result.reason = "bad", str(exc)
     except StorageError as exc:
@@ -215,7 +216,9 @@ def _flag(name: str, value) -> str:
     return f"`{name}` {' '.join(value) if isinstance(value, list) else value}"
 
 
-def _plan(job: PrepareJob, in_root: str, out_root: str, records: dict) -> tuple[list[dict], list[dict], list[dict]]:
+def _plan(
+    job: PrepareJob, in_root: str, out_root: str, records: dict
+) -> tuple[list[storage.StoredFile], list[PrepareRecord], list[dict]]:
     """(sources to do, results carried from earlier runs, bad inputs decided by their names)."""
     files, outside = storage.list_inputs(in_root, job.extensions)
     refused = [{"source": f.key, "reason": "a symbolic link that leads outside --input; not read"} for f in outside]
@@ -246,12 +249,12 @@ def _plan(job: PrepareJob, in_root: str, out_root: str, records: dict) -> tuple[
         ):
             carried.append(record)
         else:
-            todo.append({"key": f.key, "uri": f.uri, "size": f.size})
+            todo.append(f)
     return todo, carried, refused
 
 
 def _run(
-    job: PrepareJob, todo: list[dict], out_root: str, log: Ledger[PrepareRecord], summary: PrepareSummary
+    job: PrepareJob, todo: list[storage.StoredFile], out_root: str, log: Ledger[PrepareRecord], summary: PrepareSummary
 ) -> list[PrepareRecord]:
     """Cut and validate `todo` on Ray Data; every result is recorded as it arrives."""
     import ray
@@ -260,7 +263,7 @@ def _run(
 
     ensure_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per 10% or 10 s instead
-    ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 2000))
+    ds = ray.data.from_items([asdict(f) for f in todo], override_num_blocks=min(len(todo), 2000))
     ds = ds.map(
         prepare_source, fn_kwargs={"job": job, "out_root": out_root, "owner": log.run_id}, num_cpus=job.cpus_per_task
     )

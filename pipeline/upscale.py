@@ -39,7 +39,7 @@ from pipeline.models.reference import BICUBIC, fetch_generator_bytes
 from pipeline.upscaling import executors
 from pipeline.upscaling import manifest as records
 from pipeline.upscaling.job import UpscaleJob
-from pipeline.upscaling.manifest import MANIFEST_DIR, Manifest, Summary
+from pipeline.upscaling.manifest import MANIFEST_DIR, Manifest, Summary, WorkItem
 from pipeline.upscaling.one_file import WINDOW_PIXELS
 from pipeline.upscaling.outputs import output_key, plan_outputs  # noqa: F401  (output_key: part of this verb's API)
 from srgan.generator import SCALES
@@ -140,7 +140,7 @@ def run_upscale(job: UpscaleJob) -> Summary:
 
 def _rows(
     job: UpscaleJob,
-    todo: list[dict],
+    todo: list[WorkItem],
     run_id: str,
     ident: dict,
     in_root: str,

@@ -20,6 +20,7 @@ from torch import nn
 from pipeline import formats
 from pipeline.data import reader
 from pipeline.models.reference import Upscaler
+from pipeline.upscaling.manifest import WorkItem
 from pipeline.upscaling.one_file import WorkerSettings, process_file
 from srgan.generator import GeneratorSpec, build_generator
 
@@ -256,7 +257,7 @@ def run_one(tmp_path: Path, name: str, data: bytes, up: Upscaler, **settings) ->
     src.parent.mkdir(parents=True, exist_ok=True)
     src.write_bytes(data)
     out = tmp_path / "out" / name
-    item = {"key": name, "input": str(src), "output": str(out), "size": len(data)}
+    item = WorkItem(name, str(src), str(out), len(data))
     row = process_file(item, up, WorkerSettings(model=up.name, **settings))
     return row, out
 

@@ -19,14 +19,14 @@ import os
 from collections.abc import Iterator
 
 from pipeline.io import storage
-from pipeline.upscaling.manifest import ManifestRow
+from pipeline.upscaling.manifest import ManifestRow, WorkItem
 from pipeline.upscaling.one_file import UpscaleWorker, WorkerSettings
 
 EXECUTORS = ("auto", "local", "ray")
 AUTO_LOCAL_BYTES = 256 << 20  # input bytes up to which a local job runs in-process under auto
 
 
-def choose(requested: str, input_uri: str, todo: list[dict]) -> tuple[str, str]:
+def choose(requested: str, input_uri: str, todo: list[WorkItem]) -> tuple[str, str]:
     """(executor, why) for `requested` (auto, local or ray)."""
     if requested != "auto":
         return requested, f"--executor {requested}"
@@ -34,7 +34,7 @@ def choose(requested: str, input_uri: str, todo: list[dict]) -> tuple[str, str]:
         return "ray", "auto: an s3:// input"
     if os.environ.get("RAY_ADDRESS"):
         return "ray", "auto: a Ray cluster is configured (RAY_ADDRESS)"
-    size = sum(int(item.get("size", 0)) for item in todo)
+    size = sum(item.size for item in todo)
     if size > AUTO_LOCAL_BYTES:
         return "ray", f"auto: {size / 2**20:.0f} MiB of input, over the {AUTO_LOCAL_BYTES >> 20} MiB run in-process"
     return "local", f"auto: a local input of {size / 2**20:.1f} MiB and no Ray cluster configured"
@@ -47,11 +47,11 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def run_local(todo: list[dict], settings: WorkerSettings, generator_bytes: bytes | None) -> Iterator[ManifestRow]:
+def run_local(todo: list[WorkItem], settings: WorkerSettings, generator_bytes: bytes | None) -> Iterator[ManifestRow]:
     """Rows of `todo`, upscaled one file after another in this process."""
     worker = UpscaleWorker(settings, generator_bytes)
     for item in todo:
-        yield ManifestRow.from_dict(worker(item))
+        yield ManifestRow.from_dict(worker(item.to_dict()))
 
 
 def ray_resources(
@@ -67,12 +67,12 @@ def ray_resources(
 
 
 def run_ray(
-    todo: list[dict], settings: WorkerSettings, generator_bytes: bytes | None, resources: dict, workers: int
+    todo: list[WorkItem], settings: WorkerSettings, generator_bytes: bytes | None, resources: dict, workers: int
 ) -> Iterator[ManifestRow]:
     """Rows of `todo` from a Ray Data actor pool, in the order they finish."""
     import ray
 
-    ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 1000))
+    ds = ray.data.from_items([item.to_dict() for item in todo], override_num_blocks=min(len(todo), 1000))
     ds = ds.map(
         UpscaleWorker,
         fn_constructor_kwargs={"settings": settings, "generator_bytes": generator_bytes},

@@ -23,6 +23,24 @@ MANIFEST_DIR = "_manifest"
 IDENTITY = ("model_id", "scale", "settings")  # equal on two rows: the same pixels would be made
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """One input of a job: its key under the input root, where it is read and written, its size."""
+
+    key: str
+    input: str
+    output: str = ""
+    size: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> WorkItem:
+        """An item from the plain dict Ray Data carries."""
+        return cls(str(values["key"]), str(values["input"]), str(values["output"]), int(values["size"]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class ManifestRow:
     """What became of one input in one run."""
@@ -95,15 +113,15 @@ def describe(maker: dict | ManifestRow | None) -> str:
     return f"{ident.get('model')} (sha256 {ident['model_id']}) x{ident.get('scale')} {ident.get('settings')}"
 
 
-def new_row(item: dict, ident: dict, **values) -> ManifestRow:
-    """A row for input `item` ({key, input, output, size}) made by `ident` (see `identity`);
-    status failed unless `values` say otherwise."""
+def new_row(item: WorkItem, ident: dict, **values) -> ManifestRow:
+    """A row for input `item` made by `ident` (see `identity`); status failed unless `values`
+    say otherwise."""
     return ManifestRow(
-        key=item["key"],
-        input=item["input"],
-        output=item["output"],
-        format=PurePosixPath(item["key"]).suffix.lower().lstrip("."),
-        bytes_in=int(item.get("size", 0)),
+        key=item.key,
+        input=item.input,
+        output=item.output,
+        format=PurePosixPath(item.key).suffix.lower().lstrip("."),
+        bytes_in=item.size,
         **{**ident, **values},
     )
 

@@ -28,7 +28,7 @@ from pipeline.data.reader import Range, check_values, declared_range, from_unit,
 from pipeline.errors import DecodeError, UserError
 from pipeline.io import s3, storage
 from pipeline.models.reference import BICUBIC, Upscaler, pick_device, read_generator
-from pipeline.upscaling.manifest import ManifestRow, new_row
+from pipeline.upscaling.manifest import ManifestRow, WorkItem, new_row
 from srgan.precision import resolve_inference_precision
 from srgan.resize import imresize
 from srgan.tiling import crop_region
@@ -215,17 +215,17 @@ def file_precision(upscaler: Upscaler, requested: str, dtype: np.dtype) -> Upsca
     return replace(upscaler, precision="fp32")
 
 
-def _upscale_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> dict:
+def _upscale_file(item: WorkItem, upscaler: Upscaler, settings: WorkerSettings) -> dict:
     s = upscaler.scale
-    suffix = PurePosixPath(item["key"]).suffix.lower()
+    suffix = PurePosixPath(item.key).suffix.lower()
     if settings.input_root:
-        storage.check_inside(settings.input_root, item["input"], "input")
+        storage.check_inside(settings.input_root, item.input, "input")
     if settings.output_root:
-        storage.check_inside(settings.output_root, item["output"], "output")
+        storage.check_inside(settings.output_root, item.output, "output")
     with tempfile.TemporaryDirectory(prefix="srgan-upscale-") as tmp:
-        source = storage.local_copy(item["input"], Path(tmp) / f"input{suffix}")
+        source = storage.local_copy(item.input, Path(tmp) / f"input{suffix}")
         out_path = Path(tmp) / f"output{suffix}"
-        with formats.open_raster(source, item["key"], settings.max_pixels) as raster:
+        with formats.open_raster(source, item.key, settings.max_pixels) as raster:
             upscaler = file_precision(upscaler, settings.precision, raster.dtype)
             plan = plan_bands(raster.bands, raster.alpha, upscaler.in_channels, settings.bands, raster.colours)
             block = window_block(upscaler, settings.window_pixels)
@@ -247,7 +247,7 @@ def _upscale_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> d
                     )
                     writer.write(window, upscale_array(upscaler, array, plan, high - low, -low, region), mask)
                     windows += 1
-        storage.upload_file(out_path, item["output"], settings.run_id)
+        storage.upload_file(out_path, item.output, settings.run_id)
         return {
             "width": raster.width,
             "height": raster.height,
@@ -262,8 +262,8 @@ def _upscale_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> d
         }
 
 
-def process_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> ManifestRow:
-    """Upscale one input {key, input, output, size} to its output; a manifest row whatever
+def process_file(item: WorkItem, upscaler: Upscaler, settings: WorkerSettings) -> ManifestRow:
+    """Upscale one input to its output; a manifest row whatever
     happens."""
     started = time.perf_counter()
     try:
@@ -271,7 +271,7 @@ def process_file(item: dict, upscaler: Upscaler, settings: WorkerSettings) -> Ma
     except UserError as exc:  # a bad file, band map, model input or storage path
         values, status, error = {}, "failed", str(exc)
     except Exception as exc:  # an unexpected error on one file must not end the job
-        log.exception("upscaling %s failed", item["key"])
+        log.exception("upscaling %s failed", item.key)
         values, status, error = {}, "failed", f"{type(exc).__name__}: {exc}"
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return new_row(
@@ -315,8 +315,9 @@ class UpscaleWorker:
         except UserError as exc:  # e.g. bf16 on a GPU without it: every file says why
             self.refused = str(exc)
 
-    def __call__(self, item: dict) -> dict:
-        """The row of one input, as a plain dict (what Ray Data carries back)."""
+    def __call__(self, values: dict) -> dict:
+        """The row of one input, both as the plain dicts Ray Data carries."""
+        item = WorkItem.from_dict(values)
         if self.upscaler is None:
             return new_row(item, self.settings.identity or {"model": self.settings.model}, error=self.refused).to_dict()
         return process_file(item, self.upscaler, self.settings).to_dict()

@@ -5,6 +5,7 @@ that exists already means (done by this model and settings, or someone else's).
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ def output_key(key: str) -> str:
 
 def plan_outputs(
     job: UpscaleJob, out_root: str, ident: dict, runs: dict | None = None
-) -> tuple[list[dict], list[records.ManifestRow]]:
+) -> tuple[list[records.WorkItem], list[records.ManifestRow]]:
     """(items to process, rows decided without processing: skipped or refused). `include`:
     shell-style patterns on the key relative to the input; a file must match one of them.
     An output that exists is skipped when the same model and settings (`ident`) made it, and
@@ -51,16 +52,16 @@ def plan_outputs(
     runs = records.recorded_runs(out_root) if runs is None else runs
     todo, decided, conflicts = [], [], []
     for f in outside:
-        item = {"key": f.key, "input": f.uri, "output": "", "size": 0}
+        item = records.WorkItem(f.key, f.uri)
         decided.append(new_row(item, ident, error="a symbolic link that leads outside --input; not read"))
     for f in files:
-        item = {"key": f.key, "input": f.uri, "output": "", "size": f.size}
+        item = records.WorkItem(f.key, f.uri, size=f.size)
         try:
             key = output_key(f.key)
         except DecodeError as exc:
             decided.append(new_row(item, ident, status="failed", error=str(exc)))
             continue
-        item["output"] = storage.join(out_root, key)
+        item = replace(item, output=storage.join(out_root, key))
         if key not in existing:
             todo.append(item)
         elif key in owners:
@@ -93,14 +94,14 @@ def plan_outputs(
     return todo, decided
 
 
-def _not_ours(owner: records.ManifestRow, item: dict, ident: dict, runs: dict) -> str:
+def _not_ours(owner: records.ManifestRow, item: records.WorkItem, ident: dict, runs: dict) -> str:
     """Why an existing output whose latest row is `owner` is not this job's to skip, or ""
     when it is: the same maker, from the same input bytes, and no run with other settings was
     interrupted after it (such a run may have rewritten the file before writing its row)."""
     if not records.same_maker(owner, ident):
         return f"was made by {records.describe(owner)}"
-    if owner.input != item["input"] or int(owner.bytes_in) != int(item["size"]):
-        return f"was made from {owner.input} ({owner.bytes_in} bytes), not from {item['input']} ({item['size']} bytes)"
+    if owner.input != item.input or int(owner.bytes_in) != item.size:
+        return f"was made from {owner.input} ({owner.bytes_in} bytes), not from {item.input} ({item.size} bytes)"
     later = [
         r
         for run, r in runs.items()

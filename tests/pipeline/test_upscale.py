@@ -211,7 +211,7 @@ def test_include_patterns_pick_keys_relative_to_the_input(tmp_path):
         )
         todo, decided = plan_outputs(job, str(tmp_path / "out"), {"model": "bicubic"})
         assert not decided
-        return [item["key"] for item in todo]
+        return [item.key for item in todo]
 
     assert keys() == ["medical/m.png", "photos/a.png", "photos/b.jpg", "satellite/s.tif", "top.png"]
     assert keys("satellite/*", "medical/*") == ["medical/m.png", "satellite/s.tif"]

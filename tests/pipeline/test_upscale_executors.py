@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.upscale import main
 from pipeline.upscaling import executors
-from pipeline.upscaling.manifest import MANIFEST_DIR
+from pipeline.upscaling.manifest import MANIFEST_DIR, WorkItem
 from srgan.generator import GeneratorSpec, build_generator
 from srgan.weights import save_generator
 from tests.helpers import geotiff_bytes, png_bytes, smooth_image
@@ -102,10 +102,15 @@ def test_auto_runs_a_small_local_job_in_this_process_without_ray(tmp_path):
 
 def test_auto_keeps_ray_for_s3_large_jobs_and_configured_clusters(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    small = [{"size": 1000}] * 8
+    small = [WorkItem("a.png", "in/a.png", size=1000)] * 8
     assert executors.choose("auto", "/data/in", small)[0] == "local"
     assert executors.choose("auto", "s3://bucket/in", small) == ("ray", "auto: an s3:// input")
-    assert executors.choose("auto", "/data/in", [{"size": executors.AUTO_LOCAL_BYTES + 1}])[0] == "ray"
+    assert (
+        executors.choose("auto", "/data/in", [WorkItem("big.tif", "in/big.tif", size=executors.AUTO_LOCAL_BYTES + 1)])[
+            0
+        ]
+        == "ray"
+    )
     assert executors.choose("local", "s3://bucket/in", small) == ("local", "--executor local")
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert executors.choose("auto", "/data/in", small)[0] == "ray"

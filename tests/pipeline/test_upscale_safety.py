@@ -196,7 +196,7 @@ def _history(out, runs: list[tuple[str, dict, bool, list[dict]]]) -> None:
 
 def test_an_output_a_later_interrupted_run_may_have_rewritten_or_made_from_other_input_is_not_done(tmp_path):
     from pipeline.upscale import UpscaleJob, plan_outputs
-    from pipeline.upscaling.manifest import identity, new_row
+    from pipeline.upscaling.manifest import WorkItem, identity, new_row
 
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
@@ -204,7 +204,7 @@ def test_an_output_a_later_interrupted_run_may_have_rewritten_or_made_from_other
     (src / "a.png").write_bytes(b"12345")
     (out / "a.png").write_bytes(b"output")
     x2, x4 = identity("bicubic", "bicubic", 2, {}), identity("bicubic", "bicubic", 4, {})
-    item = {"key": "a.png", "input": str(src / "a.png"), "output": str(out / "a.png"), "size": 5}
+    item = WorkItem("a.png", str(src / "a.png"), str(out / "a.png"), 5)
     job = UpscaleJob(model="bicubic", scale=2, input=str(src), output=str(out), extensions=(".png",))
     _history(out, [("r1", x2, True, [new_row(item, x2, status="done")])])
     todo, decided = plan_outputs(job, str(out), x2)
@@ -230,14 +230,14 @@ def test_manifests_keep_names_that_are_not_utf8_and_long_names_are_written(tmp_p
     import os
 
     from pipeline.io import storage
-    from pipeline.upscaling.manifest import Manifest, identity, new_row
+    from pipeline.upscaling.manifest import Manifest, WorkItem, identity, new_row
 
     name = os.fsdecode(b"bad\xff.png")
     manifest = Manifest(str(tmp_path), "r1")
     manifest.start(identity("bicubic", "bicubic", 2, {}))
     manifest.add(
         new_row(
-            {"key": name, "input": name, "output": name, "size": 1},
+            WorkItem(name, name, name, 1),
             identity("bicubic", "bicubic", 2, {}),
             status="done",
         )

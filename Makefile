@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QUICKSTART_DIR ?= quickstart
 
-.PHONY: setup test test-fast lint faults browser quickstart e2e stack-up stack-down bench clean
+.PHONY: setup test test-fast test-long lint faults browser quickstart e2e stack-up stack-down bench clean
 
 setup: $(STAMP)
 
@@ -21,7 +21,11 @@ test: setup browser
 
 # The loop while working (under 3 minutes): no Ray session, no servers, nothing marked slow.
 test-fast: setup
-	$(PY) -m pytest -q -x -m 'not faults and not servers and not slow' -p no:cacheprovider
+	$(PY) -m pytest -q -x -m 'not faults and not servers and not slow and not long' -p no:cacheprovider
+
+# The whole flows, minutes each: make e2e --quick through the local stack, make quickstart's screen.
+test-long: setup
+	$(PY) -m pytest -m long
 
 lint: setup
 	$(PY) -m ruff format --check .

@@ -153,7 +153,7 @@ def test_the_quickstart_says_each_trial_and_the_training_in_a_line():
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_make_quickstart_prints_a_screenful_and_names_its_log(tmp_path):
     """The whole quickstart, as `make quickstart` runs it, into a fresh folder and MLflow store.
     It starts a Ray of its own (never the test session's: no RAY_ADDRESS), with Ray's defaults

@@ -26,12 +26,10 @@ def main() -> int:
     if not checkpoints:
         problems.append(f"no generator checkpoints under {args.root}/runs")
     rows = read_manifest(storage.join(args.root, "upscaled"))
-    done = [r for r in rows if r["status"] == "done"]
-    failed = [r for r in rows if r["status"] == "failed"]
+    done = [r for r in rows if r.status == "done"]
+    failed = [r for r in rows if r.status == "failed"]
     if not done or failed:
-        problems.append(
-            f"upscale manifest: {len(done)} done, {len(failed)} failed ({[r['error'] for r in failed][:3]})"
-        )
+        problems.append(f"upscale manifest: {len(done)} done, {len(failed)} failed ({[r.error for r in failed][:3]})")
     champion = mlflow.MlflowClient().get_registered_model("srgan").aliases.get("champion")
     if not champion:
         problems.append("no srgan@champion in the registry")

@@ -62,6 +62,13 @@ class Upscaler:
     forms: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def data_range(self) -> float | None:
+        """The stored value the model's training read as 1.0 (its checkpoint's `data_range`), if
+        one range covered all its training data; None otherwise."""
+        value = self.meta.get("data_range")
+        return float(value) if value else None
+
+    @property
     def in_channels(self) -> int | None:
         return None if self.generator is None else self.generator.spec.in_channels
 

@@ -137,7 +137,7 @@ def iter_images(
     its dtype's; with an `upscaler`, in the band count its model takes. A file that cannot be
     read is an error naming it."""
     channels = upscaler.in_channels if upscaler is not None else None
-    model_range = upscaler.meta.get("data_range") if upscaler is not None else None
+    model_range = upscaler.data_range if upscaler is not None else None
     for f in files:
         try:
             yield f.key, read_image(storage.read_bytes(f.uri), f.key, channels, value_range, model_range)

@@ -229,7 +229,7 @@ def _upscale_file(item: WorkItem, upscaler: Upscaler, settings: WorkerSettings) 
             upscaler = file_precision(upscaler, settings.precision, raster.dtype)
             plan = plan_bands(raster.bands, raster.alpha, upscaler.in_channels, settings.bands, raster.colours)
             block = window_block(upscaler, settings.window_pixels)
-            used = value_range(raster, settings.value_range, upscaler.meta.get("data_range"), block)
+            used = value_range(raster, settings.value_range, upscaler.data_range, block)
             low, high = used.low, used.high
             notes = {"model": upscaler.name, "scale": str(s), "value_range": f"{low:g},{high:g}"}
             model_bands = ",".join(str(b + 1) for g in plan.groups for b in g)

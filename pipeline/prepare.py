@@ -199,6 +199,8 @@ def _check_output(job: PrepareJob, out_root: str) -> bool:
     settings_uri = prepared_uri(out_root, SETTINGS)
     if storage.exists(settings_uri):
         before = json.loads(storage.read_bytes(settings_uri))
+        if before.get("extensions") == sorted(png_tiff.EXTENSIONS) and tuple(job.extensions) == formats.EXTENSIONS:
+            before["extensions"] = job.settings()["extensions"]  # the default before DICOM joined it
         for name, value in job.settings().items():
             if before.get(name) != value:
                 raise UsageError(

@@ -84,7 +84,7 @@ class ImageSpec:
             else "raise data.data_range to the data's true maximum",
             explicit_name=f"data.data_range {self.data_range:g}" if self.data_range else "",
         )
-        used = formats.ValueRange(image.range.high, image.range.source, not image.range.declared)
+        used = formats.ValueRange(image.range.high, image.range.source, not image.range.declared, image.range.low)
         return image.tensor(), image.levels, used
 
 
@@ -161,7 +161,8 @@ def describe_ranges(ranges: Counter) -> tuple[str, float | None]:
         f"{r.source} on {n} file{'s' * (n != 1)}" for r, n in sorted(ranges.items(), key=lambda item: -item[1])
     )
     highs = {r.high for r in ranges}
-    uniform = len(highs) == 1 and not any(r.from_dtype for r in ranges)
+    # A range that does not start at 0 (signed data) is no data_range: the model would read 0..high.
+    uniform = len(highs) == 1 and not any(r.from_dtype or r.low != 0 for r in ranges)
     return text or "no files", (highs.pop() if uniform else None)
 
 

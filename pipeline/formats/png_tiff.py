@@ -90,7 +90,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, bool, 
     if array.ndim != 3 or min(array.shape[:2]) < 1:
         raise DecodeError(f"decoded to an array of shape {array.shape}, not an image")
     plain = dtype_value_range(array.dtype)
-    if declared is not None and declared.high == plain.high:
+    if declared is not None and (declared.low, declared.high) == dtype_range(array.dtype):
         declared = replace(declared, from_dtype=True)
     return array, alpha, colours, declared or plain
 

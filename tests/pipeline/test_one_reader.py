@@ -220,3 +220,18 @@ def test_signed_data_is_read_by_its_own_range_tags_or_refused_in_every_verb(tmp_
             read()
     with pytest.raises(DecodeError, match="set data.data_range"):
         ImageSpec(channels=1).decode(bare, "mr.tif")
+
+
+def test_a_signed_range_never_becomes_a_models_data_range():
+    """Training reads signed data over (low, high); a data_range is a maximum read from 0, so a
+    run over signed files records none (else every later verb would read v / high)."""
+    from pipeline.data.batches import describe_ranges
+
+    values = np.random.default_rng(8).integers(-2000, 2001, (*SIZE, 1)).astype(np.int16)
+    _, _, used = ImageSpec(channels=1).decode_with_range(_signed_tiff(values, True), "mr.tif")
+    assert (used.low, used.high) == (-2000, 2000)
+    from collections import Counter
+
+    assert describe_ranges(Counter({used: 3}))[1] is None
+    _, _, twelve = ImageSpec(channels=1).decode_with_range(FILES["max.tif"][0], "max.tif")
+    assert describe_ranges(Counter({twelve: 3}))[1] == 4095

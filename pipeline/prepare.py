@@ -42,7 +42,7 @@ from pipeline.data.prepared import (
 from pipeline.data.reader import Range, read_image
 from pipeline.errors import DecodeError, StorageError, UsageError
 from pipeline.formats import png_tiff
-from pipeline.io import storage
+from pipeline.io import ledger, storage
 from pipeline.io.ledger import Ledger, new_run_id
 from pipeline.io.redact import redact_uri
 
@@ -180,7 +180,7 @@ def _validate_and_cut(data: bytes, key: str, job: PrepareJob, out_root: str, own
 def prepare_source(values: dict, job: PrepareJob, out_root: str, owner: str) -> dict:
     """Ray Data task: one source (a StoredFile) -> its PrepareRecord, both as the plain dicts
     Ray Data carries."""
-    source = storage.StoredFile(**{k: v.item() if hasattr(v, "item") else v for k, v in values.items()})
+    source = storage.StoredFile(**ledger.plain(values))
     result = PrepareRecord(source=source.key, bytes=source.size)
     try:
         data = storage.read_bytes(source.uri)

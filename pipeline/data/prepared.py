@@ -61,7 +61,7 @@ class PrepareRecord:
     @classmethod
     def from_dict(cls, values: dict, run: str = "") -> PrepareRecord:
         """A record from its JSON or Ray form (numpy scalars as Python values)."""
-        plain = {k: v.item() if hasattr(v, "item") and not isinstance(v, str) else v for k, v in values.items()}
+        plain = ledger.plain(values)
         return cls(**{f.name: plain[f.name] for f in fields(cls) if f.name in plain})
 
 

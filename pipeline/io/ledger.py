@@ -31,6 +31,11 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def plain(values: dict) -> dict:
+    """A row as Ray Data hands it back (numpy scalars) with plain Python values."""
+    return {k: v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for k, v in values.items()}
+
+
 def run_of(name: str) -> str | None:
     """The run id a ledger file belongs to (a part or a whole-run file), None for another file."""
     found = _PART.match(PurePosixPath(name).name)

@@ -74,7 +74,7 @@ class ManifestRow:
     def from_dict(cls, values: dict, run: str = "") -> ManifestRow:
         """A row from its JSON or Ray form; fields a row of an older version lacks keep their defaults."""
         known = {f.name for f in fields(cls)}
-        row = cls(**{k: _plain(v) for k, v in values.items() if k in known})
+        row = cls(**{k: v for k, v in ledger.plain(values).items() if k in known})
         if run:
             row.run = run
         return row
@@ -84,11 +84,6 @@ class ManifestRow:
 
 
 FIELDS = tuple(f.name for f in fields(ManifestRow) if f.name != "run")
-
-
-def _plain(value):
-    """A numpy scalar (as Ray Data hands values back) as its Python value."""
-    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
 
 
 def identity(model: str, model_id: str, scale: int, settings: dict) -> dict:

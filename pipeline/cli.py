@@ -239,24 +239,43 @@ def _on_fd(stream: TextIO, fd: int) -> bool:
         return False
 
 
+def flag_names(parser: argparse.ArgumentParser, **flags: str) -> dict[str, str]:
+    """Parameter name -> this command's flag: the option of `parser` with that dest, else `flags[name]`."""
+    named = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
+    named.update(flags)
+    return named
+
+
+def with_flags(text: str, named: dict[str, str], params: tuple[str, ...] | None = None) -> str:
+    """`text` with each parameter it writes in backticks (`overwrite`) shown as its flag from
+    `named` (--overwrite); a name with no flag loses its backticks. `params`: the names the
+    message's raiser stated; None (messages of code that states none, manifest rows): every
+    identifier in backticks."""
+    if params is not None:
+        for name in params:
+            text = text.replace(f"`{name}`", named.get(name, name))
+        return text
+    parts = text.split("`")
+    for i in range(1, len(parts) - 1, 2):  # the odd parts sit between two backticks
+        name = parts[i]
+        parts[i] = named.get(name, name) if name.isidentifier() else f"`{name}`"
+    if len(parts) % 2 == 0:  # a backtick without its pair stays
+        parts[-1] = "`" + parts[-1]
+    return "".join(parts)
+
+
 @contextlib.contextmanager
 def naming_flags(parser: argparse.ArgumentParser, **flags: str) -> Iterator[None]:
     """Within: a UserError of the library, which writes a setting as its parameter name in
-    backticks (`overwrite`), is raised again as a UsageError that names this command's flag
-    instead (--overwrite): the option of `parser` with that dest, else `flags[name]`; a name
-    with no flag here loses its backticks."""
-    named = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
-    named.update(flags)
+    backticks (`overwrite`) and names those parameters in its `params`, is raised again as a
+    UsageError that shows this command's flag instead (--overwrite; see `flag_names`). An
+    error that states no `params` (DecodeError, srgan's) has every backticked identifier shown so."""
+    named = flag_names(parser, **flags)
     try:
         yield
     except UserError as exc:
         text = one_line(exc)
-        parts = text.split("`")
-        for i in range(1, len(parts) - 1, 2):  # the odd parts sit between two backticks
-            name = parts[i]
-            parts[i] = named.get(name, name) if name.isidentifier() else f"`{name}`"
-        if len(parts) % 2 == 0:  # a backtick without its pair stays
-            parts[-1] = "`" + parts[-1]
-        if "".join(parts) == text:
+        shown = with_flags(text, named, getattr(exc, "params", None) or None)
+        if shown == text:
             raise
-        raise UsageError("".join(parts)) from exc
+        raise UsageError(shown) from exc

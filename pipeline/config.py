@@ -13,6 +13,7 @@ Unknown keys and bad values fail at load time with the dotted key in the message
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,7 +24,8 @@ from pipeline.errors import ConfigError
 from pipeline.formats import EXTENSIONS
 from pipeline.io.redact import redact_uri
 from srgan.degrade import build_degradation
-from srgan.generator import SCALES, check_scale
+from srgan.errors import UserError
+from srgan.generator import SCALES, GeneratorSpec, build_generator, check_scale
 from srgan.losses import PAPER_FEATURE_SCALE, VGG19_LAYERS
 from srgan.precision import PRECISIONS
 
@@ -63,7 +65,10 @@ class DataSection(Section):
     patch_size: int = Field(96, description="HR patch size (the paper's 96 for x4)")
     patches_per_image: int = Field(16, ge=1, description="random HR crops taken from each image per epoch")
     degradation: DegradationSection = Field(default_factory=DegradationSection)
-    data_range: float | None = Field(None, description="pixel value that maps to 1.0; default: the dtype's maximum")
+    data_range: float | tuple[float, float] | None = Field(
+        None,
+        description="stored value that maps to 1.0 (e.g. 4095), or [low, high] mapped to 0..1 (e.g. [-1024, 3071]); default: what each file declares, else the dtype's maximum",
+    )
     val_crop: int | None = Field(None, description="centre-crop validation images to this HR size; none: whole images")
     val_max_images: int | None = Field(None, ge=1, description="use at most this many validation images")
     grid_images: int = Field(4, ge=0, description="validation images shown in each LR|bicubic|SR|HR grid")
@@ -84,22 +89,68 @@ class DataSection(Section):
     def _dotted(cls, v: list[str]) -> list[str]:
         return [e.lower() if e.startswith(".") else f".{e.lower()}" for e in v]
 
+    @field_validator("data_range", mode="before")
+    @classmethod
+    def _range(cls, v: Any) -> Any:
+        """A maximum above 0, or [low, high] with low below high."""
+        number = (int, float)
+        if v is None or (isinstance(v, number) and not isinstance(v, bool) and v > 0):
+            return v
+        if (
+            isinstance(v, (list, tuple))
+            and len(v) == 2
+            and all(isinstance(x, number) and not isinstance(x, bool) for x in v)
+        ):
+            if not v[0] < v[1]:
+                raise ValueError(f"[{v[0]:g}, {v[1]:g}]: give [low, high] with low below high")
+            return tuple(float(x) for x in v)
+        raise ValueError(
+            f"{v!r}: give the stored value that maps to 1.0 (e.g. 4095) or [low, high] (e.g. [-1024, 3071])"
+        )
+
 
 class GeneratorSection(Section):
+    arch: Literal["srresnet", "msrresnet", "rrdbnet"] = Field(
+        "srresnet",
+        description="srresnet: the paper's (BatchNorm optional); msrresnet: BasicSR's (no BatchNorm, bilinear skip); rrdbnet: ESRGAN's (no BatchNorm, growth); train.init_from sets it from the checkpoint",
+    )
     scale: int = Field(4, description=f"one of {', '.join(map(str, SCALES))}")
     in_channels: int = Field(3, ge=1)
     out_channels: int = Field(3, ge=1)
     num_blocks: int = Field(16, ge=1)
     num_features: int = Field(64, ge=1)
+    growth: int = Field(32, ge=1, description="rrdbnet: channels each dense-block convolution adds")
     batch_norm: bool = True
     bicubic_skip: bool = Field(
         False, description="learn a residual over bicubic (not in the paper); helps small, short runs"
+    )
+    output: Literal["linear", "tanh"] = Field(
+        "linear", description="srresnet's last activation: linear, or tanh for (tanh(x) + 1) / 2"
     )
 
     @field_validator("scale")
     @classmethod
     def _known_scale(cls, v: int) -> int:
         return check_scale(v)
+
+    @model_validator(mode="after")
+    def _buildable(self) -> GeneratorSection:
+        """The architecture's own rules (msrresnet and rrdbnet have no BatchNorm, ...), checked on
+        a two-feature copy before any worker starts."""
+        try:
+            build_generator(replace(self.spec(), num_blocks=1, num_features=2, growth=2))
+        except UserError as exc:
+            raise ValueError(f"model.generator.arch {self.arch}: {exc}") from None
+        return self
+
+    def spec(self) -> GeneratorSpec:
+        """The srgan.generator spec these settings describe."""
+        return GeneratorSpec(**{name: getattr(self, name) for name in GeneratorSpec.__dataclass_fields__})
+
+    @classmethod
+    def of(cls, spec: GeneratorSpec) -> GeneratorSection:
+        """The settings that build `spec` (train.init_from: the checkpoint's architecture)."""
+        return cls(**spec.to_dict())
 
 
 class DiscriminatorSection(Section):
@@ -160,7 +211,12 @@ class GanSection(Section):
     lr_drop_factor: float = Field(0.1, gt=0)
     init_from: str | None = Field(
         None,
-        description="generator to start the GAN phase from when it runs alone: a checkpoint path or runs:/<mlflow run id>",
+        description="generator to start the GAN phase from when it runs alone (phases [gan]); the same as train.init_from there",
+    )
+    d_features_every: int = Field(
+        100,
+        ge=1,
+        description="loss.content_backbone discriminator: G's content loss uses a frozen copy of D (eval mode) taken at the start of the GAN phase and again every this many GAN steps",
     )
 
 
@@ -170,10 +226,19 @@ class TrainSection(Section):
     pretrain: PretrainSection = Field(default_factory=PretrainSection)
     gan: GanSection = Field(default_factory=GanSection)
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    init_from: str | None = Field(
+        None,
+        description="start from this generator (any model reference: a file in any recognised layout, a checkpoint folder, runs:/, models:/); its architecture replaces model.generator",
+    )
     precision: str = Field(
         "auto", description=f"one of {', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it, fp32 otherwise"
     )
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_bn_batches: int = Field(
+        8,
+        ge=0,
+        description="recent LR batches over which the EMA generator's BatchNorm statistics are recomputed for its own weights before each validation and checkpoint (0: keep the live generator's)",
+    )
     sync_batch_norm: Literal["auto"] | bool = Field(
         "auto", description="BatchNorm statistics over all workers' batches (DDP); auto: on with more than one worker"
     )
@@ -298,11 +363,27 @@ class TrainConfig(Section):
             len(self.loss.rgb_bands) != 3 or max(self.loss.rgb_bands) >= g.in_channels
         ):
             raise ValueError(f"loss.rgb_bands must name 3 of the {g.in_channels} bands, got {self.loss.rgb_bands}")
+        self._pixel_with_discriminator_features()
         try:
             build_degradation(self.data.degradation.name, g.scale, **self.data.degradation.params)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"data.degradation.params: {exc}") from None
         return self
+
+    def _pixel_with_discriminator_features(self) -> None:
+        """Feature matching on D keeps no colour or brightness of its own: a GAN phase with it needs
+        a pixel term. An unset loss.weights.pixel becomes 1.0 there; an explicit 0 is refused."""
+        weights = self.loss.weights
+        if self.loss.content_backbone != "discriminator" or weights.content == 0 or "gan" not in self.train.phases:
+            return
+        if weights.pixel > 0:
+            return
+        if "pixel" in weights.model_fields_set:
+            raise ValueError(
+                "loss.weights.pixel must be > 0 with loss.content_backbone discriminator (feature matching on D "
+                "keeps no colour or brightness); set e.g. loss.weights.pixel=1.0, or use content_backbone vgg19"
+            )
+        weights.pixel = 1.0
 
     @property
     def total_steps(self) -> int:

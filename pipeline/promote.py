@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 
 from pipeline import cli, tracking
-from pipeline.errors import UserError
+from pipeline.errors import PipelineError
 from pipeline.models.reference import load_upscaler
 from pipeline.scoring.protocol import evaluate_images, iter_images, list_images, lpips_model, say_lpips_skipped
 
@@ -40,7 +40,7 @@ EXAMPLES = [
 ]
 
 
-class PromotionError(UserError):
+class PromotionError(PipelineError):
     """Nothing promotable: a run without a model, a sweep without a finished trial, ..."""
 
 
@@ -58,9 +58,11 @@ class Gate:
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
-            raise PromotionError(f"`criterion` {self.criterion!r} is not one of {', '.join(CRITERIA)}")
+            raise PromotionError(
+                f"`criterion` {self.criterion!r} is not one of {', '.join(CRITERIA)}", param="criterion"
+            )
         if self.metric not in METRICS:
-            raise PromotionError(f"`metric` {self.metric!r} is not one of {', '.join(METRICS)}")
+            raise PromotionError(f"`metric` {self.metric!r} is not one of {', '.join(METRICS)}", param="metric")
 
     def resolved(self, phases: str) -> str:
         """The criterion for a run whose PHASES_TAG is `phases` ('pretrain,gan', ...)."""
@@ -92,7 +94,8 @@ def judge(criterion: str, gate: Gate, cand: dict, base: dict) -> tuple[bool, str
     if criterion == "distortion":
         if cand[gate.metric] is None:
             raise PromotionError(
-                f"`metric` {gate.metric} is undefined on the holdout (no 1- or 3-band images); use psnr or ssim"
+                f"`metric` {gate.metric} is undefined on the holdout (no 1- or 3-band images); use psnr or ssim",
+                param="metric",
             )
         margin = cand[gate.metric] - base[gate.metric]
         ok = margin >= gate.min_delta
@@ -103,7 +106,8 @@ def judge(criterion: str, gate: Gate, cand: dict, base: dict) -> tuple[bool, str
         )
     if cand.get("niqe") is None or base.get("niqe") is None:
         raise PromotionError(
-            "the perceptual criterion needs NIQE, which is undefined on this holdout (1- or 3-band images of at least 96 x 96 px); use `criterion` distortion or larger holdout images"
+            "the perceptual criterion needs NIQE, which is undefined on this holdout (1- or 3-band images of at least 96 x 96 px); use `criterion` distortion or larger holdout images",
+            param="criterion",
         )
     checks = [
         (
@@ -147,7 +151,8 @@ def sweep_best_run(tracking_uri: str, sweep: str) -> str:
         parents = [r for r in found if tracking.PARENT_TAG not in r.data.tags]
         if not parents:
             raise PromotionError(
-                f"`sweep` {sweep!r}: no sweep parent run with that id or sweep name (or it has no finished trial)"
+                f"`sweep` {sweep!r}: no sweep parent run with that id or sweep name (or it has no finished trial)",
+                param="sweep",
             ) from None
         parent = parents[0]
     best = parent.data.tags.get(tracking.BEST_RUN_TAG)

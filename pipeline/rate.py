@@ -137,14 +137,17 @@ def _upscalers(a: str, b: str, scale: int | None, tracking_uri: str | None) -> t
     if BICUBIC in (a, b):
         model_scale = scale or next((u.scale for u in loaded.values()), None)
         if model_scale is None:
-            raise UsageError("bicubic against bicubic needs `scale`")
+            raise UsageError("bicubic against bicubic needs `scale`", param="scale")
         loaded[BICUBIC] = load_upscaler(BICUBIC, scale=model_scale)
     up_a, up_b = loaded[a], loaded[b]
     if up_a.scale != up_b.scale:
-        raise UsageError(f"`a` {a} upscales x{up_a.scale} but `b` {b} x{up_b.scale}; compare models of one scale")
+        raise UsageError(
+            f"`a` {a} upscales x{up_a.scale} but `b` {b} x{up_b.scale}; compare models of one scale", param=("a", "b")
+        )
     if None not in (up_a.in_channels, up_b.in_channels) and up_a.in_channels != up_b.in_channels:
         raise UsageError(
-            f"`a` {a} takes {up_a.in_channels}-band images but `b` {b} {up_b.in_channels}-band ones; compare models of one band count"
+            f"`a` {a} takes {up_a.in_channels}-band images but `b` {b} {up_b.in_channels}-band ones; compare models of one band count",
+            param=("a", "b"),
         )
     return up_a, up_b
 
@@ -165,7 +168,8 @@ def _crops(
     side = min(crop // scale, h, w)  # in LR pixels
     if side < 4:
         raise DataError(
-            f"{name}: {array.shape[1]}x{array.shape[0]} is too small to crop at x{scale} (at least {4 * scale} px a side); remove it or raise `crop`"
+            f"{name}: {array.shape[1]}x{array.shape[0]} is too small to crop at x{scale} (at least {4 * scale} px a side); remove it or raise `crop`",
+            param="crop",
         )
     hr = torch.from_numpy(np.ascontiguousarray(array[: h * scale, : w * scale].transpose(2, 0, 1)))[None]
     lr = ((imresize(hr, 1.0 / scale).float() - image.range.low) / image.range.span).clamp(0, 1)
@@ -246,7 +250,8 @@ def count_choices(key: dict, exports: list[tuple[str, dict]]) -> RatingResult:
     for source, export in exports:
         if export.get("page_id") != key["page_id"]:
             raise DataError(
-                f"{source} holds choices for page {export.get('page_id')!r}, but the key is for page {key['page_id']!r}; give the key written beside that page (`key`)"
+                f"{source} holds choices for page {export.get('page_id')!r}, but the key is for page {key['page_id']!r}; give the key written beside that page (`key`)",
+                param="key",
             )
         rater = str(export.get("rater") or source)  # a file without a name is a rater of its own
         for choice in export.get("choices") or []:
@@ -300,7 +305,8 @@ def rate_results(results: list[str | Path], key: str | Path | None = None) -> Ra
         found = [p for p in (Path(results[0]).parent / name, Path(name)) if p.is_file()]
         if not found:
             raise UsageError(
-                f"no key {name} beside {results[0]} or in the working directory; give `key` <page>.key.json"
+                f"no key {name} beside {results[0]} or in the working directory; give `key` <page>.key.json",
+                param="key",
             )
         key = found[0]
     key_data = _read_json(key, "key")

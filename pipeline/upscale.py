@@ -23,6 +23,7 @@ settings made it; one made otherwise stops the job (--overwrite redoes it). The 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -62,7 +63,9 @@ def run_upscale(job: UpscaleJob) -> Summary:
     if job.model != BICUBIC:
         generator_bytes, generator, _ = fetch_generator_bytes(job.model, job.tracking_uri)
         if job.scale and job.scale != generator.scale:
-            raise UsageError(f"`scale` {job.scale} but {job.model} upscales x{generator.scale}; drop `scale`")
+            raise UsageError(
+                f"`scale` {job.scale} but {job.model} upscales x{generator.scale}; drop `scale`", param="scale"
+            )
         scale, model_id = generator.scale, hashlib.sha256(generator_bytes).hexdigest()[:16]
     ident = records.identity(job.model, model_id, scale, job.pixel_settings(scale))
     in_root = storage.local_or_uri(job.input).rstrip("/")
@@ -104,7 +107,7 @@ def run_upscale(job: UpscaleJob) -> Summary:
                 summary.count(row)
                 manifest.add(row)
                 if row.status == "failed":
-                    print(f"failed: {row.key}: {row.error}", file=sys.stderr, flush=True)
+                    print(f"failed: {row.key}: {as_flags(row.error)}", file=sys.stderr, flush=True)
                     if s3.ENDPOINT_DOWN in row.error:  # every file after it would wait as long and fail the same way
                         outage = row.error
                         break
@@ -153,7 +156,7 @@ def _rows(
     if executor == "local":
         threads = job.threads or executors.available_cpus()
         print(
-            f"executor local ({why}): in this process, {threads} CPU thread(s) or the GPU; {where}",
+            f"executor local ({as_flags(why)}): in this process, {threads} CPU thread(s) or the GPU; {where}",
             file=sys.stderr,
             flush=True,
         )
@@ -168,7 +171,11 @@ def _rows(
     resources, workers = executors.ray_resources(
         ray.cluster_resources(), job.gpus_per_worker, job.threads, job.workers, job.cpu
     )
-    print(f"executor ray ({why}): {workers} worker(s), each with {resources}; {where}", file=sys.stderr, flush=True)
+    print(
+        f"executor ray ({as_flags(why)}): {workers} worker(s), each with {resources}; {where}",
+        file=sys.stderr,
+        flush=True,
+    )
     return executors.run_ray(
         todo,
         job.worker_settings(int(resources["num_cpus"]), run_id, ident, in_root, out_root),
@@ -184,8 +191,19 @@ def print_summary(summary: Summary) -> None:
         f"{summary.mpx_in:.2f} Mpx in, {summary.mpx_out:.2f} Mpx out in {summary.seconds:.1f} s ({summary.mpx_per_s:.2f} Mpx/s)",
         file=sys.stderr,
     )
-    cli.print_first([f"failed: {f['key']}: {f['error']}" for f in summary.failures])
+    cli.print_first([f"failed: {f['key']}: {as_flags(f['error'])}" for f in summary.failures])
     print(f"manifest: {summary.manifest}", file=sys.stderr, flush=True)
+
+
+def as_flags(text: str) -> str:
+    """A library message (a manifest row's error, the executor's reason), which names settings
+    as parameters (`bands`), with this command's flags instead (--bands)."""
+    return cli.with_flags(text, _flag_names())
+
+
+@functools.cache
+def _flag_names() -> dict[str, str]:
+    return cli.flag_names(build_parser(), extensions="--ext")
 
 
 def _bands(text: str) -> tuple[int, ...]:
@@ -344,7 +362,7 @@ def job_from_args(args) -> UpscaleJob:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    with cli.naming_flags(parser):
+    with cli.naming_flags(parser, extensions="--ext"):
         job = job_from_args(args)
         summary = run_upscale(job)
     print_summary(summary)

@@ -192,14 +192,18 @@ class FastSRResNet(nn.Module):
         for stage in self.upsample:
             trunk = F.pixel_shuffle(stage.act(run.conv(stage.conv, trunk, last)), stage.factor)
         y = self.last_act(run.conv(self.last_conv, trunk, last))
-        return F.pixel_shuffle(run.conv(self.tail, y, last), self.last_factor)
+        return self._output(F.pixel_shuffle(run.conv(self.tail, y, last), self.last_factor))
+
+    def _output(self, out: torch.Tensor) -> torch.Tensor:
+        """The last activation (the block generator's (tanh(x) + 1) / 2), pointwise."""
+        return (torch.tanh(out) + 1) / 2 if self.spec.output == "tanh" else out
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.to(self.dtype).contiguous(memory_format=torch.channels_last)
         head = self.head(x)
         trunk = self.body_tail(self.body(head)).add_(head)
         y = self.last_act(self.last_conv(self.upsample(trunk)))
-        out = F.pixel_shuffle(self.tail(y), self.last_factor).float()
+        out = self._output(F.pixel_shuffle(self.tail(y), self.last_factor).float())
         if self.spec.bicubic_skip:  # as a convolution where it can: traceable with dynamic sizes (ONNX)
             x = image.float()
             out = out + (
@@ -271,6 +275,7 @@ class _ChannelsLast(nn.Module):
         self.model, self.dtype = copy.deepcopy(model).eval().requires_grad_(False), dtype
         self.model.to(dtype=dtype, memory_format=torch.channels_last)
         self.spec, self.receptive_radius = model.spec, model.receptive_radius
+        self.align = int(getattr(model, "align", 1))  # where tiles must start (srgan.tiling.split)
 
     @property
     def scale(self) -> int:

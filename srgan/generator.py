@@ -48,7 +48,9 @@ class GeneratorSpec:
     num_features: int = 64
     batch_norm: bool = True
     bicubic_skip: bool = False
-    arch: str = "srresnet"  # or "msrresnet": BasicSR's variant (srgan.msrresnet), for imported weights
+    arch: str = "srresnet"  # or "msrresnet" (srgan.msrresnet), "rrdbnet" (srgan.rrdbnet), "spandrel:<id>"
+    growth: int = 32  # RRDBNet's dense-block growth channels
+    output: str = "linear"  # SRResNet's last activation: "linear", or "tanh" for (tanh(x) + 1) / 2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +92,7 @@ class SRResNet(nn.Module):
         num_features: int = 64,
         batch_norm: bool = True,
         bicubic_skip: bool = False,
+        output: str = "linear",
     ) -> None:
         super().__init__()
         check_scale(scale)
@@ -98,7 +101,7 @@ class SRResNet(nn.Module):
         if bicubic_skip and in_channels != out_channels:
             raise ValueError("bicubic_skip needs in_channels == out_channels")
         self.spec = GeneratorSpec(
-            scale, in_channels, out_channels, num_blocks, num_features, batch_norm, bicubic_skip
+            scale, in_channels, out_channels, num_blocks, num_features, batch_norm, bicubic_skip, output=output
         )  # arch srresnet
         self.head = nn.Sequential(nn.Conv2d(in_channels, num_features, 9, padding=4), nn.PReLU(num_features))
         self.body = nn.Sequential(*[ResidualBlock(num_features, batch_norm) for _ in range(num_blocks)])
@@ -141,22 +144,57 @@ class SRResNet(nn.Module):
         head = self.head(x)
         trunk = self.body_tail(self.body(head)) + head
         out = self.tail(self.upsample(trunk))
+        if self.spec.output == "tanh":  # the block1..block8 SRGAN reimplementation's output
+            out = (torch.tanh(out) + 1) / 2
         if self.spec.bicubic_skip:
             out = out + imresize(x, float(self.spec.scale))
         return out
 
 
-ARCHS = ("srresnet", "msrresnet")
+ARCHS = ("srresnet", "msrresnet", "rrdbnet")
+OUTPUTS = ("linear", "tanh")
+# Bounds on every size a spec may hold, checked before anything is built: a file that names a
+# million blocks is refused at once, not after minutes of building (the largest published
+# models: RRDBNet 23 blocks of 64, SRResNet 16 of 64, EDSR 32 of 256).
+BOUNDS = {
+    "num_blocks": (0, 128),
+    "num_features": (1, 1024),
+    "growth": (1, 512),
+    "in_channels": (1, 16),
+    "out_channels": (1, 16),
+}
+
+
+def check_spec(spec: GeneratorSpec | dict) -> GeneratorSpec:
+    """`spec` (or its dict form) as a GeneratorSpec, if every field is known and every size
+    within BOUNDS; UserError naming the field otherwise."""
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(GeneratorSpec.__dataclass_fields__))
+        if unknown:
+            raise UserError(f"generator spec has unknown fields {', '.join(map(str, unknown))}")
+        spec = GeneratorSpec(**spec)
+    for name, (low, high) in BOUNDS.items():
+        value = getattr(spec, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise UserError(f"generator spec {name} = {value!r} is outside {low}..{high}")
+    if not isinstance(spec.scale, int) or not 1 <= spec.scale <= 8:
+        raise UserError(f"generator spec scale = {spec.scale!r} is outside 1..8")
+    if spec.output not in OUTPUTS:
+        raise UserError(f"generator spec output {spec.output!r} is not one of {', '.join(OUTPUTS)}")
+    return spec
 
 
 def build_generator(spec: GeneratorSpec | dict) -> nn.Module:
     """Generator from a spec (or its dict form, as stored in checkpoints and MLflow)."""
-    if isinstance(spec, dict):
-        spec = GeneratorSpec(**spec)
+    spec = check_spec(spec)
     if spec.arch == "msrresnet":
         from srgan.msrresnet import MSRResNet
 
         return MSRResNet(spec)
+    if spec.arch == "rrdbnet":
+        from srgan.rrdbnet import RRDBNet
+
+        return RRDBNet(spec)
     if spec.arch != "srresnet":
         raise UserError(f"generator arch {spec.arch!r} is not one of {', '.join(ARCHS)}")
-    return SRResNet(**{k: v for k, v in spec.to_dict().items() if k != "arch"})
+    return SRResNet(**{k: v for k, v in spec.to_dict().items() if k not in ("arch", "growth")})

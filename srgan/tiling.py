@@ -53,13 +53,16 @@ class Span:
         return self.win_stop - self.win_start
 
 
-def split(length: int, n: int, pad: int, start: int = 0, stop: int | None = None) -> list[Span]:
+def split(length: int, n: int, pad: int, start: int = 0, stop: int | None = None, align: int = 1) -> list[Span]:
     """[start, stop) (default the whole axis) cut into `n` tiles of equal size (give or take
-    a pixel), each inside a window of `pad` more pixels on each side, cut at [0, length)."""
+    a pixel), each inside a window of `pad` more pixels on each side, cut at [0, length).
+    `align` > 1 starts each window on a multiple of it (a window-attention model partitions
+    its input from the input's origin, so a tile must start where the whole image's windows
+    do to see the same partition)."""
     stop = length if stop is None else stop
     n = max(1, min(n, stop - start))
     bounds = [start + (i * (stop - start)) // n for i in range(n + 1)]
-    return [Span(max(0, a - pad), min(length, b + pad), a, b) for a, b in zip(bounds, bounds[1:])]
+    return [Span(max(0, a - pad) // align * align, min(length, b + pad), a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 def spans(length: int, tile: int, pad: int, start: int = 0, stop: int | None = None) -> list[Span]:
@@ -110,17 +113,19 @@ def aligned_spans(length: int, block: int, pad: int) -> list[Span]:
     ]
 
 
-def _axis_options(length: int, pad: int, start: int, stop: int, most: int) -> list[tuple[int, int, int]]:
+def _axis_options(
+    length: int, pad: int, start: int, stop: int, most: int, align: int = 1
+) -> list[tuple[int, int, int]]:
     """(tiles, largest window, sum of windows) along one axis for 1..`most` tiles."""
     out = []
     for n in range(1, min(most, stop - start) + 1):
-        windows = [s.size for s in split(length, n, pad, start, stop)]
+        windows = [s.size for s in split(length, n, pad, start, stop, align)]
         out.append((n, max(windows), sum(windows)))
     return out
 
 
 def grid(
-    height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None
+    height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None, align: int = 1
 ) -> tuple[list[Span], list[Span]]:
     """(row spans, column spans) of the tiles of `region` (top, bottom, left, right; default
     the whole image): the grid whose windows each hold at most (tile + 2 pad)^2 pixels and
@@ -128,11 +133,11 @@ def grid(
     if tile <= 0:
         raise ValueError(f"tile size must be > 0, got {tile}")
     top, bottom, left, right = region or (0, height, 0, width)
-    budget = (tile + 2 * pad) ** 2
+    budget = (tile + 2 * pad + align - 1) ** 2
     # A grid of tile x tile tiles always fits. Thinner rows can let wider columns fit (and the
     # other way round), so each axis may take up to twice as many tiles as that grid's.
-    rows = _axis_options(height, pad, top, bottom, 2 * math.ceil((bottom - top) / tile) + 1)
-    cols = _axis_options(width, pad, left, right, 2 * math.ceil((right - left) / tile) + 1)
+    rows = _axis_options(height, pad, top, bottom, 2 * math.ceil((bottom - top) / tile) + 1, align)
+    cols = _axis_options(width, pad, left, right, 2 * math.ceil((right - left) / tile) + 1, align)
     best = None
     for nr, tallest, rows_sum in rows:
         fits = [(nc, cols_sum) for nc, widest, cols_sum in cols if tallest * widest <= budget]
@@ -142,7 +147,7 @@ def grid(
             best = min(best, (key, nr, nc)) if best else (key, nr, nc)
     assert best is not None
     _, nr, nc = best
-    return split(height, nr, pad, top, bottom), split(width, nc, pad, left, right)
+    return split(height, nr, pad, top, bottom, align), split(width, nc, pad, left, right, align)
 
 
 def bands(
@@ -176,9 +181,9 @@ def bands(
 
 
 def tiles(
-    height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None
+    height: int, width: int, tile: int, pad: int, region: tuple[int, int, int, int] | None = None, align: int = 1
 ) -> Iterator[Tile]:
-    rows, cols = grid(height, width, tile, pad, region)
+    rows, cols = grid(height, width, tile, pad, region, align)
     for r in rows:
         for c in cols:
             yield Tile(r, c)
@@ -205,18 +210,21 @@ def model_pad(model: nn.Module) -> int:
     return int(radius)
 
 
-def measure_radius(model: nn.Module, scale: int, channels: int, guess: int = 16) -> int:
+def measure_radius(
+    model: nn.Module, scale: int, channels: int, guess: int = 16, limit: int | None = None
+) -> int | None:
     """How far (in input pixels) an output pixel of `model` can see, measured: the model is
     run in float64 with positive weights (every path through it then carries a non-zero
     gradient, so no tap hides behind a cancellation or a dead ReLU) on a positive image, and
     the input pixels with a non-zero gradient of the output block of the centre pixel are
     found. `model` is changed: give a throwaway copy of the architecture (a narrow one does:
-    the radius depends on the layers, not their width)."""
+    the radius depends on the layers, not their width). With `limit`, a radius of at least
+    `limit` gives None (a model that sees further than any tile: attention, global pooling)."""
     with torch.enable_grad():  # callers often run under no_grad (and must build `model` outside inference_mode)
-        return _measure_radius(model.double().eval(), scale, channels, guess)
+        return _measure_radius(model.double().eval(), scale, channels, guess, limit)
 
 
-def _measure_radius(model: nn.Module, scale: int, channels: int, guess: int) -> int:
+def _measure_radius(model: nn.Module, scale: int, channels: int, guess: int, limit: int | None) -> int | None:
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -232,6 +240,8 @@ def _measure_radius(model: nn.Module, scale: int, channels: int, guess: int) -> 
         model(x)[..., c * scale : (c + 1) * scale, c * scale : (c + 1) * scale].sum().backward()
         rows, cols = torch.nonzero(x.grad.abs().sum(dim=(0, 1)), as_tuple=True)
         radius = int(max((rows - c).abs().max(), (cols - c).abs().max()))
+        if limit is not None and radius >= limit:
+            return None
         if radius < c:  # the field fits inside the image: this is all of it
             return radius
         size = 2 * size + 1
@@ -275,7 +285,7 @@ def upscale_tiled(
 
     out: torch.Tensor | None = None
     by_shape: dict[tuple[int, int], list[Tile]] = {}  # only windows of one shape batch together
-    for t in tiles(h, w, tile, pad, region):
+    for t in tiles(h, w, tile, pad, region, int(getattr(model, "align", 1))):
         by_shape.setdefault((t.rows.size, t.cols.size), []).append(t)
     for i in range(n):
         for group in by_shape.values():
@@ -370,5 +380,5 @@ def measured_radius(spec, build: Callable[[object], nn.Module]) -> int:
     2-feature copy (the radius depends on the layers, not their width); the caller's RNG is
     left as it was. Cached per (spec, builder)."""
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
-        narrow = build(replace(spec, num_features=min(spec.num_features, 2)))
+        narrow = build(replace(spec, num_features=min(spec.num_features, 2), growth=min(getattr(spec, "growth", 2), 2)))
         return measure_radius(narrow, spec.scale, spec.in_channels, guess=2 * spec.num_blocks + 12)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from srgan.errors import UserError
-from srgan.generator import SRResNet, build_generator
+from srgan.generator import build_generator, check_spec
 
 Fetch = Callable[[str, Path], None]
 
@@ -196,7 +196,7 @@ def save_generator(path: str | Path, generator: nn.Module, meta: dict | None = N
     tmp.replace(path)
 
 
-def load_generator(path: str | Path | BinaryIO, map_location: str | torch.device = "cpu") -> tuple[SRResNet, dict]:
+def load_generator(path: str | Path | BinaryIO, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """(generator in eval mode, meta) from a file (or an open binary stream of one) written
     by `save_generator`."""
     if isinstance(path, (str, Path)):
@@ -207,10 +207,37 @@ def load_generator(path: str | Path | BinaryIO, map_location: str | torch.device
         except Exception as exc:
             raise WeightsError(f"could not read a generator from the stream: {type(exc).__name__}: {exc}") from exc
         path = "<stream>"
-    if payload.get("format") != GENERATOR_FORMAT:
+    model, meta = generator_from_payload(payload, str(path))
+    return model.to(map_location), meta
+
+
+def generator_from_payload(payload: dict, where: str = "<stream>") -> tuple[nn.Module, dict]:
+    """(generator in eval mode, meta) from what `save_generator` wrote, already loaded. The
+    spec's sizes are bounded and the model built on the meta device first (a file naming a
+    million blocks is refused, not built)."""
+    from srgan.archs.checkpoint import CheckpointError
+    from srgan.archs.family import bounded_build
+
+    if not isinstance(payload, dict) or payload.get("format") != GENERATOR_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise WeightsError(
-            f"{path} is not an srgan generator checkpoint (format {payload.get('format')!r}, expected {GENERATOR_FORMAT!r})"
+            f"{where} is not an srgan generator checkpoint (format {found!r}, expected {GENERATOR_FORMAT!r})"
         )
-    model = build_generator(payload["spec"])
-    model.load_state_dict(payload["state_dict"])
-    return model.to(map_location).eval(), dict(payload.get("meta", {}))
+    state, meta = payload.get("state_dict"), payload.get("meta", {})
+    if not isinstance(state, dict) or not isinstance(payload.get("spec"), dict) or not isinstance(meta, dict):
+        raise WeightsError(
+            f"{where} is not a whole srgan generator checkpoint (spec, state_dict and meta must be dicts)"
+        )
+    try:
+        spec = check_spec(payload["spec"])
+        if spec.arch.startswith("spandrel:"):
+            from srgan.archs.spandrel import rebuild
+
+            model = rebuild(spec, state)
+        else:
+            model = bounded_build(lambda: build_generator(spec), state, f"the generator in {where}")
+            model.load_state_dict(state)
+    except (UserError, CheckpointError, RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{where} holds a generator that cannot be rebuilt: {first}") from None
+    return model.eval(), dict(meta)

@@ -6,6 +6,7 @@ never from one another."""
 from __future__ import annotations
 
 import io
+import math
 import struct
 import uuid
 import zlib
@@ -380,3 +381,59 @@ class UpsampleBlock(nn.Module):  # SRGAN-PyTorch model.py, _UpsampleBlock
 
     def forward(self, x):
         return self.upsample_block(x)
+
+
+class LeftthomasResidualBlock(nn.Module):  # leftthomas/SRGAN model.py, ResidualBlock
+    def __init__(self, channels):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.prelu = nn.PReLU()
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return x + self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(x)))))
+
+
+class LeftthomasUpsample(nn.Module):  # leftthomas/SRGAN model.py, UpsampleBLock
+    def __init__(self, in_channels, up_scale):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels * up_scale**2, kernel_size=3, padding=1)
+        self.pixel_shuffle = nn.PixelShuffle(up_scale)
+        self.prelu = nn.PReLU()
+
+    def forward(self, x):
+        return self.prelu(self.pixel_shuffle(self.conv(x)))
+
+
+class LeftthomasGenerator(nn.Module):  # leftthomas/SRGAN model.py, Generator (netG_epoch_4_100.pth)
+    def __init__(self, scale_factor=4, channels=64):
+        super().__init__()
+        upsample_block_num = int(math.log(scale_factor, 2))
+        self.block1 = nn.Sequential(nn.Conv2d(3, channels, kernel_size=9, padding=4), nn.PReLU())
+        self.block2 = LeftthomasResidualBlock(channels)
+        self.block3 = LeftthomasResidualBlock(channels)
+        self.block4 = LeftthomasResidualBlock(channels)
+        self.block5 = LeftthomasResidualBlock(channels)
+        self.block6 = LeftthomasResidualBlock(channels)
+        self.block7 = nn.Sequential(nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels))
+        block8 = [LeftthomasUpsample(channels, 2) for _ in range(upsample_block_num)]
+        block8.append(nn.Conv2d(channels, 3, kernel_size=9, padding=4))
+        self.block8 = nn.Sequential(*block8)
+
+    def forward(self, x):
+        block1 = self.block1(x)
+        block6 = self.block6(self.block5(self.block4(self.block3(self.block2(block1)))))
+        block7 = self.block7(block6)
+        block8 = self.block8(block1 + block7)
+        return (torch.tanh(block8) + 1) / 2
+
+
+def with_conv_biases(model: nn.Module, seed: int = 0) -> nn.Module:
+    """`model` with non-zero conv biases (a trained model's), so bias folding is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.bias is not None:
+            m.bias.data = torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1
+    return model

@@ -140,7 +140,9 @@ def test_a_file_that_is_not_a_generator_gets_the_same_error_everywhere(capsys, t
     from_upscale = one_error_line(
         capsys, upscale.main(["--model", str(bogus), "--input", str(images), "--output", str(tmp_path / "out")])
     )
-    assert from_evaluate == from_upscale and "bogus.pt" in from_upscale and "could not read a generator" in from_upscale
+    assert (
+        from_evaluate == from_upscale and "bogus.pt" in from_upscale and "is not a PyTorch checkpoint" in from_upscale
+    )
     assert not (tmp_path / "out").exists()
 
 

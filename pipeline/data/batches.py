@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from pipeline import formats
-from pipeline.data.reader import read_image
+from pipeline.data.reader import range_text, read_image
 from pipeline.errors import DecodeError
 from pipeline.io import storage
 from srgan.degrade import Degradation, usm_sharp
@@ -59,7 +59,7 @@ class ImageSpec:
     """How to turn file bytes into a model-ready (C, H, W) float tensor in [0, 1]."""
 
     channels: int
-    data_range: float | None = None
+    data_range: float | tuple[float, float] | None = None  # data.data_range: a maximum or (low, high)
     min_size: int = 1
 
     def decode(self, data: bytes, name: str) -> tuple[torch.Tensor, int]:
@@ -82,7 +82,7 @@ class ImageSpec:
             hint="fix the file or set data.data_range to the data's true maximum"
             if not self.data_range
             else "raise data.data_range to the data's true maximum",
-            explicit_name=f"data.data_range {self.data_range:g}" if self.data_range else "",
+            explicit_name=f"data.data_range {range_text(self.data_range)}" if self.data_range else "",
         )
         used = formats.ValueRange(image.range.high, image.range.source, not image.range.declared, image.range.low)
         return image.tensor(), image.levels, used
@@ -201,6 +201,7 @@ class PatchBatches:
         self.seed = seed
         self.on_cpu = degrade_on == "cpu"
         self.keys: dict[str, str] = {}  # read path -> key under the data root (seeds follow keys)
+        self._missed = False  # a path not in `keys` was warned about (once per copy)
 
     def for_files(self, files: list[storage.StoredFile]) -> PatchBatches:
         """This batcher over `files`: crops are seeded by each file's key under its data root, so
@@ -208,6 +209,21 @@ class PatchBatches:
         keyed = copy.copy(self)
         keyed.keys = {f.path: f.key for f in files}
         return keyed
+
+    def _key(self, path: str) -> str:
+        """The file's key under its data root; for a path `for_files` was not given, the path
+        itself, with a warning the first time (its crops then change with the folder it is in)."""
+        key = self.keys.get(path)
+        if key is not None:
+            return key
+        if not self._missed:
+            self._missed = True
+            log.warning(
+                "no data-root key for %s (of %d known): its crops are seeded by the read path, so they change if the data moves",
+                path,
+                len(self.keys),
+            )
+        return path
 
     @staticmethod
     def _augment(x: torch.Tensor, code: int) -> torch.Tensor:
@@ -218,7 +234,7 @@ class PatchBatches:
 
     def _crops(self, data: bytes, path: str, draw: float) -> list[torch.Tensor]:
         image, _ = self.spec.decode(data, path)
-        rng = np.random.default_rng(stable_seed(self.seed, self.keys.get(path, path), draw))
+        rng = np.random.default_rng(stable_seed(self.seed, self._key(path), draw))
         _, h, w = image.shape
         crops = []
         for _ in range(self.per_image):
@@ -238,9 +254,9 @@ class PatchBatches:
             except DecodeError as exc:  # the scan passed it: a transient read problem
                 log.warning("skipping %s this epoch: %s", path, exc)
                 continue
-            images.append(stable_seed(self.keys.get(str(path), str(path))))
+            images.append(stable_seed(self._key(str(path))))
         order = [(i, j) for j in range(self.per_image) for i in range(len(crops))]
-        keys = [self.keys.get(str(p), str(p)) for p in batch["path"]]
+        keys = [self._key(str(p)) for p in batch["path"]]
         task_seed = stable_seed(self.seed, *keys, *np.asarray(batch["draw"], float).tolist())
         rows: dict[str, list] = {"hr": [], "lr": [], "seed": [], "image": []}
         for start in range(0, len(order) - self.batch + 1, self.batch):

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 
 from pipeline.data.batches import BadInput, ImageSpec, Scan, scan_files
+from pipeline.data.reader import range_pair, range_text
 from pipeline.errors import DataError
 from pipeline.formats import ValueRange
 from pipeline.io import ledger, storage
@@ -22,7 +23,9 @@ from pipeline.io.redact import redact_uri
 PREPARED_DIR = "_prepared"
 SETTINGS = "settings.json"  # written first: what the folder is being prepared with
 MANIFEST = "manifest.jsonl"  # written last
-FORMAT = 1
+# 2: GeoTIFFs declare their range by the plain TIFF's rule (MaxSampleValue, STATISTICS_MAXIMUM),
+# so a set of format 1 may hold verdicts and ranges that no longer hold: it is refused.
+FORMAT = 2
 
 
 def prepared_uri(root: str, *parts: str) -> str:
@@ -129,10 +132,11 @@ class Prepared:
                 f"{what}: {self.root} was prepared for {settings['channels']}-band models (--channels {settings['channels']}), the model takes {spec.channels}; "
                 + fix.format(f"--channels {spec.channels}")
             )
-        if settings["data_range"] != spec.data_range:
-            flag = f"--data-range {spec.data_range:g}" if spec.data_range else "no --data-range"
+        wanted = range_pair(spec.data_range)
+        if range_pair(settings["data_range"]) != wanted:
+            flag = "no --data-range" if wanted is None else f"--data-range {range_text(spec.data_range)}"
             raise DataError(
-                f"{what}: {self.root} was prepared with --data-range {settings['data_range']}, data.data_range is {spec.data_range}; "
+                f"{what}: {self.root} was prepared with --data-range {range_text(settings['data_range'])}, data.data_range is {range_text(spec.data_range)}; "
                 + fix.format(flag)
             )
         rows = {row["key"]: row for row in self.images}
@@ -177,6 +181,10 @@ def open_prepared(uri: str | None, what: str = "data.train") -> Prepared | None:
             images.append(row)
         else:
             bad.append(BadInput(row["source"], row["reason"]))
+    if header.get("format") == 1:
+        raise DataError(
+            f"{what}: {uri} was prepared by an older version (manifest format 1, before GeoTIFFs declared their range as TIFFs do); re-run python -m pipeline.prepare --input {header.get('input')} into a new --output"
+        )
     if header.get("format") != FORMAT:
         raise DataError(
             f"{what}: {manifest} is not a manifest this version reads (format {header.get('format')}); re-run python -m pipeline.prepare into a new --output"

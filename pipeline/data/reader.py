@@ -2,7 +2,8 @@
 every verb (train, prepare, evaluate, promote, rate, upscale, the MLflow model).
 
 The range rule, in order: an explicit range (a setting or option), else the model's
-data_range, else the range the file declares (PNG sBIT, TIFF MaxSampleValue or BitsPerSample,
+data_range (refused for a dtype that cannot hold it, with a warning where the file declares
+another range), else the range the file declares (PNG sBIT, TIFF MaxSampleValue or BitsPerSample,
 GeoTIFF NBITS, DICOM BitsStored), else the dtype's: an unsigned integer's maximum, [0, 1] for
 floats. Signed integers that declare nothing are refused: their whole dtype range would
 squeeze the data into a sliver of [0, 1]. A value outside the range is refused, never clipped.
@@ -10,18 +11,40 @@ squeeze the data into a sliver of [0, 1]. A value outside the range is refused, 
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from pipeline import formats
-from pipeline.formats import DecodeError
+from pipeline.errors import DecodeError, RangeError
+
+log = logging.getLogger(__name__)
 
 # How a user gives an explicit range, for the refusals' hints (the caller's words: a CLI flag,
 # a config key).
 RANGE_HINT = "give the data's value range explicitly"
 MAX_LEVELS = 2**24  # float32 (the model's input) tells no more levels apart
+
+
+def range_pair(explicit: float | tuple[float, float] | list | None) -> tuple[float, float] | None:
+    """An explicit range as (low, high): a number is a maximum, read from 0."""
+    if explicit is None:
+        return None
+    if np.isscalar(explicit):
+        return 0.0, float(explicit)
+    low, high = map(float, explicit)
+    return low, high
+
+
+def range_text(explicit: float | tuple[float, float] | list | None) -> str:
+    """An explicit range as a setting writes it: 4095, or [-1024, 3071] (none: "none")."""
+    pair = range_pair(explicit)
+    if pair is None:
+        return "none"
+    return f"{pair[1]:g}" if pair[0] == 0 else f"[{pair[0]:g}, {pair[1]:g}]"
 
 
 @dataclass(frozen=True)
@@ -59,12 +82,12 @@ def range_rule(
     is the file's own, if it has one."""
     dtype = np.dtype(dtype)
     if explicit is not None:
-        low, high = (0.0, float(explicit)) if np.isscalar(explicit) else map(float, explicit)
+        low, high = range_pair(explicit)
         if not high > low:
             raise DecodeError(f"value range {low:g}..{high:g} is empty; {hint}")
         return Range(low, high, explicit_name)
     if model_range:
-        return Range(0.0, float(model_range), "the model's data_range")
+        return _model_range(dtype, declared, float(model_range))
     if dtype == np.bool_:
         raise DecodeError("is a 1-bit (boolean) image; an SR model needs grey levels: convert it to 8-bit first")
     if declared is not None and declared.declared:
@@ -77,6 +100,26 @@ def range_rule(
     if np.issubdtype(dtype, np.integer) and whole.span > MAX_LEVELS:
         raise DecodeError(f"is {dtype}, whose whole range is too wide to read as the model's 0..1; {hint}")
     return whole
+
+
+def _model_range(dtype: np.dtype, declared: Range | None, model_range: float) -> Range:
+    """The model's data_range as the range of a file of `dtype` that declares `declared`:
+    refused when the dtype cannot hold it (a 16-bit model given 8-bit files), with a warning
+    when the file declares another range (its values are read as the model's training read them)."""
+    if np.issubdtype(dtype, np.integer) and model_range > np.iinfo(dtype).max:
+        raise RangeError(
+            f"is {dtype} (at most {np.iinfo(dtype).max}) but the model reads 0..{model_range:g} (its data_range, from wider training data); give it files of the bit depth it was trained on"
+        )
+    if declared is not None and declared.declared and (declared.low, declared.high) != (0.0, model_range):
+        _warn_once(
+            f"warning: files declaring {declared.low:g}..{declared.high:g} ({declared.source}) are read under the model's data_range 0..{model_range:g}"
+        )
+    return Range(0.0, model_range, "the model's data_range")
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_once(text: str) -> None:
+    log.warning(text)
 
 
 def check_values(array: np.ndarray, mask: np.ndarray | None, used: Range, hint: str = RANGE_HINT) -> None:
@@ -168,8 +211,11 @@ class StoredImage:
 
     @property
     def levels(self) -> int:
-        """Quantisation levels of the source: the range's span for integers (255, 4095, ...), 0 for floats."""
-        return int(self.range.span) if np.issubdtype(self.pixels.dtype, np.integer) else 0
+        """Quantisation levels of the source: the range's span for integers (255, 4095, ...),
+        rounded (a span of 4094.9999 from float arithmetic is 4095 levels, not 4094), 0 for floats."""
+        if not np.issubdtype(self.pixels.dtype, np.integer):
+            return 0
+        return max(1, round(self.range.span))
 
 
 def declared_range(raster: formats.Raster) -> Range:

@@ -67,7 +67,7 @@ def check_pixels(width: int, height: int, frames: int, max_pixels: int) -> None:
     if pixels > max_pixels:
         of = f" in {frames} frames" if frames > 1 else ""
         raise DecodeError(
-            f"is {width}x{height} px{of} ({pixels / 1e6:.1f} Mpx), over the {max_pixels:,}-pixel limit for images decoded whole; raise --max-pixels if the workers have the memory (8-bit RGB at x4 needs about 50 bytes per input pixel)"
+            f"is {width}x{height} px{of} ({pixels / 1e6:.1f} Mpx), over the {max_pixels:,}-pixel limit for images decoded whole; raise `max_pixels` if the workers have the memory (8-bit RGB at x4 needs about 50 bytes per input pixel)"
         )
 
 

@@ -10,7 +10,8 @@ colour interpretation, scale/offset and tags; the dataset tags; the CRS. Its geo
 the source's with the pixel size divided by the scale exactly (``transform @ Affine.scale(1 /
 scale)``: same origin, same rotation), so it covers the same ground. Output is tiled
 (256 x 256 blocks) and deflate-compressed with a predictor, BigTIFF when needed: a layout
-cloud-optimised readers can window into (``gdal_translate -of COG`` adds overviews). The
+cloud-optimised readers can window into (``gdal_translate -of COG`` adds overviews); n-bit data
+(GDAL's NBITS) is written n-bit again, so it declares the same range. The
 job's notes become tags SRGAN_MODEL, SRGAN_SCALE and SRGAN_BICUBIC_BANDS. GDAL's block cache
 is capped (GDAL_CACHEMAX, 64 MB unless set), so memory does not grow with the raster.
 """
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.formats import png_tiff
 from pipeline.formats.base import Codec, Raster, RasterWriter, Window, dtype_range
 from pipeline.formats.errors import DecodeError
+from pipeline.formats.png_tiff import ValueRange
 
 EXTENSIONS = (".tif", ".tiff")
 # GDAL's block cache defaults to 5% of RAM, and a window-by-window writer fills it with the
@@ -96,6 +99,29 @@ def open_failure(path: Path) -> str:
     return ""
 
 
+def _nbits(ds, dtype: np.dtype) -> int | None:
+    """GDAL's NBITS: n-bit unsigned data stored in a wider integer type (None when not so)."""
+    bits = ds.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") if ds.count else None
+    if bits and bits.isdigit() and np.issubdtype(dtype, np.unsignedinteger) and 0 < int(bits) < 8 * dtype.itemsize:
+        return int(bits)
+    return None
+
+
+def declared_range(path: Path, dtype: np.dtype, nbits: int | None) -> ValueRange | None:
+    """The range a GeoTIFF declares, by the plain TIFF's rule (png_tiff.tiff_range:
+    MaxSampleValue, SMin/SMaxSampleValue, BitsPerSample as NBITS writes it, GDAL's
+    STATISTICS_MAXIMUM); GDAL's NBITS alone where tifffile cannot read the file's tags."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return png_tiff.tiff_range(tif.pages[0], dtype)
+    except Exception:  # a layout GDAL reads and tifffile does not
+        if nbits is None:
+            return None
+        return ValueRange(float(2**nbits - 1), f"GeoTIFF NBITS {nbits} ({2**nbits - 1})")
+
+
 class GeoRaster(Raster):
     """A local GeoTIFF opened with rasterio; (H, W, C) windows. Any size: it is never decoded
     whole, so no pixel limit applies."""
@@ -113,17 +139,13 @@ class GeoRaster(Raster):
         self.dtype = np.dtype(ds.dtypes[0])
         self.nodata = ds.nodata
         self.value_range = dtype_range(self.dtype)
-        bits = (
-            ds.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") if ds.count else None
-        )  # GDAL's n-bit data in a wider integer type
-        if (
-            bits
-            and bits.isdigit()
-            and np.issubdtype(self.dtype, np.unsignedinteger)
-            and 0 < int(bits) < 8 * self.dtype.itemsize
-        ):
-            self.value_range = (0.0, float(2 ** int(bits) - 1))
-            self.range_source, self.range_declared = f"GeoTIFF NBITS {bits} ({2 ** int(bits) - 1})", True
+        self.nbits = _nbits(ds, self.dtype)
+        declared = declared_range(path, self.dtype, self.nbits)
+        if declared is not None and (declared.low, declared.high) != self.value_range:
+            self.value_range = (declared.low, declared.high)
+            source = declared.source  # "TIFF MaxSampleValue 4095": say GeoTIFF
+            self.range_source = "Geo" + source if source.startswith("TIFF ") else source
+            self.range_declared = True
         self.colours = tuple(c.name for c in ds.colorinterp)
         # An RGBA GeoTIFF declares its alpha band; a 4-band multispectral raster does not.
         self.alpha = self.bands > 1 and ds.colorinterp[-1] == ColorInterp.alpha
@@ -172,6 +194,9 @@ class GeoRaster(Raster):
             interleave="pixel",
             BIGTIFF="IF_SAFER",
         )
+        if self.nbits:  # n-bit data stays n-bit (libtiff's predictor takes whole bytes only)
+            profile.update(nbits=self.nbits)
+            profile.pop("predictor")
         return profile
 
     def copy_metadata(self, dst) -> None:

@@ -131,16 +131,18 @@ def _with_chunk(png: bytes, chunk: bytes | None) -> bytes:
     return png if chunk is None else png[:33] + chunk + png[33:]
 
 
-def tiff_range(page, array: np.ndarray) -> ValueRange | None:
-    """The range a TIFF declares for unsigned integer data, first found of: MaxSampleValue,
-    SMaxSampleValue, a BitsPerSample below the dtype's (as GDAL's NBITS writes it), and as a
-    last resort GDAL's STATISTICS_MAXIMUM, rounded up to a whole number of bits (statistics
-    describe the data, not the range: a dark file gives a smaller one)."""
-    if np.issubdtype(array.dtype, np.signedinteger):
+def tiff_range(page, dtype: np.dtype) -> ValueRange | None:
+    """The range a TIFF (plain or GeoTIFF: the one rule for both) declares for unsigned integer
+    data of `dtype`, first found of: MaxSampleValue, SMaxSampleValue, a BitsPerSample below the
+    dtype's (as GDAL's NBITS writes it), and as a last resort GDAL's STATISTICS_MAXIMUM, rounded
+    up to a whole number of bits (statistics describe the data, not the range: a dark file gives
+    a smaller one). Signed data: SMinSampleValue and SMaxSampleValue."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.signedinteger):
         return _signed_tiff_range(page)
-    if not np.issubdtype(array.dtype, np.unsignedinteger):
+    if not np.issubdtype(dtype, np.unsignedinteger):
         return None
-    top = np.iinfo(array.dtype).max
+    top = np.iinfo(dtype).max
     for code, name in ((281, "MaxSampleValue"), (341, "SMaxSampleValue")):
         tag = page.tags.get(code)
         if tag is not None:
@@ -148,7 +150,7 @@ def tiff_range(page, array: np.ndarray) -> ValueRange | None:
             if 0 < value <= top:
                 return ValueRange(float(value), f"TIFF {name} {value}")
     bits = int(page.bitspersample)
-    if bits < 8 * array.dtype.itemsize:
+    if bits < 8 * dtype.itemsize:
         return ValueRange(float(2**bits - 1), f"TIFF BitsPerSample {bits} ({2**bits - 1})")
     gdal = page.tags.get("GDAL_METADATA")
     found = (
@@ -158,7 +160,7 @@ def tiff_range(page, array: np.ndarray) -> ValueRange | None:
     )
     if found:
         stat = max(float(v) for v in found)
-        bits = min(int(np.ceil(np.log2(max(stat, 1.0) + 1))), 8 * array.dtype.itemsize)
+        bits = min(int(np.ceil(np.log2(max(stat, 1.0) + 1))), 8 * dtype.itemsize)
         return ValueRange(
             float(2**bits - 1),
             f"GDAL STATISTICS_MAXIMUM {stat:g} -> {bits} bits ({2**bits - 1}; statistics, not a declaration)",
@@ -305,7 +307,7 @@ def decode_tiff(
             array = series.asarray()
             colours = _tiff_colours(page)
             alpha = any(int(e) in (1, 2) for e in (page.extrasamples or ())) or colours[-1:] == ("alpha",)
-            declared = tiff_range(page, array)
+            declared = tiff_range(page, array.dtype)
     except DecodeError:
         raise
     except Exception as exc:

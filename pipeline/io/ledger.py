@@ -6,6 +6,7 @@ written before the parts (one ``<run id>.jsonl`` a run) read the same."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -18,7 +19,9 @@ from typing import Generic, TypeVar
 from pipeline.io import storage
 
 Row = TypeVar("Row")
-_PART = re.compile(r"^(?P<run>.+?)(?:-(?P<part>\d{5}))?\.jsonl$")
+# <run id>[-NNNNN].jsonl, the run id as new_run_id makes it (to the second before it took microseconds)
+_PART = re.compile(r"^(?P<run>\d{8}T\d{6}(?:\d{6})?Z-[0-9a-f]{6})(?:-(?P<part>\d{5}))?\.jsonl$")
+log = logging.getLogger(__name__)
 
 
 def new_run_id() -> str:
@@ -68,13 +71,17 @@ class Ledger(Generic[Row]):
 
 
 def read_rows(folder: str, make: Callable[[dict, str], Row]) -> list[Row]:
-    """Every row of every run under `folder`, oldest run first: `make(fields, run id)`."""
+    """Every row of every run under `folder`, oldest run first: `make(fields, run id)`; a
+    .jsonl file there that is not a ledger part is skipped with a warning."""
     root = storage.join(folder, "runs")
     if not storage.exists(root):
         return []
     rows = []
     for f in sorted(storage.list_files(root, [".jsonl"]), key=lambda f: f.key):
         run = run_of(f.key)
+        if run is None:
+            log.warning("skipping %s: not a ledger file (its name is not <run id>[-NNNNN].jsonl)", f.uri)
+            continue
         for line in storage.read_bytes(f.uri).decode().splitlines():
             if line.strip():
                 rows.append(make(json.loads(line), run))

@@ -45,16 +45,23 @@ def export_onnx(generator: nn.Module, meta: dict, path: Path) -> None:
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "upscaled": {0: "batch", 2: "out_height", 3: "out_width"}}
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            form,
-            (example,),
-            str(path),
-            input_names=["image"],
-            output_names=["upscaled"],
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                form,
+                (example,),
+                str(path),
+                input_names=["image"],
+                output_names=["upscaled"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        except Exception as exc:  # an op with no ONNX form, or control flow the tracer refuses
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ModelRefError(
+                f"architecture {generator.spec.arch} cannot be exported to ONNX ({type(exc).__name__}: {first}); "
+                "upscale with the PyTorch model instead"
+            ) from None
     model = onnx.load(str(path))
     info = {"spec": generator.spec.to_dict(), "receptive_radius": int(generator.receptive_radius), "meta": meta}
     model.metadata_props.add(key=META_KEY, value=json.dumps(info))

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.reader import range_rule
+from pipeline.data.reader import Range, check_values, range_rule
 from pipeline.errors import DataError, DecodeError, ModelRefError
 from pipeline.models.reference import Upscaler, pick_device
 from pipeline.tracking import store as tracking
@@ -55,13 +55,23 @@ class GeneratorModel:
 
     def predict(self, model_input, params: dict | None = None) -> np.ndarray:
         """Float input is taken as [0, 1]; integer input (stored pixel values) is read by the
-        one range rule (pipeline.data.reader): the model's data_range, else the dtype's."""
+        one range rule (pipeline.data.reader): the model's data_range, else the dtype's. Signed
+        integers (JSON lists arrive as int64) are read as the narrowest unsigned type holding
+        them and the model's data_range; negative ones are refused. Values outside the range
+        are refused, never clipped."""
         array = np.asarray(model_input)
-        if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
-            try:
-                used = range_rule(array.dtype, model_range=self.meta.get("data_range"), hint="send float32 in [0, 1]")
-            except DecodeError as exc:
-                raise DataError(f"the input {exc}") from None
+        model_range = self.meta.get("data_range")
+        try:
+            if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+                array = _unsigned(array, model_range)
+                used = range_rule(array.dtype, model_range=model_range, hint=PREDICT_HINT)
+            else:
+                array = np.asarray(array, dtype=np.float32)
+                used = Range(0.0, 1.0, "float input is read as [0, 1]")
+            check_values(array, None, used, PREDICT_HINT)
+        except DecodeError as exc:
+            raise DataError(f"the input {exc}") from None
+        if np.issubdtype(array.dtype, np.integer):
             array = (array.astype(np.float64) - used.low) / used.span
         x = torch.from_numpy(np.asarray(array, dtype=np.float32))
         channels = self.generator.spec.in_channels
@@ -70,6 +80,20 @@ class GeneratorModel:
                 f"the generator takes (N, {channels}, H, W) float32 arrays in [0, 1], got shape {tuple(x.shape)}"
             )
         return self.upscaler(x).numpy()
+
+
+PREDICT_HINT = "send stored values within the model's data_range, or float32 in [0, 1]"
+
+
+def _unsigned(array: np.ndarray, model_range: float | None) -> np.ndarray:
+    """Signed integer input as the narrowest unsigned dtype that holds its values and the
+    model's data_range (plain integer lists reach predict as int64); negative values are refused."""
+    if not np.issubdtype(array.dtype, np.signedinteger) or not array.size:
+        return array
+    low, high = int(array.min()), int(array.max())
+    if low < 0:
+        raise DecodeError(f"holds negative values (down to {low}); {PREDICT_HINT}")
+    return array.astype(np.min_scalar_type(max(high, int(model_range or 0))))
 
 
 def _load_pyfunc(data_path: str) -> GeneratorModel:

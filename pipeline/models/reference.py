@@ -3,9 +3,13 @@ project: evaluate, promote, upscale and the GAN phase's init_from all take these
 
 References:
   ``bicubic``                          the MATLAB bicubic baseline (no weights)
-  ``path/generator.pt``, ``s3://.../generator.pt``   an srgan generator file
+  a model file, local or ``s3://``: an srgan ``generator.pt``, or a checkpoint trained
+      elsewhere (``.pth``, ``.pt``, ``.ckpt``, ``.safetensors``), recognised by its keys and
+      shapes (srgan.archs: MSRResNet, RRDBNet, SRResNet reimplementations, and every
+      architecture spandrel knows) and converted to an srgan generator.pt
+  ``esrgan:<file>``, ``basicsr:<file>``, ``srgan-pytorch:<file>``, ``srgan-blocks:<file>``,
+      ``spandrel:<file>``   the same, read as that layout (an override; no guessing)
   ``path/generator.onnx``, ``s3://...onnx``   a generator exported by pipeline.export (onnxruntime)
-  ``basicsr:<file>``, ``srgan-pytorch:<file>``   a checkpoint trained elsewhere (srgan.foreign)
   a checkpoint folder (local or s3://) holding generator.pt
   ``runs:/<run id>``                   the generator.pt a training run logged
   ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/m-<id>``   an MLflow model
@@ -31,15 +35,17 @@ from pipeline.errors import ModelRefError, UsageError
 from pipeline.io import storage
 from pipeline.io.redact import redact_uri
 from pipeline.models.onnx_model import OnnxGenerator, is_onnx
+from srgan.archs.checkpoint import is_checkpoint_name
+from srgan.archs.registry import LAYOUTS, load_file
+from srgan.errors import UserError
 from srgan.fast import inference_form
-from srgan.foreign import LAYOUTS, ForeignCheckpointError, load_foreign
 from srgan.generator import check_scale
 from srgan.resize import imresize
 from srgan.tiling import crop_region, upscale_tiled
 from srgan.weights import WeightsError, load_generator, save_generator
 
 BICUBIC = "bicubic"
-REFERENCE_HELP = "give 'bicubic', a generator .pt or .onnx file, a checkpoint folder, runs:/<run id>, models:/<name>@<alias>, or basicsr:<file> / srgan-pytorch:<file>"
+REFERENCE_HELP = "give 'bicubic', a model file (.pt, .pth, .ckpt, .safetensors, .onnx), a checkpoint folder, runs:/<run id> or models:/<name>@<alias>"
 
 
 @dataclass
@@ -174,7 +180,7 @@ def generator_file(ref: str, workdir: Path, tracking_uri: str | None = None) -> 
             path = _model_weights(path)
     else:
         uri = storage.local_or_uri(ref)
-        if not uri.endswith((".pt", ".onnx")):
+        if not _names_a_file(uri):
             uri = storage.join(uri, "generator.pt")
         path = _stored_file(ref, uri, workdir)
     if not path.is_file():
@@ -182,8 +188,18 @@ def generator_file(ref: str, workdir: Path, tracking_uri: str | None = None) -> 
     return path
 
 
+def _names_a_file(uri: str) -> bool:
+    """Whether `uri` is a model file rather than a checkpoint folder: it ends like one, or it
+    is a file (a local one, or an S3 object)."""
+    if is_checkpoint_name(uri) or is_onnx(uri):
+        return True
+    if storage.is_s3(uri):
+        return storage.exists(uri) and not storage.exists(storage.join(uri, "generator.pt"))
+    return Path(uri).is_file()
+
+
 def foreign_layout(ref: str) -> tuple[str, str] | None:
-    """(layout, file URI) of a reference to a checkpoint trained elsewhere (srgan.foreign)."""
+    """(layout, file URI) of a reference forced to a layout (``esrgan:<file>``, srgan.archs)."""
     layout, sep, rest = ref.partition(":")
     return (layout, rest) if sep and layout in LAYOUTS and not rest.startswith("//") else None
 
@@ -206,18 +222,24 @@ def read_generator(
 def fetch_generator_bytes(ref: str, tracking_uri: str | None = None) -> tuple[bytes, nn.Module | OnnxGenerator, dict]:
     """(the generator's bytes, the generator on the CPU, its meta) for any reference but
     'bicubic'; the bytes are what a pool of workers is handed. A checkpoint trained elsewhere
-    (`basicsr:<file>`, `srgan-pytorch:<file>`) is converted to an srgan generator.pt."""
-    foreign = foreign_layout(ref)
+    is recognised by its keys (or read as the layout its prefix names) and converted to an
+    srgan generator.pt, so that the bytes always hold the architecture: loading them guesses
+    nothing."""
+    forced = foreign_layout(ref)
     with tempfile.TemporaryDirectory() as tmp:
-        if foreign is None:
-            data = generator_file(ref, Path(tmp), tracking_uri).read_bytes()
-            generator, meta = read_generator(data, ref)
-            return data, generator, meta
-        layout, uri = foreign
+        if forced is None:
+            layout, path = None, generator_file(ref, Path(tmp), tracking_uri)
+        else:
+            layout, path = forced[0], _stored_file(ref, storage.local_or_uri(forced[1]), Path(tmp))
+        if is_onnx(path.name) and layout is None:
+            data = path.read_bytes()
+            return data, *read_generator(data, ref if is_onnx(ref) else path.name)
         try:
-            generator, meta = load_foreign(_stored_file(ref, storage.local_or_uri(uri), Path(tmp)), layout)
-        except ForeignCheckpointError as exc:
+            generator, meta = load_file(path, layout)
+        except UserError as exc:
             raise ModelRefError(f"model {ref!r}: {exc}") from exc
+        if "layout" not in meta:  # an srgan generator.pt already
+            return path.read_bytes(), generator, meta
         converted = Path(tmp) / "converted" / "generator.pt"
         save_generator(converted, generator, {**meta, "imported_from": redact_uri(ref)})
         data = converted.read_bytes()

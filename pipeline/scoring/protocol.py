@@ -26,7 +26,7 @@ import torch
 
 from pipeline import formats
 from pipeline.data.reader import StoredImage, read_image
-from pipeline.errors import DataError, DecodeError, StorageError
+from pipeline.errors import DataError, DecodeError, RangeError, StorageError
 from pipeline.io import storage
 from pipeline.models.reference import Upscaler
 from pipeline.scoring.grids import GridRow, save_grid
@@ -141,6 +141,8 @@ def iter_images(
     for f in files:
         try:
             yield f.key, read_image(storage.read_bytes(f.uri), f.key, channels, value_range, model_range)
+        except RangeError as exc:  # the model's range, not the file, is what does not fit
+            raise RangeError(f"{f.uri}: {exc}") from None
         except DecodeError as exc:
             raise DecodeError(f"{f.uri}: {exc}; remove or replace it") from None
 

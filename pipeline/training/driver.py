@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from pipeline import tracking
 from pipeline.cluster import ensure_ray
 from pipeline.config import TrainConfig, flatten
@@ -29,8 +31,9 @@ from pipeline.models import pyfunc
 from pipeline.models.reference import fetch_generator
 from pipeline.tracking.run_logger import RunLogger
 from pipeline.training.loop import train_loop_per_worker
-from pipeline.training.recipe import load_vgg, needs_vgg
+from pipeline.training.recipe import TRAINABLE, init_reference, load_vgg, needs_vgg
 from srgan.degrade import build_degradation
+from srgan.generator import GeneratorSpec
 from srgan.weights import WeightsError
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
@@ -52,12 +55,47 @@ def default_run_name() -> str:
     return time.strftime("srgan-%Y%m%d-%H%M%S")
 
 
-def resolve_init_generator(ref: str, tracking_uri: str) -> dict:
-    """State dict of the generator `ref` names (see pipeline.models for the forms)."""
+def resolve_init_generator(ref: str, tracking_uri: str, setting: str = "train.init_from") -> tuple[GeneratorSpec, dict]:
+    """(spec, state dict) of the generator `ref` names (any model reference, pipeline.models),
+    if the trainer can build its architecture."""
     try:
-        return fetch_generator(ref, tracking_uri)[0].state_dict()
+        generator, _ = fetch_generator(ref, tracking_uri)
     except ModelRefError as exc:
-        raise WeightsError(f"train.gan.init_from: {exc}") from exc
+        raise WeightsError(f"{setting}: {exc}") from exc
+    spec = generator.spec
+    if spec.arch not in TRAINABLE:
+        raise ConfigError(
+            f"{setting} {redact_uri(ref)}: the trainer builds {', '.join(TRAINABLE)} generators, not {spec.arch}; "
+            "an imported model of that architecture can upscale, evaluate and be registered, not be trained here"
+        )
+    return spec, generator.state_dict()
+
+
+def start_from(cfg: TrainConfig, tracking_uri: str, resume: bool) -> tuple[TrainConfig, dict | None]:
+    """`cfg` with model.generator set to the architecture of the generator the run starts from
+    (train.init_from), and that generator's weights (None on resume: the checkpoint has them)."""
+    ref = init_reference(cfg)
+    if not ref:
+        return cfg, None
+    setting = "train.init_from" if cfg.train.init_from else "train.gan.init_from"
+    spec, state = resolve_init_generator(ref, tracking_uri, setting)
+    data = cfg.model_dump(mode="json")
+    data["model"]["generator"] = spec.to_dict()
+    try:
+        started = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(
+            f"{setting}: the checkpoint's generator ({spec.arch} x{spec.scale}) does not fit this config: {where}: {first['msg']}"
+        ) from None
+    if started.model.generator != cfg.model.generator:
+        print(
+            f"{setting}: the generator is {spec.arch} x{spec.scale}, {spec.num_blocks} blocks of {spec.num_features} "
+            "features, as the checkpoint has it (model.generator's settings are not used)",
+            flush=True,
+        )
+    return started, None if resume else state
 
 
 def _list_images(uri: str, cfg: TrainConfig, what: str) -> list[storage.StoredFile]:
@@ -114,9 +152,7 @@ def run_training(
         load_vgg(cfg)
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(tracking_uri)
-    init_generator = None
-    if cfg.train.phases == ["gan"] and cfg.train.gan.init_from and not resume:
-        init_generator = resolve_init_generator(cfg.train.gan.init_from, tracking_uri)
+    cfg, init_generator = start_from(cfg, tracking_uri, resume)
     # A prepared dataset (python -m pipeline.prepare) lists its files in its manifest.
     prepared = {what: open_prepared(getattr(cfg.data, what), f"data.{what}") for what in ("train", "val")}
     train_files = prepared["train"].files if prepared["train"] else _list_images(cfg.data.train, cfg, "train")

@@ -9,19 +9,27 @@ import torch
 from pipeline.config import TrainConfig
 from pipeline.io import storage
 from srgan.discriminator import Discriminator
-from srgan.generator import SRResNet
+from srgan.generator import build_generator
 from srgan.losses import ContentLoss, GeneratorLoss, LossWeights, PixelLoss, VGGFeatures
 from srgan.train_step import unwrap
 from srgan.weights import load_vgg19_features
 
+TRAINABLE = ("srresnet", "msrresnet", "rrdbnet")  # the generators the trainer builds (model.generator.arch)
 
-def build_models(cfg: TrainConfig) -> tuple[SRResNet, Discriminator]:
+
+def build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, Discriminator]:
+    """The generator model.generator describes (SRResNet, MSRResNet or RRDBNet) and the discriminator."""
     g = cfg.model.generator
     d = cfg.model.discriminator
-    return (
-        SRResNet(g.scale, g.in_channels, g.out_channels, g.num_blocks, g.num_features, g.batch_norm, g.bicubic_skip),
-        Discriminator(g.out_channels, d.base_features, d.spectral_norm),
-    )
+    return build_generator(g.spec()), Discriminator(g.out_channels, d.base_features, d.spectral_norm)
+
+
+def init_reference(cfg: TrainConfig) -> str | None:
+    """The generator the run starts from: train.init_from, else train.gan.init_from when the GAN
+    phase runs alone."""
+    if cfg.train.init_from:
+        return cfg.train.init_from
+    return cfg.train.gan.init_from if cfg.train.phases == ["gan"] else None
 
 
 def needs_vgg(cfg: TrainConfig) -> bool:

@@ -6,7 +6,7 @@ the job, which records them; they differ only in where the worker lives.
 
   local  one worker in this process, every CPU thread (or the GPU): no Ray start-up, worker
          start or shutdown, which on a small job cost several times the work.
-  ray    a Ray Data actor pool (one actor per GPU share, else per --threads CPUs), on the
+  ray    a Ray Data actor pool (one actor per GPU share, else per `threads` CPUs), on the
          cluster RAY_ADDRESS names or a local Ray started without the dashboard.
   auto   local for a local input folder of at most AUTO_LOCAL_BYTES of files when no Ray
          cluster is configured (RAY_ADDRESS unset); ray otherwise (s3:// inputs, large jobs,
@@ -29,7 +29,7 @@ AUTO_LOCAL_BYTES = 256 << 20  # input bytes up to which a local job runs in-proc
 def choose(requested: str, input_uri: str, todo: list[WorkItem]) -> tuple[str, str]:
     """(executor, why) for `requested` (auto, local or ray)."""
     if requested != "auto":
-        return requested, f"--executor {requested}"
+        return requested, f"`executor` {requested}"
     if storage.is_s3(input_uri):
         return "ray", "auto: an s3:// input"
     if os.environ.get("RAY_ADDRESS"):

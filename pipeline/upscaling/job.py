@@ -53,30 +53,38 @@ class UpscaleJob:
         }
         for name, (value, low) in least.items():
             if value is not None and value < low:
-                raise UsageError(f"`{name}` {value}: give {low} or more")
+                raise UsageError(f"`{name}` {value}: give {low} or more", param=name)
         if not self.gpus_per_worker > 0:
-            raise UsageError(f"`gpus_per_worker` {self.gpus_per_worker}: give a share above 0, e.g. 0.5")
+            raise UsageError(
+                f"`gpus_per_worker` {self.gpus_per_worker}: give a share above 0, e.g. 0.5", param="gpus_per_worker"
+            )
         if not self.s3_retry_s > 0:
-            raise UsageError(f"`s3_retry_s` {self.s3_retry_s:g}: give a number of seconds above 0")
+            raise UsageError(f"`s3_retry_s` {self.s3_retry_s:g}: give a number of seconds above 0", param="s3_retry_s")
         if self.executor not in executors.EXECUTORS:
-            raise UsageError(f"`executor` {self.executor}: use one of {', '.join(executors.EXECUTORS)}")
+            raise UsageError(
+                f"`executor` {self.executor}: use one of {', '.join(executors.EXECUTORS)}", param="executor"
+            )
         if self.precision not in PRECISIONS:
-            raise UsageError(f"`precision` {self.precision}: use one of {', '.join(PRECISIONS)}")
+            raise UsageError(f"`precision` {self.precision}: use one of {', '.join(PRECISIONS)}", param="precision")
         if self.bands is not None and (not self.bands or min(self.bands) < 1):
-            raise UsageError(f"`bands` {self.bands}: band numbers start at 1, e.g. 3,2,1")
+            raise UsageError(f"`bands` {self.bands}: band numbers start at 1, e.g. 3,2,1", param="bands")
         if self.scale is not None:
             check_scale(self.scale)
         if self.model == BICUBIC and self.scale is None:
-            raise UsageError(f"`model` bicubic needs `scale` ({', '.join(map(str, SCALES))})")
+            raise UsageError(f"`model` bicubic needs `scale` ({', '.join(map(str, SCALES))})", param=("model", "scale"))
         if isinstance(self.value_range, tuple) and not self.value_range[0] < self.value_range[1]:
             raise UsageError(
-                f"`value_range` {self.value_range[0]:g},{self.value_range[1]:g}: give LOW,HIGH with LOW below HIGH"
+                f"`value_range` {self.value_range[0]:g},{self.value_range[1]:g}: give LOW,HIGH with LOW below HIGH",
+                param="value_range",
             )
         if not isinstance(self.value_range, tuple) and self.value_range not in ("auto", "stats"):
-            raise UsageError(f"`value_range` {self.value_range}: use auto, stats or LOW,HIGH (e.g. -2,2)")
+            raise UsageError(
+                f"`value_range` {self.value_range}: use auto, stats or LOW,HIGH (e.g. -2,2)", param="value_range"
+            )
         if storage.overlaps(self.input, self.output):
             raise UsageError(
-                f"`output` {self.output} overlaps `input` {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input"
+                f"`output` {self.output} overlaps `input` {self.input} (the same folder or prefix, or one inside the other); choose an output outside the input",
+                param=("output", "input"),
             )
 
     def pixel_settings(self, scale: int) -> dict:

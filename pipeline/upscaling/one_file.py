@@ -94,7 +94,7 @@ def plan_bands(
         bad = [b for b in band_map if not 1 <= b <= bands]
         if bad:
             raise DecodeError(
-                f"--bands {','.join(map(str, band_map))} names band {bad[0]}, but the image has bands 1-{bands}"
+                f"`bands` {','.join(map(str, band_map))} names band {bad[0]}, but the image has bands 1-{bands}"
             )
         picked = [b - 1 for b in band_map]
         if channels == 1:
@@ -103,7 +103,7 @@ def plan_bands(
             groups = [tuple(picked)]
         else:
             raise DecodeError(
-                f"--bands must name {channels} different bands for this {channels}-channel model, got {','.join(map(str, band_map))}"
+                f"`bands` must name {channels} different bands for this {channels}-channel model, got {','.join(map(str, band_map))}"
             )
     elif rgb is not None:
         groups = [rgb]
@@ -116,7 +116,7 @@ def plan_bands(
     else:
         extra = " + alpha" if alpha else ""
         raise DecodeError(
-            f"has {len(colour)} band(s){extra}, the model takes {channels}; pass --bands with {channels} band numbers (1-{bands}) for the model, the others are upscaled bicubic"
+            f"has {len(colour)} band(s){extra}, the model takes {channels}; give `bands` {channels} band numbers (1-{bands}) for the model, the others are upscaled bicubic"
         )
     used = {b for g in groups for b in g}
     return BandPlan(tuple(groups), tuple(b for b in range(bands) if b not in used))
@@ -188,16 +188,16 @@ def measured_range(raster: formats.Raster, block: int) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
-RANGE_HINT = "pass --value-range stats (each file's own min and max) or --value-range LOW,HIGH"
+RANGE_HINT = "set `value_range` to stats (each file's own min and max) or LOW,HIGH"
 
 
 def value_range(
     raster: formats.Raster, setting: str | tuple[float, float], model_range: float | None, block: int
 ) -> Range:
-    """The range stored values are read with (pipeline.data.reader's one rule): --value-range,
+    """The range stored values are read with (pipeline.data.reader's one rule): `setting`,
     else the model's data_range, else the file's declaration, else its dtype's."""
     if isinstance(setting, tuple):
-        return range_rule(raster.dtype, explicit=setting, hint=RANGE_HINT, explicit_name="--value-range")
+        return range_rule(raster.dtype, explicit=setting, hint=RANGE_HINT, explicit_name="`value_range`")
     if setting == "stats":
         measured = measured_range(raster, block)
         return range_rule(raster.dtype, explicit=measured, hint=RANGE_HINT, explicit_name="the file's min and max")
@@ -205,7 +205,7 @@ def value_range(
 
 
 def file_precision(upscaler: Upscaler, requested: str, dtype: np.dtype) -> Upscaler:
-    """The upscaler to run a file of `dtype` with: `--precision auto` computes 8-bit files in
+    """The upscaler to run a file of `dtype` with: `precision` auto computes 8-bit files in
     bf16 where the device computes it natively (GPUs with bf16, CPUs with AVX512-BF16 or
     AMX), everything finer (16-bit, float) in fp32. Measured on an SRResNet-16 x4
     (benchmarks/precision.py): bf16 moves 8-bit outputs by at most one level, 16-bit ones

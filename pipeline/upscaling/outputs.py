@@ -31,7 +31,7 @@ def plan_outputs(
     """(items to process, rows decided without processing: skipped or refused). `include`:
     shell-style patterns on the key relative to the input; a file must match one of them.
     An output that exists is skipped when the same model and settings (`ident`) made it, and
-    stops the job (UsageError) when another did, unless --overwrite. `runs`: the runs recorded
+    stops the job (UsageError) when another did, unless `overwrite`. `runs`: the runs recorded
     under `out_root` (manifest.recorded_runs), read here when not given."""
     in_root = storage.local_or_uri(job.input).rstrip("/")
     files, outside = storage.list_inputs(in_root, job.extensions)
@@ -39,7 +39,8 @@ def plan_outputs(
         files = [f for f in files if any(fnmatch.fnmatchcase(f.key, pattern) for pattern in job.include)]
         if not files:
             raise UsageError(
-                f"no input under {in_root} matches `include` {' '.join(job.include)} (patterns match the key relative to `input`, e.g. 'satellite/*' or '*.tif')"
+                f"no input under {in_root} matches `include` {' '.join(job.include)} (patterns match the key relative to `input`, e.g. 'satellite/*' or '*.tif')",
+                param=("include", "input"),
             )
     owners, existing = {}, set()
     if not job.overwrite and storage.exists(out_root):
@@ -53,7 +54,7 @@ def plan_outputs(
     todo, decided, conflicts = [], [], []
     for f in outside:
         item = records.WorkItem(f.key, f.uri)
-        decided.append(new_row(item, ident, error="a symbolic link that leads outside --input; not read"))
+        decided.append(new_row(item, ident, error="a symbolic link that leads outside `input`; not read"))
     for f in files:
         item = records.WorkItem(f.key, f.uri, size=f.size)
         try:
@@ -82,14 +83,15 @@ def plan_outputs(
                 new_row(
                     item,
                     ident,
-                    error="an output of this name exists that no run of this job made; move it away or use --overwrite",
+                    error="an output of this name exists that no run of this job made; move it away or use `overwrite`",
                 )
             )
     if conflicts:
         key, reason = conflicts[0]
         raise UsageError(
             f"{len(conflicts)} output(s) under {out_root} cannot count as done by {records.describe(ident)}: e.g. {key!r} {reason}; "
-            "re-run with `overwrite` to redo them, or choose a new `output` prefix"
+            "re-run with `overwrite` to redo them, or choose a new `output` prefix",
+            param=("overwrite", "output"),
         )
     return todo, decided
 

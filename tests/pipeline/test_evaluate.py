@@ -82,7 +82,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path, hr_folder, capsys):
         (["--model", "bicubic", "--data", str(tmp_path / "nowhere"), "--scale", "4"], "does not exist"),
         (
             ["--model", str(tmp_path / "missing.pt"), "--data", str(hr_folder)],
-            "missing.pt does not exist; give 'bicubic', a generator .pt or .onnx file",
+            "missing.pt does not exist; give 'bicubic', a model file (.pt, .pth",
         ),
         (["--model", str(ckpt), "--data", str(hr_folder), "--scale", "2"], "upscales x4, but --scale 2"),
         (["--model", "bicubic", "--data", str(hr_folder)], "needs a scale (--scale)"),

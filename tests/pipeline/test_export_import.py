@@ -225,7 +225,7 @@ def test_an_srgan_pytorch_checkpoint_upscales_and_a_wrong_layout_is_a_one_line_e
     err = capsys.readouterr().err
     assert (
         err.startswith("error: model 'basicsr:")
-        and "missing keys conv_first.weight, conv_last.weight" in err
+        and "is not a MSRResNet (BasicSR) checkpoint: missing keys conv_first.weight" in err
         and len(err.strip().splitlines()) == 1
     )
     assert not (tmp_path / "out2").exists()

@@ -205,10 +205,60 @@ def test_init_from_accepts_a_file_a_checkpoint_folder_and_an_mlflow_run(tmp_path
     run = client.create_run(client.create_experiment(f"init-{uuid.uuid4().hex[:6]}"))
     client.log_artifact(run.info.run_id, str(tmp_path / "ckpt" / "generator.pt"))
     for ref in (str(tmp_path / "ckpt" / "generator.pt"), str(tmp_path / "ckpt"), f"runs:/{run.info.run_id}"):
-        state = resolve_init_generator(ref, mlflow_uri)
-        assert all(torch.equal(state[k], v) for k, v in g.state_dict().items()), ref
+        spec, state = resolve_init_generator(ref, mlflow_uri)
+        assert spec == g.spec and all(torch.equal(state[k], v) for k, v in g.state_dict().items()), ref
     with pytest.raises(WeightsError, match="does not exist"):
         resolve_init_generator(str(tmp_path / "nothing"), mlflow_uri)
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_a_published_rrdbnet_with_its_architecture(ray_session, tmp_path, mlflow_uri, capsys):
+    """train.init_from a Real-ESRGAN-layout file: the run builds RRDBNet as the file has it
+    (model.generator says SRResNet), starts from its weights, and saves an RRDBNet; a SwinIR
+    (inference only) is refused in one line before anything runs."""
+    import torch
+
+    from pipeline.errors import ConfigError
+    from srgan.generator import GeneratorSpec
+    from srgan.rrdbnet import RRDBNet
+
+    torch.manual_seed(0)
+    published = RRDBNet(
+        GeneratorSpec(scale=2, num_blocks=1, num_features=8, growth=4, batch_norm=False, arch="rrdbnet")
+    )
+    torch.save({"params_ema": published.state_dict()}, tmp_path / "RealESRGAN_x2plus.pth")
+    write_images(tmp_path / "hr", 8, size=(48, 48))
+    tree = tiny(
+        str(tmp_path / "hr"),
+        None,
+        str(tmp_path / "runs"),
+        mlflow_uri,
+        train={
+            "phases": ["pretrain"],
+            "pretrain": {"steps": 2, "lr": 1e-5},
+            "init_from": str(tmp_path / "RealESRGAN_x2plus.pth"),
+        },
+        scaling={"num_workers": 1, "cpus_per_worker": 1},
+    )
+    out = run_training(parse_config(tree))
+    tuned, _ = load_generator(Path(out.checkpoint) / "generator.pt")
+    assert tuned.spec == published.spec
+    moved = max((a - b).abs().max().item() for a, b in zip(published.parameters(), tuned.parameters()))
+    assert moved < 1e-3, moved
+    assert "train.init_from: the generator is rrdbnet x2, 1 blocks of 8" in capsys.readouterr().out
+
+    from spandrel.architectures.SwinIR.__arch.SwinIR import SwinIR
+
+    swin = SwinIR(
+        upscale=2, img_size=16, window_size=4, depths=[1], embed_dim=8, num_heads=[2], upsampler="pixelshuffledirect"
+    )
+    torch.save(swin.state_dict(), tmp_path / "swinir.pth")
+    tree["train"]["init_from"] = str(tmp_path / "swinir.pth")
+    tree["run"]["name"] = "swin"
+    with pytest.raises(
+        ConfigError, match="the trainer builds srresnet, msrresnet, rrdbnet generators, not spandrel:SwinIR"
+    ):
+        run_training(parse_config(tree))
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(capsys, tmp_path):

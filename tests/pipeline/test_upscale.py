@@ -130,7 +130,7 @@ def test_geotiff_windows_equal_one_pass_on_float_data(tmp_path):
 def test_geotiff_with_more_bands_than_the_model_needs_a_band_map(tmp_path):
     data = geotiff_bytes(smooth_image(np.random.default_rng(6), 16, 16, 4, np.uint16))
     row, out = run_one(tmp_path, "s.tif", data, upscaler())
-    assert row.status == "failed" and "--bands" in row.error and not out.exists()
+    assert row.status == "failed" and "`bands`" in row.error and not out.exists()
 
 
 def test_dicom_tags(tmp_path):

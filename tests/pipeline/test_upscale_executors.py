@@ -111,6 +111,6 @@ def test_auto_keeps_ray_for_s3_large_jobs_and_configured_clusters(monkeypatch):
         ]
         == "ray"
     )
-    assert executors.choose("local", "s3://bucket/in", small) == ("local", "--executor local")
+    assert executors.choose("local", "s3://bucket/in", small) == ("local", "`executor` local")
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert executors.choose("auto", "/data/in", small)[0] == "ray"

@@ -31,7 +31,7 @@ FLOAT[0, 0, 0], FLOAT[0, 1, 0] = -1.88, 1.41
 def test_float_values_outside_unit_range_fail_the_file_instead_of_being_clipped(tmp_path, name, data):
     row, out = run_one(tmp_path, name, data, upscaler())
     assert row.status == "failed" and not out.exists()
-    assert "values from -1.88 to 1.41, outside [0, 1]" in row.error and "--value-range stats" in row.error
+    assert "values from -1.88 to 1.41, outside [0, 1]" in row.error and "`value_range` to stats" in row.error
 
 
 def test_float_values_keep_their_range_with_stats_or_a_declared_range(tmp_path):
@@ -51,7 +51,7 @@ def test_float_values_keep_their_range_with_stats_or_a_declared_range(tmp_path):
         assert np.abs(np.moveaxis(dst.read(), 0, -1) - expected(up, FLOAT, -2.0, 2.0)).max() < 1e-5
 
     row, out = run_one(tmp_path / "narrow", "float.tif", formats.encode(FLOAT, "x.tif"), up, value_range=(-1.0, 1.0))
-    assert row.status == "failed" and "outside [-1, 1] (--value-range)" in row.error and not out.exists()
+    assert row.status == "failed" and "outside [-1, 1] (`value_range`)" in row.error and not out.exists()
 
 
 def test_nan_that_is_not_nodata_fails_the_file(tmp_path):
@@ -69,7 +69,7 @@ def test_signed_integers_keep_their_negative_values(tmp_path, name):
     # Declaring nothing, the data would be a sliver of the int16 range: refused, nothing written.
     row, out = run_one(tmp_path / "auto", name, data, up)
     assert row.status == "failed" and "signed int16 and declares no value range" in row.error, row
-    assert "--value-range stats" in row.error and not out.exists()
+    assert "`value_range` to stats" in row.error and not out.exists()
     row, out = run_one(tmp_path / "given", name, data, up, value_range=(-3000.0, 3000.0))
     assert row.status == "done" and row.value_range == "-3000,3000", row
     result = (
@@ -196,7 +196,7 @@ def test_a_header_claiming_a_huge_image_is_refused_before_any_pixel_is_allocated
     finally:
         tracemalloc.stop()
     assert row.status == "failed" and not out.exists()
-    assert f"is {size} px" in row.error and "--max-pixels" in row.error, row.error
+    assert f"is {size} px" in row.error and "`max_pixels`" in row.error, row.error
     assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
     assert not [r for r in caplog.records if r.name.startswith("pipeline")]  # a manifest row, not a traceback
 
@@ -221,7 +221,9 @@ def test_wide_integers_need_a_stated_range_and_keep_their_values_with_one(tmp_pa
     image[5:15, 5:15] = 1003
     up = upscaler()
     row, out = run_one(tmp_path / "auto", "i32.tif", formats.encode(image, "x.tif"), up)
-    assert row.status == "failed" and "int32" in row.error and "--value-range stats" in row.error and not out.exists()
+    assert (
+        row.status == "failed" and "int32" in row.error and "`value_range` to stats" in row.error and not out.exists()
+    )
     row, out = run_one(tmp_path / "stats", "i32.tif", formats.encode(image, "x.tif"), up, value_range="stats")
     assert row.status == "done" and np.array_equal(
         formats.decode(out.read_bytes(), "x.tif"), expected(up, image, 1000.0, 1003.0)

@@ -171,7 +171,7 @@ def test_links_never_lead_reads_or_writes_outside_the_folders(tmp_path, ray_sess
     rows = {r.key: r for r in read_manifest(str(out))}
     assert rows["a.png"].status == "done"
     for key in ("leak.png", "hostname.png", "linked"):
-        assert rows[key].status == "failed" and "symbolic link that leads outside --input" in rows[key].error
+        assert rows[key].status == "failed" and "symbolic link that leads outside `input`" in rows[key].error
     assert rows["sub/b.png"].status == "failed" and "leads outside" in rows["sub/b.png"].error
     assert _tree(elsewhere) == before  # nothing read from there reached out/, nothing written there
     assert sorted(p.name for p in out.iterdir()) == ["_manifest", "a.png", "sub"]
@@ -206,15 +206,16 @@ def test_an_output_a_later_interrupted_run_may_have_rewritten_or_made_from_other
     x2, x4 = identity("bicubic", "bicubic", 2, {}), identity("bicubic", "bicubic", 4, {})
     item = WorkItem("a.png", str(src / "a.png"), str(out / "a.png"), 5)
     job = UpscaleJob(model="bicubic", scale=2, input=str(src), output=str(out), extensions=(".png",))
-    _history(out, [("r1", x2, True, [new_row(item, x2, status="done")])])
+    r1, r2 = "20260101T000000Z-0000a1", "20260101T000001Z-0000a2"  # run ids as ledger.new_run_id makes them
+    _history(out, [(r1, x2, True, [new_row(item, x2, status="done")])])
     todo, decided = plan_outputs(job, str(out), x2)
     assert not todo and decided[0].status == "skipped"
     # An --overwrite run at x4 was killed after it may have replaced a.png, before its row.
-    _history(out, [("r2", x4, False, [])])
-    with pytest.raises(UsageError, match=r"may have been rewritten by the interrupted run r2 .*`overwrite`"):
+    _history(out, [(r2, x4, False, [])])
+    with pytest.raises(UsageError, match=rf"may have been rewritten by the interrupted run {r2} .*`overwrite`"):
         plan_outputs(job, str(out), x2)
     # Same name, other input bytes (or another --input folder): not this output's source.
-    (out / "_manifest" / "runs" / "r2.job.json").unlink()
+    (out / "_manifest" / "runs" / f"{r2}.job.json").unlink()
     (src / "a.png").write_bytes(b"123456")
     with pytest.raises(UsageError, match=r"was made from .* \(5 bytes\), not from .* \(6 bytes\)"):
         plan_outputs(job, str(out), x2)
@@ -233,7 +234,7 @@ def test_manifests_keep_names_that_are_not_utf8_and_long_names_are_written(tmp_p
     from pipeline.upscaling.manifest import Manifest, WorkItem, identity, new_row
 
     name = os.fsdecode(b"bad\xff.png")
-    manifest = Manifest(str(tmp_path), "r1")
+    manifest = Manifest(str(tmp_path), "20260101T000000Z-0000a1")
     manifest.start(identity("bicubic", "bicubic", 2, {}))
     manifest.add(
         new_row(

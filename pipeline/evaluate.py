@@ -158,7 +158,7 @@ def build_parser() -> cli.Parser:
     )
     p.add_argument(
         "--model",
-        help="'bicubic', a generator .pt, a checkpoint folder (local or s3://), runs:/<id> or models:/<name>@<alias> (required unless --no-reference)",
+        help="'bicubic', a model file (.pt, .pth, .ckpt, .safetensors, .onnx: recognised by its keys), a checkpoint folder (local or s3://), runs:/<id> or models:/<name>@<alias> (required unless --no-reference)",
     )
     p.add_argument("--data", required=True, help="HR images: a local folder or an s3:// prefix (searched recursively)")
     p.add_argument(

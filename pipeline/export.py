@@ -128,7 +128,7 @@ def build_parser() -> cli.Parser:
     p.add_argument(
         "--model",
         required=True,
-        help="models:/<name>@<alias>, runs:/<run id>, a generator .pt / checkpoint folder (local or s3://), or basicsr:<file> / srgan-pytorch:<file>",
+        help="models:/<name>@<alias>, runs:/<run id>, a model file (.pt, .pth, .ckpt, .safetensors: recognised by its keys) or checkpoint folder (local or s3://)",
     )
     p.add_argument("--format", default="onnx", choices=FORMATS, help="export format")
     p.add_argument("--output", help="file to write (default: generator.onnx here); never replaced unless --overwrite")

@@ -99,7 +99,7 @@ def build_parser() -> cli.Parser:
     p.add_argument(
         "--model",
         required=True,
-        help="basicsr:<file>, srgan-pytorch:<file> (local or s3://), a generator .pt, runs:/<run id> or models:/<name>@<alias>",
+        help="a model file (.pt, .pth, .ckpt, .safetensors, local or s3://: recognised by its keys; esrgan:/basicsr:/srgan-pytorch:/srgan-blocks:/spandrel: force a layout), runs:/<run id> or models:/<name>@<alias>",
     )
     p.add_argument("--name", default="srgan", help="registered model name")
     p.add_argument(

@@ -239,7 +239,7 @@ def build_parser() -> cli.Parser:
     p.add_argument(
         "--model",
         required=True,
-        help="models:/<name>@<alias>, runs:/<run id>, a generator .pt / checkpoint folder (local or s3://), or bicubic",
+        help="models:/<name>@<alias>, runs:/<run id>, a model file (.pt, .pth, .ckpt, .safetensors, .onnx: recognised by its keys) or checkpoint folder (local or s3://), or bicubic",
     )
     p.add_argument("--input", required=True, help="s3://bucket/prefix/ or a local folder (recursive)")
     p.add_argument(

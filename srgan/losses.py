@@ -10,12 +10,21 @@ VGG input is ImageNet-normalised RGB. Images with other channel counts are mappe
   * otherwise (1 channel, or N bands without a mapping): every band is treated as its own
     grayscale image, replicated to 3 channels, and the loss is averaged over bands.
 
+Without VGG19 weights the content loss can be feature matching on the discriminator's conv
+stages: L1 between the features of a frozen copy of D (``DiscriminatorFeatures``, BatchNorm in
+eval mode, refreshed every so many steps), so that the loss keeps one scale between refreshes.
+
 Adversarial losses take raw logits; ``vanilla`` is the paper's non-saturating BCE,
 ``ragan`` the relativistic-average form (ESRGAN), ``lsgan`` least squares.
+
+Targets: with ``usm_target`` the pixel and content terms compare SR with Real-ESRGAN's
+USM-sharpened HR (its l1_gt_usm, percep_gt_usm); the discriminator's real images stay the
+plain HR (gan_gt_usm: False), since ``gan_step`` gives D the HR as it comes.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -23,6 +32,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from srgan.degrade.sharpen import usm_sharp
 
 
 def _vgg19_layer_indices() -> dict[str, int]:
@@ -48,15 +59,27 @@ PAPER_FEATURE_SCALE = 1.0 / 12.75
 GanType = Literal["vanilla", "ragan", "lsgan"]
 
 
+def loss_target(hr: torch.Tensor, usm: bool) -> torch.Tensor:
+    """What SR is compared with: hr, or usm_sharp(hr) computed in hr's precision (outside autocast)."""
+    if not usm:
+        return hr
+    with torch.autocast(hr.device.type, enabled=False):
+        return usm_sharp(hr)
+
+
 class PixelLoss(nn.Module):
-    def __init__(self, kind: Literal["l1", "mse"] = "mse") -> None:
+    """L1 or MSE between SR and HR; with `usm_target`, between SR and usm_sharp(HR) (l1_gt_usm)."""
+
+    def __init__(self, kind: Literal["l1", "mse"] = "mse", usm_target: bool = False) -> None:
         super().__init__()
         if kind not in ("l1", "mse"):
             raise ValueError(f"pixel loss must be 'l1' or 'mse', got {kind!r}")
         self.kind = kind
+        self.usm_target = usm_target
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        return F.l1_loss(sr, hr) if self.kind == "l1" else F.mse_loss(sr, hr)
+        target = loss_target(hr, self.usm_target)
+        return F.l1_loss(sr, target) if self.kind == "l1" else F.mse_loss(sr, target)
 
 
 def to_rgb_views(x: torch.Tensor, rgb_bands: Sequence[int] | None = None) -> torch.Tensor:
@@ -97,28 +120,63 @@ class VGGFeatures(nn.Module):
 
 
 class ContentLoss(nn.Module):
-    """MSE between feature maps of SR and HR, features multiplied by `feature_scale` first.
+    """MSE (or L1) between feature maps of SR and HR, features multiplied by `feature_scale` first.
 
     `features` is any callable image -> feature map (or list of maps, averaged): VGG19 for
-    the paper's loss, or the discriminator's `features` for a download-free
-    feature-matching loss.
+    the paper's loss (MSE), or a `DiscriminatorFeatures` for a download-free feature-matching
+    loss (L1, as feature matching takes it).
     """
 
     def __init__(
         self,
         features: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]],
         feature_scale: float = PAPER_FEATURE_SCALE,
+        distance: Literal["mse", "l1"] = "mse",
     ) -> None:
         super().__init__()
+        if distance not in ("mse", "l1"):
+            raise ValueError(f"content loss distance must be 'mse' or 'l1', got {distance!r}")
         self.features = features
         self.feature_scale = feature_scale
+        self.distance = distance
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         fs, fh = self.features(sr), self.features(hr)
         if isinstance(fs, torch.Tensor):
             fs, fh = [fs], [fh]
-        losses = [F.mse_loss(a * self.feature_scale, b.detach() * self.feature_scale) for a, b in zip(fs, fh)]
+        measure = F.l1_loss if self.distance == "l1" else F.mse_loss
+        losses = [measure(a * self.feature_scale, b.detach() * self.feature_scale) for a, b in zip(fs, fh)]
         return torch.stack(losses).mean()
+
+
+class DiscriminatorFeatures(nn.Module):
+    """A frozen copy of a discriminator's conv stages, BatchNorm in eval mode, for a feature-matching
+    content loss of one scale: D's own features move with every step and with the batch's BatchNorm
+    statistics. `refresh(d)` copies D's current stages (the training loop does every few hundred steps)."""
+
+    def __init__(self, discriminator: nn.Module) -> None:
+        super().__init__()
+        self.stages = copy.deepcopy(discriminator.stages).eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> DiscriminatorFeatures:
+        super().train(mode)
+        self.stages.eval()  # frozen: never normalise by the batch's statistics
+        return self
+
+    @torch.no_grad()
+    def refresh(self, discriminator: nn.Module) -> None:
+        self.stages.load_state_dict(discriminator.stages.state_dict())
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Activations after each conv stage of the copy (as Discriminator.features)."""
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.features(x)
 
 
 def discriminator_loss(
@@ -209,7 +267,9 @@ def balance_warning(ratio: float | None) -> str | None:
 
 
 class GeneratorLoss(nn.Module):
-    """Weighted perceptual loss for G (paper eq. 3): returns (total, {term: value})."""
+    """Weighted perceptual loss for G (paper eq. 3): returns (total, {term: value}). With
+    `usm_target` the pixel and content terms compare with usm_sharp(hr); the adversarial term's
+    logits come from D on the plain HR (see module doc)."""
 
     def __init__(
         self,
@@ -217,25 +277,32 @@ class GeneratorLoss(nn.Module):
         weights: LossWeights = LossWeights(),
         pixel: PixelLoss | None = None,
         gan_type: GanType = "vanilla",
+        usm_target: bool = False,
     ) -> None:
         super().__init__()
         if weights.content > 0 and content is None:
             raise ValueError("content weight > 0 needs a content loss (a feature network)")
+        if pixel is not None and pixel.usm_target:
+            raise ValueError(
+                "give usm_target to GeneratorLoss, which sharpens once for every term, not to its PixelLoss"
+            )
         self.content = content
         self.pixel = pixel or PixelLoss("mse")
         self.weights = weights
         self.gan_type = gan_type
+        self.usm_target = usm_target
 
     def forward(
         self, sr: torch.Tensor, hr: torch.Tensor, fake_logits: torch.Tensor, real_logits: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms: dict[str, torch.Tensor] = {}
         total = sr.new_zeros(())
+        target = loss_target(hr, self.usm_target)
         if self.weights.pixel > 0:
-            terms["pixel"] = self.pixel(sr, hr)
+            terms["pixel"] = self.pixel(sr, target)
             total = total + self.weights.pixel * terms["pixel"]
         if self.weights.content > 0:
-            terms["content"] = self.content(sr, hr)
+            terms["content"] = self.content(sr, target)
             total = total + self.weights.content * terms["content"]
         terms["adversarial"] = generator_adversarial_loss(fake_logits, real_logits, self.gan_type)
         total = total + self.weights.adversarial * terms["adversarial"]

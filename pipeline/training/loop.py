@@ -19,15 +19,23 @@ from dataclasses import dataclass, field
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.data.batches import degrade_pair, stable_seed
+from pipeline.data.batches import stable_seed
 from pipeline.errors import DataError
 from pipeline.io import s3, storage
 from pipeline.scoring.protocol import ValidationSums, caption, lpips_model, say_lpips_skipped, sr_figures
 from pipeline.training.checkpoints import load_checkpoint, restore_rng, save_checkpoint
 from pipeline.training.recipe import build_generator_loss, lr_at, phase_at
 from pipeline.training.state import TrainState
-from srgan.degrade import build_degradation
-from srgan.losses import PAPER_BALANCE, LossWeights, PixelLoss, balance_warning, loss_balance
+from srgan.degrade import Degradation, build_degradation, training_pair
+from srgan.losses import (
+    PAPER_BALANCE,
+    ContentLoss,
+    GeneratorLoss,
+    LossWeights,
+    PixelLoss,
+    balance_warning,
+    loss_balance,
+)
 from srgan.metrics import quantize
 from srgan.precision import resolve_precision
 from srgan.resize import imresize
@@ -120,6 +128,25 @@ def say_balance(logger, stats: dict[str, float], cfg: TrainConfig, step: int) ->
         log.warning(f"warning: {warning}")
 
 
+def generator_loss(cfg: TrainConfig, state: TrainState, device: torch.device, usm_target: bool) -> GeneratorLoss:
+    """The recipe's generator loss, with D's features read from the state's frozen copy of D
+    (L1, as feature matching) and the pixel and content targets of `usm_target`; D's real
+    images stay the plain HR."""
+    recipe = build_generator_loss(cfg, state.d_features, device)
+    content = recipe.content
+    if content is not None and cfg.loss.content_backbone == "discriminator":
+        content = ContentLoss(content.features, content.feature_scale, distance="l1")
+    return GeneratorLoss(content, recipe.weights, recipe.pixel, recipe.gan_type, usm_target=usm_target)
+
+
+def batch_pair(data: dict, degrade: Degradation, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LR, plain HR) of one training row: made by Ray Data (data.degrade_on cpu), or here from the
+    shipped HR crops and seed (device), cut to the patch after the degradation (training_pair)."""
+    if "lr" in data:
+        return data["lr"][0], data["hr"][0]
+    return training_pair(data["hr"][0], int(data["seed"][0]), degrade, patch)
+
+
 def _maybe_fail(cfg: TrainConfig, step: int, rank: int, world: int, run_uri: str) -> None:
     """Test hook (debug.fail_once_at_step): the last rank raises once, at that step."""
     if cfg.debug.fail_once_at_step != step or rank != world - 1:
@@ -153,11 +180,12 @@ def train_loop_per_worker(loop: dict) -> None:
     saved, rng = load_checkpoint(checkpoint, rank) if checkpoint is not None else (None, None)
     state = TrainState(cfg, device, resolve_precision(cfg.train.precision, device), saved, loop.get("init_generator"))
     restore_rng(rng)
-    g_loss = build_generator_loss(cfg, state.d, device) if "gan" in cfg.train.phases else None
-    pixel = PixelLoss(cfg.loss.pixel)
     degrade = build_degradation(
         cfg.data.degradation.name, scale, **cfg.data.degradation.params
     )  # data.degrade_on: device
+    usm_target = bool(getattr(degrade, "usm_target", False))  # Real-ESRGAN's l1_gt_usm, percep_gt_usm
+    g_loss = generator_loss(cfg, state, device, usm_target) if "gan" in cfg.train.phases else None
+    pixel = PixelLoss(cfg.loss.pixel, usm_target=usm_target)
     if rank == 0:  # what `train.precision: auto` became on this hardware
         logger.tag("train.precision_used", state.precision)
         log.info(f"precision {state.precision} on {device.type}")
@@ -181,10 +209,7 @@ def train_loop_per_worker(loop: dict) -> None:
             device=device,
         ):
             batches += 1
-            if "lr" in data:
-                lr_batch, hr_batch = data["lr"][0], data["hr"][0]
-            else:
-                lr_batch, hr_batch = degrade_pair(data["hr"][0], int(data["seed"][0]), degrade)
+            lr_batch, hr_batch = batch_pair(data, degrade, cfg.data.patch_size)
             if phase_at(cfg, state.step) != state.phase:
                 state.start_phase(phase_at(cfg, state.step))
                 progress = Progress()
@@ -219,6 +244,8 @@ def train_loop_per_worker(loop: dict) -> None:
             at_phase_end = step == cfg.pretrain_steps and step < total
             do_val = val_rows is not None and (step % cfg.train.val_every == 0 or step == total)
             do_ckpt = step % cfg.train.checkpoint_every == 0 or step == total or at_phase_end
+            if do_val or do_ckpt:
+                state.refresh_ema_statistics()  # what validation scores and the checkpoint keeps
             if do_val:
                 last_val, grid = validate(
                     state.ema.model, val_rows.iter_rows(), scale, cfg.data.grid_images, rank, world, device, lpips

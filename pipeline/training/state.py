@@ -4,12 +4,14 @@ epoch and phase; `state_dict` / `load` are what a checkpoint holds (pipeline.tra
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import torch
+from torch.optim.swa_utils import update_bn
 
 from pipeline.config import TrainConfig
 from pipeline.training.recipe import build_models, lr_at, phase_at
-from srgan.losses import PixelLoss
+from srgan.losses import DiscriminatorFeatures, PixelLoss
 from srgan.precision import Precision
 from srgan.sync_bn import sync_batch_norm
 from srgan.train_step import EMA, gan_step, make_scaler, pretrain_step, unwrap
@@ -32,7 +34,9 @@ def sync_batch_norm_on(cfg: TrainConfig, world: int, rank: int) -> bool:
 
 
 class TrainState:
-    """A worker's models, optimisers, GradScalers and weight average, and where it is."""
+    """A worker's models, optimisers, GradScalers and weight average, and where it is; the frozen
+    copy of D that a feature-matching content loss reads (`d_features`), and the last few LR
+    batches, over which the weight average's BatchNorm statistics are recomputed."""
 
     def __init__(
         self,
@@ -58,6 +62,8 @@ class TrainState:
         if sync_batch_norm_on(cfg, ray.train.get_context().get_world_size(), ray.train.get_context().get_world_rank()):
             g, d = sync_batch_norm(g, device), sync_batch_norm(d, device)
         self.g, self.d = ray.train.torch.prepare_model(g), ray.train.torch.prepare_model(d)
+        self.d_features = DiscriminatorFeatures(unwrap(self.d))
+        self.recent_lr: deque[torch.Tensor] = deque(maxlen=cfg.train.ema_bn_batches)
         self.start_phase(state["phase"] if state is not None else phase_at(cfg, 0))
         if state is not None:
             self.load(state)
@@ -76,6 +82,8 @@ class TrainState:
         self.ema = EMA(self.g, self.cfg.train.ema_decay)
         self.ema.model.to(self.device)
         self.ema_updates = 0
+        if phase == "gan":
+            self.d_features.refresh(unwrap(self.d))
 
     def state_dict(self) -> dict:
         return {
@@ -86,6 +94,7 @@ class TrainState:
             "generator": unwrap(self.g).state_dict(),
             "discriminator": unwrap(self.d).state_dict(),
             "ema": self.ema.state_dict(),
+            "d_features": self.d_features.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "scaler_g": self.scaler_g.state_dict(),
@@ -97,6 +106,8 @@ class TrainState:
         optimisers; the networks' weights were loaded before DDP wrapped them."""
         self.step, self.epoch, self.ema_updates = state["step"], state["epoch"], state["ema_updates"]
         self.ema.load_state_dict(state["ema"])
+        if "d_features" in state:  # checkpoints from before it took D's current stages (start_phase)
+            self.d_features.load_state_dict(state["d_features"])
         if state["phase"] == phase_at(self.cfg, self.step):
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
@@ -108,6 +119,10 @@ class TrainState:
         for opt, value in ((self.opt_g, lr_at(self.cfg, self.step)), (self.opt_d, lr_at(self.cfg, self.step, "d"))):
             for group in opt.param_groups:
                 group["lr"] = value
+        into_gan = self.step - self.cfg.pretrain_steps
+        if self.phase == "gan" and into_gan > 0 and into_gan % self.cfg.train.gan.d_features_every == 0:
+            self.d_features.refresh(unwrap(self.d))
+        self.recent_lr.append(lr_batch)
         if self.phase == "pretrain":
             stats = pretrain_step(self.g, self.opt_g, lr_batch, hr_batch, pixel, self.precision, self.scaler_g)
         else:
@@ -127,3 +142,11 @@ class TrainState:
         self.ema_updates += 1
         self.step += 1
         return stats
+
+    def refresh_ema_statistics(self) -> None:
+        """Recompute the EMA generator's BatchNorm running statistics for its own weights: EMA.update
+        copies the live generator's, which belong to other weights. A cumulative average (momentum
+        None) in train mode over the recent LR batches, without gradients; every rank calls it at
+        the same steps (with synced BatchNorm it is collective)."""
+        if self.recent_lr:
+            update_bn(list(self.recent_lr), self.ema.model)

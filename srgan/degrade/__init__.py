@@ -1,6 +1,7 @@
 """Batched, seeded HR -> LR degradations as small tensor functions: bicubic, Real-ESRGAN's two-round `realistic`,
-satellite and MRI, and their pieces (kernels, filtering, resize, noise, JPEG, USM). Pure PyTorch; the modules here
-import their siblings directly, never this package, which only gathers the public names."""
+satellite and MRI, their pieces (kernels, filtering, resize, noise, JPEG, USM) and training pairs cut after the
+degradation. Pure PyTorch; the modules here import their siblings directly, never this package, which only gathers
+the public names."""
 
 from srgan.degrade.base import CPU_PIECE_PIXELS, Degradation, Range
 from srgan.degrade.bicubic import Bicubic
@@ -10,6 +11,7 @@ from srgan.degrade.convolve import CHUNK, blur, filter_per_sample
 from srgan.degrade.kernels import KERNEL_TYPES, gaussian_kernels, mixed_kernels, sinc_kernels
 from srgan.degrade.mri import MRI
 from srgan.degrade.noise import add_noise
+from srgan.degrade.pairs import crop_size, pad_to, training_pair
 from srgan.degrade.realistic import Realistic, RealisticPlan
 from srgan.degrade.resample import RESIZE_DIRECTIONS, RESIZE_MODES, resize
 from srgan.degrade.rounds import FIRST_ROUND, SECOND_ROUND, RoundPlan, RoundSettings
@@ -37,11 +39,14 @@ __all__ = [
     "add_noise",
     "blur",
     "build_degradation",
+    "crop_size",
     "filter_per_sample",
     "gaussian_kernels",
     "jpeg",
     "mixed_kernels",
+    "pad_to",
     "resize",
     "sinc_kernels",
+    "training_pair",
     "usm_sharp",
 ]

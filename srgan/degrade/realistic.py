@@ -16,6 +16,7 @@ from srgan.degrade.kernels import sinc_kernels
 from srgan.degrade.noise import add_noise
 from srgan.degrade.resample import RESIZE_MODES, resize
 from srgan.degrade.rounds import FIRST_ROUND, SECOND_ROUND, RoundPlan, RoundSettings, draw_round, odd_sizes, within
+from srgan.degrade.sharpen import usm_sharp
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,14 @@ class Realistic:
     default, as the reference). Per sample: kernels, second blur, noise type and level, gray,
     JPEG quality, final sinc (feed_data draws the second blur and the noise type per batch; the
     odds are the same). Per batch, as feed_data: resize direction/factor/mode and final order.
-    usm_target: train on usm_sharp(hr) (Real-ESRGAN's l1_gt_usm/percep_gt_usm); LR is unchanged.
+
+    usm_input: degrade usm_sharp(hr), as feed_data does (`filter2D(self.gt_usm, kernel1)`); False
+      degrades the plain HR (before issue 23: its LR had about a fifth less gradient energy).
+    usm_target: the generator's pixel and content losses compare with usm_sharp(hr) (Real-ESRGAN's
+      l1_gt_usm, percep_gt_usm); the discriminator's real images stay plain (gan_gt_usm: False).
+    degrade_size: training pairs are cut from HR crops of this size (down to a multiple of the scale),
+      degraded whole, then cropped to the patch (srgan.degrade.pairs; Real-ESRGAN degrades 400 px);
+      None: the patch itself.
     """
 
     scale: int = 4
@@ -63,7 +71,9 @@ class Realistic:
     first: RoundSettings = FIRST_ROUND
     second: RoundSettings = SECOND_ROUND
     final_sinc_prob: float = 0.8
+    usm_input: bool = True
     usm_target: bool = False
+    degrade_size: int | None = 400
 
     def __post_init__(self) -> None:
         for name, published in [("first", FIRST_ROUND), ("second", SECOND_ROUND)]:
@@ -77,6 +87,10 @@ class Realistic:
             raise ValueError(f"realistic kernel_size_range must be odd sizes, got {sizes}")
         if not 0 <= self.final_sinc_prob <= 1:
             raise ValueError(f"realistic final_sinc_prob must be a probability, got {self.final_sinc_prob}")
+        if self.degrade_size is not None and self.degrade_size < 1:
+            raise ValueError(
+                f"realistic degrade_size must be a size in pixels (e.g. 400) or null, got {self.degrade_size}"
+            )
 
     def plan(self, seed: int, n: int) -> RealisticPlan:
         """Every random choice for a batch of n, drawn on the CPU (the same plan on any device)."""
@@ -103,7 +117,7 @@ class Realistic:
         g = torch.Generator(device=hr.device).manual_seed(plan.noise_seed)
         # Every step after the first works in place on the tensor the step before made (on a CPU
         # fresh memory costs page faults); the first blur never leaves hr as it is.
-        x = self._first_round(hr, plan.first, g)
+        x = self._first_round(usm_sharp(hr) if self.usm_input else hr, plan.first, g)
         x = self._second_round(x, plan.second, g, (h, w))
         return self._final_step(x, plan, (h, w)).mul_(255).round_().clamp_(0, 255).div_(255)
 

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from srgan.degrade import usm_sharp
 from srgan.losses import (
     PAPER_FEATURE_SCALE,
     VGG19_LAYERS,
@@ -101,6 +102,23 @@ def test_generator_loss_is_the_weighted_sum(vgg):
     )
     with pytest.raises(ValueError, match="content weight"):
         GeneratorLoss(None, LossWeights())
+
+
+def test_feature_matching_takes_l1_and_usm_targets_sharpen_once(vgg):
+    sr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    features = VGGFeatures(vgg, "relu1_2")
+    l1 = ContentLoss(features, 1.0, distance="l1")(sr, hr)
+    assert l1.item() == pytest.approx(torch.nn.functional.l1_loss(features(sr), features(hr)).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="distance must be 'mse' or 'l1'"):
+        ContentLoss(features, distance="huber")
+    sharp = usm_sharp(hr)
+    assert PixelLoss("l1", usm_target=True)(sr, hr).item() == pytest.approx(PixelLoss("l1")(sr, sharp).item())
+    weights = LossWeights(content=1.0, adversarial=0.0, pixel=1.0)
+    _, terms = GeneratorLoss(ContentLoss(features), weights, PixelLoss("l1"), usm_target=True)(
+        sr, hr, hr[:, 0, 0, 0], None
+    )
+    _, plain = GeneratorLoss(ContentLoss(features), weights, PixelLoss("l1"))(sr, sharp, hr[:, 0, 0, 0], None)
+    assert terms["pixel"] == pytest.approx(plain["pixel"]) and terms["content"] == pytest.approx(plain["content"])
 
 
 def test_the_loss_balance_check_warns_only_far_from_the_papers_balance():

@@ -7,11 +7,13 @@ One HR image's way to a loss value:
   key and counted, the rest go on ->
   per epoch: read bytes -> decode (16-bit and extra bands kept; divided by the range the
   file declares, see ImageSpec) -> `patches_per_image`
-  random HR crops with flips/rotations per image -> interleaved into worker-sized batches of
-  crops of distinct images -> each batch degraded by the configured srgan degradation with a
-  seed of its own (on the CPU here, or on the worker's device: data.degrade_on) -> block
-  order shuffled -> equal shards to the Ray Train workers, where each worker's local shuffle
-  buffer mixes batches of different tasks.
+  random HR crops with flips/rotations per image, of srgan.degrade.crop_size (the patch, or a
+  realistic degradation's `degrade_size`, images under it reflected) -> interleaved into
+  worker-sized batches of crops of distinct images -> each batch degraded by the configured
+  srgan degradation with a seed of its own and cut to aligned patch pairs
+  (srgan.degrade.training_pair; on the CPU here, or on the worker's device: data.degrade_on)
+  -> block order shuffled -> equal shards to the Ray Train workers, where each worker's local
+  shuffle buffer mixes batches of different tasks.
 
 Randomness: each file row carries a draw from Ray Data's seeded `random()` expression, which
 Ray reseeds at every pass over the dataset (every epoch); crops, augmentations and
@@ -36,7 +38,7 @@ from pipeline import formats
 from pipeline.data.reader import range_text, read_image
 from pipeline.errors import DecodeError
 from pipeline.io import storage
-from srgan.degrade import Degradation, usm_sharp
+from srgan.degrade import Degradation, crop_size, pad_to, training_pair
 from srgan.tiling import centre_crop
 
 log = logging.getLogger(__name__)
@@ -166,21 +168,15 @@ def describe_ranges(ranges: Counter) -> tuple[str, float | None]:
     return text or "no files", (highs.pop() if uniform else None)
 
 
-def degrade_pair(hr: torch.Tensor, seed: int, degrade: Degradation) -> tuple[torch.Tensor, torch.Tensor]:
-    """(LR, target) of one training batch of HR crops (N, C, H, W): the same function, seed and
-    batch wherever it runs (data.degrade_on cpu or device), so the LR is the same on either side.
-    The target is Real-ESRGAN's USM-sharpened HR where configured; the LR comes from the plain HR."""
-    lr = degrade(hr, seed)
-    return lr, (usm_sharp(hr) if getattr(degrade, "usm_target", False) else hr)
-
-
 class PatchBatches:
     """map_batches callable: file bytes -> training batches (see module docstring).
 
-    Each output row is one worker batch of `batch` HR crops with its seed, and with
-    `degrade_on="cpu"` its LR and target. Crops are interleaved (crop j of every image in the
-    task before crop j+1 of any), so a batch's crops come from distinct images whenever the
-    task holds at least `batch` images, as the paper's 16 crops come from 16 images.
+    Each output row is one worker batch of `batch` HR crops with its seed: with `degrade_on="cpu"`
+    its (LR, plain HR) patch pair, else the crops of `crop_size` for the worker to degrade and cut
+    the same way. The losses sharpen the plain HR themselves where `usm_target` is on. Crops are
+    interleaved (crop j of every image in the task before crop j+1 of any), so a batch's crops
+    come from distinct images whenever the task holds at least `batch` images, as the paper's 16
+    crops come from 16 images.
     """
 
     def __init__(
@@ -200,6 +196,7 @@ class PatchBatches:
         self.degrade = degrade
         self.seed = seed
         self.on_cpu = degrade_on == "cpu"
+        self.crop = crop_size(degrade, patch_size)  # the patch, or the large crop a realistic degradation takes
         self.keys: dict[str, str] = {}  # read path -> key under the data root (seeds follow keys)
         self._missed = False  # a path not in `keys` was warned about (once per copy)
 
@@ -233,20 +230,19 @@ class PatchBatches:
         return torch.rot90(x, code & 3, dims=(-2, -1))
 
     def _crops(self, data: bytes, path: str, draw: float) -> list[torch.Tensor]:
-        image, _ = self.spec.decode(data, path)
+        image = pad_to(self.spec.decode(data, path)[0], self.crop)
         rng = np.random.default_rng(stable_seed(self.seed, self._key(path), draw))
         _, h, w = image.shape
-        crops = []
+        size, crops = self.crop, []
         for _ in range(self.per_image):
-            top = int(rng.integers(0, h - self.patch + 1))
-            left = int(rng.integers(0, w - self.patch + 1))
-            crops.append(
-                self._augment(image[:, top : top + self.patch, left : left + self.patch], int(rng.integers(0, 8)))
-            )
+            top = int(rng.integers(0, h - size + 1))
+            left = int(rng.integers(0, w - size + 1))
+            crops.append(self._augment(image[:, top : top + size, left : left + size], int(rng.integers(0, 8))))
         return crops  # views: the decoded image goes once they are stacked
 
     def __call__(self, batch: dict) -> dict:
-        """{bytes, path, draw} rows -> rows {hr (B, C, H, W), [lr (B, C, h, w)], seed, image (B,)}."""
+        """{bytes, path, draw} rows -> rows {hr (B, C, H, W), [lr (B, C, h, w)], seed, image (B,)}: hr is the
+        patch (cpu) or the crop (device), float32 in [0, 1]."""
         crops, images = [], []
         for data, path, draw in zip(batch["bytes"], batch["path"], batch["draw"]):
             try:
@@ -263,16 +259,15 @@ class PatchBatches:
             chosen = order[start : start + self.batch]
             hr, seed = torch.stack([crops[i][j] for i, j in chosen]), stable_seed(task_seed, start)
             if self.on_cpu:
-                lr, hr = degrade_pair(hr, seed, self.degrade)
+                lr, hr = training_pair(hr, seed, self.degrade, self.patch)
                 rows["lr"].append(lr.numpy().astype(np.float32))
             rows["hr"].append(hr.numpy().astype(np.float32))
             rows["seed"].append(seed)
             rows["image"].append([images[i] for i, _ in chosen])
         c, s = self.spec.channels, self.patch // self.degrade.scale
+        size = self.patch if self.on_cpu else self.crop
         out = {
-            "hr": np.stack(rows["hr"])
-            if rows["hr"]
-            else np.zeros((0, self.batch, c, self.patch, self.patch), np.float32),
+            "hr": np.stack(rows["hr"]) if rows["hr"] else np.zeros((0, self.batch, c, size, size), np.float32),
             "seed": np.array(rows["seed"], dtype=np.int64),
             "image": np.array(rows["image"], dtype=np.int64).reshape(-1, self.batch),
         }

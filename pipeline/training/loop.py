@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -29,7 +30,6 @@ from pipeline.training.state import TrainState
 from srgan.degrade import Degradation, build_degradation, training_pair
 from srgan.losses import (
     PAPER_BALANCE,
-    ContentLoss,
     GeneratorLoss,
     LossWeights,
     PixelLoss,
@@ -54,6 +54,11 @@ class Progress:
     sums: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     started: float = field(default_factory=time.perf_counter)
+    waited: float = 0.0  # seconds spent waiting for the input pipeline's next batch
+
+    def data_wait(self) -> float:
+        """The share of the wall time since the last log line spent waiting for data."""
+        return self.waited / max(time.perf_counter() - self.started, 1e-9)
 
     def add(self, stats: dict[str, float]) -> None:
         for k, v in stats.items():
@@ -129,14 +134,9 @@ def say_balance(logger, stats: dict[str, float], cfg: TrainConfig, step: int) ->
 
 
 def generator_loss(cfg: TrainConfig, state: TrainState, device: torch.device, usm_target: bool) -> GeneratorLoss:
-    """The recipe's generator loss, with D's features read from the state's frozen copy of D
-    (L1, as feature matching) and the pixel and content targets of `usm_target`; D's real
-    images stay the plain HR."""
-    recipe = build_generator_loss(cfg, state.d_features, device)
-    content = recipe.content
-    if content is not None and cfg.loss.content_backbone == "discriminator":
-        content = ContentLoss(content.features, content.feature_scale, distance="l1")
-    return GeneratorLoss(content, recipe.weights, recipe.pixel, recipe.gan_type, usm_target=usm_target)
+    """The recipe's generator loss, with D's features read from the state's frozen copy of D and
+    the pixel and content targets of `usm_target`; D's real images stay the plain HR."""
+    return build_generator_loss(cfg, state.d_features, device, usm_target)
 
 
 def batch_pair(data: dict, degrade: Degradation, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,6 +158,12 @@ def _maybe_fail(cfg: TrainConfig, step: int, rank: int, world: int, run_uri: str
     raise RuntimeError(f"debug.fail_once_at_step: simulated worker failure at step {step}")
 
 
+def cpu_threads(cpus_per_worker: float) -> int:
+    """Torch threads for a CPU worker holding `cpus_per_worker` CPUs: rounded up (a worker with
+    1.5 CPUs computes on two cores, the half left over is Ray Data's), at most the machine's."""
+    return max(1, min(math.ceil(cpus_per_worker), os.cpu_count() or 1))
+
+
 def train_loop_per_worker(loop: dict) -> None:
     """Ray Train's worker function; `loop` holds the config and where the run reports."""
     import ray.train
@@ -170,6 +176,8 @@ def train_loop_per_worker(loop: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    if device.type == "cpu":  # Ray sets OMP_NUM_THREADS to the whole CPUs (1 for 1.5): use what the worker holds
+        torch.set_num_threads(cpu_threads(cfg.scaling.cpus_per_worker))
     torch.manual_seed(stable_seed(cfg.run.seed, "worker", rank) % 2**63)
     s3.set_retry_s(cfg.s3.retry_s)  # this process's S3 reads and writes, checkpoints included
     logger = RunLogger(loop["tracking_uri"], loop["run_id"], cfg.mlflow.outage_s) if rank == 0 else None
@@ -188,7 +196,7 @@ def train_loop_per_worker(loop: dict) -> None:
     pixel = PixelLoss(cfg.loss.pixel, usm_target=usm_target)
     if rank == 0:  # what `train.precision: auto` became on this hardware
         logger.tag("train.precision_used", state.precision)
-        log.info(f"precision {state.precision} on {device.type}")
+        log.info(f"precision {state.precision} on {device.type}, {torch.get_num_threads()} torch threads")
     if saved is not None and rank == 0:
         log.info(f"resuming from checkpoint at step {state.step} (epoch {state.epoch}, phase {saved['phase']})")
         logger.requeue(saved.get("unsent_log", []))  # what a tracking outage kept unsent when the checkpoint was made
@@ -202,12 +210,14 @@ def train_loop_per_worker(loop: dict) -> None:
     progress, last_val = Progress(), {}
     while state.step < total:
         batches = 0
+        ready = time.perf_counter()
         for data in shard.iter_torch_batches(  # one row is one batch (pipeline.data.PatchBatches)
             batch_size=1,
             local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
             local_shuffle_seed=stable_seed(cfg.run.seed, state.epoch, rank) % 2**32,
             device=device,
         ):
+            progress.waited += time.perf_counter() - ready
             batches += 1
             lr_batch, hr_batch = batch_pair(data, degrade, cfg.data.patch_size)
             if phase_at(cfg, state.step) != state.phase:
@@ -228,13 +238,15 @@ def train_loop_per_worker(loop: dict) -> None:
                         **{f"train/{k}": v for k, v in means.items()},
                         "train/lr": lr,
                         "train/samples_per_s": rate,
+                        "train/data_wait_fraction": progress.data_wait(),
                         "train/epoch": state.epoch,
                     },
                     step,
                 )
                 shown = "  ".join(f"{k} {v:.4g}" for k, v in means.items())
                 log.info(
-                    f"[step {step}/{total} {state.phase}] {shown}  lr {lr:.2g}  {rate:.1f} samples/s  epoch {state.epoch}"
+                    f"[step {step}/{total} {state.phase}] {shown}  lr {lr:.2g}  {rate:.1f} samples/s  "
+                    f"data wait {progress.data_wait():.0%}  epoch {state.epoch}"
                 )
                 progress = Progress()
             _maybe_fail(cfg, step, rank, world, loop["run_uri"])
@@ -269,6 +281,7 @@ def train_loop_per_worker(loop: dict) -> None:
                     ray.train.report(metrics)
             if step >= total:
                 break
+            ready = time.perf_counter()  # from here until the next batch arrives is waiting for data
         if batches == 0:
             raise DataError(
                 f"the training data gave no full batch of {batch} patches per worker in epoch {state.epoch}; "

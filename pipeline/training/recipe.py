@@ -41,20 +41,28 @@ def load_vgg(cfg: TrainConfig) -> torch.nn.Sequential:
     return load_vgg19_features(cfg.loss.vgg_weights, cfg.loss.vgg_sha256, fetch=storage.download)
 
 
-def build_generator_loss(cfg: TrainConfig, discriminator: torch.nn.Module, device: torch.device) -> GeneratorLoss:
+def build_generator_loss(
+    cfg: TrainConfig, discriminator: torch.nn.Module, device: torch.device, usm_target: bool = False
+) -> GeneratorLoss:
+    """G's loss as the config describes it; with `usm_target` its pixel and content terms compare SR
+    with usm_sharp(hr), sharpened once here (the batches carry the plain HR, which D sees)."""
     content = None
     if cfg.loss.weights.content > 0:
         if cfg.loss.content_backbone == "vgg19":
-            features = VGGFeatures(load_vgg(cfg), cfg.loss.vgg_layer, cfg.loss.rgb_bands).to(device)
+            content = ContentLoss(
+                VGGFeatures(load_vgg(cfg), cfg.loss.vgg_layer, cfg.loss.rgb_bands).to(device),
+                cfg.loss.effective_feature_scale,
+            )
         else:
-            # Feature matching on the discriminator's conv stages: needs no download. D is
-            # frozen while G's loss is computed (gan_step), so only G learns from it.
+            # Feature matching on the discriminator's conv stages (L1, as feature matching takes
+            # it): needs no download. D is frozen while G's loss is computed (gan_step), so only G
+            # learns from it; the training loop passes its frozen eval-mode copy of D.
             def features(x: torch.Tensor) -> list[torch.Tensor]:
                 return unwrap(discriminator).features(x)
 
-        content = ContentLoss(features, cfg.loss.effective_feature_scale)
+            content = ContentLoss(features, cfg.loss.effective_feature_scale, distance="l1")
     weights = LossWeights(**cfg.loss.weights.model_dump())
-    return GeneratorLoss(content, weights, PixelLoss(cfg.loss.pixel), cfg.loss.gan_type)
+    return GeneratorLoss(content, weights, PixelLoss(cfg.loss.pixel), cfg.loss.gan_type, usm_target=usm_target)
 
 
 def phase_at(cfg: TrainConfig, step: int) -> str:

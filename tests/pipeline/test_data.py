@@ -1,9 +1,9 @@
 import numpy as np
 
 from pipeline import formats
-from pipeline.data.batches import ImageSpec, PatchBatches, degrade_pair, scan, train_dataset, val_dataset
+from pipeline.data.batches import ImageSpec, PatchBatches, scan, train_dataset, val_dataset
 from pipeline.io import storage
-from srgan.degrade import build_degradation
+from srgan.degrade import Realistic, build_degradation, pad_to, training_pair, usm_sharp
 from tests.helpers import put_images, smooth_image, write_images
 
 
@@ -46,7 +46,7 @@ def _rows(n, seed=0, size=(50, 70)):
 
 
 def test_patch_batches_shapes_and_determinism():
-    batches = _batches(degradation="realistic")
+    batches = _batches(degradation="realistic", degrade_size=64)
     out1, out2 = batches(_rows(2)), batches(_rows(2))
     assert out1["hr"].shape == (2, 3, 3, 32, 32) and out1["lr"].shape == (2, 3, 3, 8, 8)  # 6 crops -> 2 batches of 3
     assert out1["hr"].dtype == np.float32 and 0 <= out1["lr"].min() and out1["lr"].max() <= 1
@@ -65,20 +65,48 @@ def test_a_batch_holds_crops_of_distinct_images_when_the_task_has_enough():
     assert sorted(np.unique(few["image"][0], return_counts=True)[1].tolist()) == [2, 2]
 
 
-def test_degrading_on_the_device_gives_the_same_lr_for_the_same_seed():
-    """data.degrade_on: device ships HR crops and a seed; the worker's degrade_pair makes the
-    same LR (and USM target) as the Ray Data task does (exact on the same device)."""
+def test_degrading_on_the_device_gives_the_same_pairs_for_the_same_seed():
+    """data.degrade_on: device ships the large HR crops and a seed; the worker's training_pair makes
+    the same (LR, HR) patch pair as the Ray Data task does (exact on the same device)."""
     import torch
 
     rows = _rows(4)
-    kw = {"degradation": "realistic", "usm_target": True, "batch": 4}
+    kw = {"degradation": "realistic", "usm_target": True, "degrade_size": 64, "batch": 4}
     on_cpu, shipped = _batches(**kw)(rows), _batches(degrade_on="device", **kw)(rows)
-    assert "lr" not in shipped
-    degrade = build_degradation("realistic", 4, usm_target=True)
+    assert "lr" not in shipped and shipped["hr"].shape == (3, 4, 3, 64, 64)
+    degrade = build_degradation("realistic", 4, usm_target=True, degrade_size=64)
     for i, seed in enumerate(shipped["seed"]):
-        lr, target = degrade_pair(torch.from_numpy(shipped["hr"][i]), int(seed), degrade)
+        lr, hr = training_pair(torch.from_numpy(shipped["hr"][i]), int(seed), degrade, 32)
         np.testing.assert_array_equal(lr.numpy(), on_cpu["lr"][i])
-        np.testing.assert_array_equal(target.numpy(), on_cpu["hr"][i])
+        np.testing.assert_array_equal(hr.numpy(), on_cpu["hr"][i])
+
+
+class _Recording(Realistic):
+    """Realistic, noting the shape of every batch it degrades."""
+
+    seen: list = []
+
+    def __call__(self, hr, seed):
+        self.seen.append(tuple(hr.shape))
+        return super().__call__(hr, seed)
+
+
+def test_the_realistic_cpu_path_degrades_a_crop_of_degrade_size():
+    """As Real-ESRGAN: the 50x70 image is reflected to 400 px, a 400 px crop is degraded whole and
+    a 32 px pair cut from it; degrade_size null and bicubic keep patch-size crops."""
+    spec = ImageSpec(channels=3, min_size=32)
+    rows = _rows(1)
+    for size, seen in [(400, (3, 3, 400, 400)), (None, (3, 3, 32, 32))]:
+        _Recording.seen = []
+        out = PatchBatches(spec, 32, 3, 3, _Recording(scale=4, degrade_size=size), seed=7)(rows)
+        assert _Recording.seen == [seen]
+        assert out["hr"].shape == (1, 3, 3, 32, 32) and out["lr"].shape == (1, 3, 3, 8, 8)
+    assert _batches(degrade_on="device")(rows)["hr"].shape == (1, 3, 3, 32, 32)  # bicubic: the patch
+    # A task too small for a batch gives no row, in the shapes its batches would have.
+    none = PatchBatches(spec, 32, 3, 4, Realistic(scale=4), seed=7)(rows)
+    assert none["hr"].shape == (0, 4, 3, 32, 32) and none["lr"].shape == (0, 4, 3, 8, 8)
+    none = PatchBatches(spec, 32, 3, 4, Realistic(scale=4), seed=7, degrade_on="device")(rows)
+    assert none["hr"].shape == (0, 4, 3, 400, 400) and "lr" not in none
 
 
 def test_patch_batches_keep_16_bit_and_extra_bands():
@@ -136,17 +164,35 @@ def test_val_dataset_keeps_whole_images_cropped_to_the_scale(ray_session, tmp_pa
     assert np.asarray(rows[0]["lr"]).shape == (3, 11, 15)  # degraded once, here, not at every validation
 
 
-def test_usm_sharpened_targets_keep_the_lr_and_sharpen_the_hr():
+def _is_window_of(image, patch) -> bool:
+    """Whether `patch` (C, P, P) is exactly a window of one of the 8 flips/rotations of `image` (C, H, W)."""
+    for code in range(8):
+        view = PatchBatches._augment(image, code).numpy()
+        windows = np.lib.stride_tricks.sliding_window_view(view, patch.shape)[0]
+        if (windows == patch).all(axis=(-3, -2, -1)).any():
+            return True
+    return False
+
+
+def test_a_cpu_batch_with_usm_target_is_sharpened_once_by_the_loss():
+    """data.degrade_on: cpu with usm_target: the batch's HR is the image's own pixels (as on the device
+    path), so the pixel loss's one usm_sharp is the only one; before, the batcher sharpened it too."""
     import torch
 
-    from srgan.degrade import usm_sharp
+    from srgan.losses import PixelLoss
 
     rows = _rows(1)
-    plain = _batches(degradation="realistic")(rows)
-    sharp = _batches(degradation="realistic", usm_target=True)(rows)
-    np.testing.assert_array_equal(plain["lr"], sharp["lr"])  # the LR is made from the plain HR
-    np.testing.assert_allclose(sharp["hr"][0], usm_sharp(torch.from_numpy(plain["hr"][0])).numpy(), atol=1e-6)
-    assert not np.array_equal(sharp["hr"], plain["hr"])
+    plain = _batches(degradation="realistic", degrade_size=64)(rows)
+    usm = _batches(degradation="realistic", degrade_size=64, usm_target=True)(rows)
+    np.testing.assert_array_equal(usm["lr"], plain["lr"])
+    np.testing.assert_array_equal(usm["hr"], plain["hr"])
+    image = pad_to(ImageSpec(channels=3).decode(rows["bytes"][0], "a.png")[0], 64)
+    hr = torch.from_numpy(usm["hr"][0])
+    assert all(_is_window_of(image, patch.numpy()) for patch in hr)
+    sr = torch.rand(hr.shape, generator=torch.Generator().manual_seed(0))
+    once = torch.nn.functional.mse_loss(sr, usm_sharp(hr))
+    torch.testing.assert_close(PixelLoss("mse", usm_target=True)(sr, hr), once)
+    assert not torch.allclose(PixelLoss("mse", usm_target=True)(sr, usm_sharp(hr)), once)
 
 
 def test_the_same_images_under_another_root_give_the_same_patches(tmp_path):

@@ -1,9 +1,11 @@
 """Score a model against bicubic on a folder of HR images with the standard SR protocol
 (pipeline.scoring): PSNR/SSIM on Y, NIQE and (with its weights) LPIPS, per image and as
-means, for the model and bicubic side by side: a table, JSON or a grid picture. With
+means, for the model and bicubic side by side: a table, JSON or a grid picture. Several
+models and sets (or --paper) give one paper-style table (pipeline.scoring.quality_table). With
 --no-reference, score images as they are (NIQE only), e.g. the batch upscaler's outputs.
 
     python -m pipeline.evaluate --model bicubic|<model reference> --data <folder> --scale 4 [--json] [--grid out.png]
+    python -m pipeline.evaluate --model bicubic --model <ref> ... --data <set> <set> ... --scale 4 [--paper] [--json]
     python -m pipeline.evaluate --no-reference --data <folder> [--json]
 """
 
@@ -11,12 +13,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline import cli
 from pipeline.errors import UsageError
 from pipeline.io import storage
-from pipeline.models.reference import Upscaler, load_upscaler, pick_device
+from pipeline.models.reference import BICUBIC, Upscaler, load_upscaler, pick_device
 from pipeline.scoring.protocol import (
     AsIsScore,
     EvalReport,
@@ -25,14 +27,17 @@ from pipeline.scoring.protocol import (
     iter_images,
     list_images,
     lpips_model,
+    model_figures,
     say_lpips_skipped,
     score_as_is,
 )
+from pipeline.scoring.quality_table import PAPER_SCALE, QualityTable, paper_set
 from srgan.generator import SCALES
 
 EXAMPLES = [
     "python -m pipeline.evaluate --model bicubic --data ../shared/data/Set5 --scale 4",
     "python -m pipeline.evaluate --model models:/srgan@champion --data s3://bucket/holdout/ --grid holdout.png --lpips-weights alexnet-owt-7be5be79.pth",
+    "python -m pipeline.evaluate --model bicubic --model RealESRGAN_x4plus.pth --data Set5 Set14 BSD100 --scale 4 --paper",
     "python -m pipeline.evaluate --no-reference --data s3://bucket/scenes-x4/ --json",
 ]
 
@@ -71,6 +76,78 @@ def evaluate(
         printer.means(report)
     say_lpips_skipped(skipped)
     return report
+
+
+def quality_table(
+    models: list[str],
+    datasets: list[str],
+    *,
+    scale: int | None = None,
+    tile: int = 256,
+    device: str | None = None,
+    tracking_uri: str | None = None,
+    lpips_weights: str | None = "torchvision",
+    paper: bool = False,
+) -> QualityTable:
+    """Score every model (model references, or 'bicubic') on every set of HR images under
+    `datasets`, at one scale: the means of PSNR/SSIM on Y, NIQE and LPIPS (where its weights
+    are found) per set and model; `paper` adds the SRGAN paper's published x4 columns. Every
+    set is listed and every model loaded before anything is scored, so a bad one fails fast."""
+    sets = {}
+    for data in datasets:
+        name = PurePosixPath(data.rstrip("/")).name or data
+        if name in sets:
+            raise UsageError(f"`data`: two sets are named {name!r}; a table names each set by its folder")
+        sets[name] = list_images(data)
+    upscalers = load_upscalers(models, scale, tile=tile, device=pick_device(device), tracking_uri=tracking_uri)
+    scale = next(iter(upscalers.values())).scale
+    if paper and scale != PAPER_SCALE:
+        raise UsageError(f"`paper`: the SRGAN paper's Table 2 is x{PAPER_SCALE}, this table x{scale}; drop `paper`")
+    lpips, skipped = lpips_model(lpips_weights)
+    table = QualityTable(scale, {label: u.name for label, u in upscalers.items()})
+    for name, files in sets.items():
+        for label, upscaler in upscalers.items():
+            print(f"scoring {label} on {name} ({len(files)} images)", file=sys.stderr, flush=True)
+            figures = [model_figures(upscaler, key, image, lpips) for key, image in iter_images(files, upscaler)]
+            table.add(name, label, figures)
+    say_lpips_skipped(skipped)
+    if paper:
+        table.add_paper()
+        if not any(paper_set(name) for name in sets):
+            print("note: the paper has figures for Set5, Set14 and BSD100 only", file=sys.stderr, flush=True)
+    return table
+
+
+def load_upscalers(models: list[str], scale: int | None, **options) -> dict[str, Upscaler]:
+    """{column label: upscaler} for `models`, in their order, all at one scale: `scale`, else
+    the models' own (bicubic takes theirs). A model that does not load is an error naming it."""
+    loaded: dict[str, Upscaler] = {}
+    for ref in models:  # the models first: bicubic can then take their scale
+        if ref != BICUBIC:
+            loaded[ref] = load_upscaler(ref, scale=scale, **options)
+    scales = {u.scale for u in loaded.values()}
+    if len(scales) > 1:
+        shown = ", ".join(f"{ref} x{u.scale}" for ref, u in loaded.items())
+        raise UsageError(
+            f"`model`: a table compares one scale, but the models upscale {shown}; give models of one scale"
+        )
+    if scale is None and scales:
+        scale = scales.pop()
+    upscalers: dict[str, Upscaler] = {}
+    for ref in models:
+        label, n = column_label(ref), 2
+        while label in upscalers:  # the same name twice: number the later ones
+            label, n = f"{column_label(ref)} ({n})", n + 1
+        upscalers[label] = loaded.get(ref) or load_upscaler(BICUBIC, scale=scale, **options)
+    return upscalers
+
+
+def column_label(ref: str) -> str:
+    """A short column name for a model reference: a file's or folder's name without its
+    suffix; runs:/ and models:/ references as they are."""
+    if ref == BICUBIC or ref.startswith(("runs:/", "models:/")):
+        return ref
+    return PurePosixPath(ref.rstrip("/")).stem or ref
 
 
 def evaluate_as_is(data: str, table: bool = False) -> dict:
@@ -158,9 +235,20 @@ def build_parser() -> cli.Parser:
     )
     p.add_argument(
         "--model",
-        help="'bicubic', a model file (.pt, .pth, .ckpt, .safetensors, .onnx: recognised by its keys), a checkpoint folder (local or s3://), runs:/<id> or models:/<name>@<alias> (required unless --no-reference)",
+        action="append",
+        help="'bicubic', a model file (.pt, .pth, .ckpt, .safetensors, .onnx: recognised by its keys), a checkpoint folder (local or s3://), runs:/<id> or models:/<name>@<alias>; repeat it for a table of several models (required unless --no-reference)",
     )
-    p.add_argument("--data", required=True, help="HR images: a local folder or an s3:// prefix (searched recursively)")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="HR images: a local folder or an s3:// prefix (searched recursively); several sets give one table with a group of rows per set",
+    )
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="add the SRGAN paper's published x4 PSNR/SSIM (Table 2: Set5, Set14, BSD100) as columns labelled 'paper'; gives the table even for one model and set",
+    )
     p.add_argument(
         "--no-reference",
         action="store_true",
@@ -191,18 +279,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with cli.naming_flags(parser):
         if args.no_reference:
-            if args.model or args.grid:
-                raise UsageError("--no-reference scores the images as they are: drop --model and --grid")
-            result = evaluate_as_is(args.data, table=not args.json)
+            if args.model or args.grid or args.paper:
+                raise UsageError("--no-reference scores the images as they are: drop --model, --grid and --paper")
+            if len(args.data) > 1:
+                raise UsageError("--no-reference scores one folder: give one --data")
+            result = evaluate_as_is(args.data[0], table=not args.json)
             if args.json:
                 print(json.dumps(result))
             return 0
         if not args.model:
             raise UsageError("--model is required (or --no-reference to score the images as they are)")
         lpips_weights = None if args.lpips_weights == "none" else args.lpips_weights
+        if len(args.model) > 1 or len(args.data) > 1 or args.paper:
+            if args.grid:
+                raise UsageError("--grid draws one model on one set: drop --grid, or give one --model and one --data")
+            table = quality_table(
+                args.model,
+                args.data,
+                scale=args.scale,
+                tile=args.tile,
+                device=args.device,
+                tracking_uri=args.tracking_uri,
+                lpips_weights=lpips_weights,
+                paper=args.paper,
+            )
+            print(json.dumps(table.to_dict()) if args.json else "\n".join(table.lines()), flush=True)
+            return 0
         report = evaluate(
-            args.model,
-            args.data,
+            args.model[0],
+            args.data[0],
             scale=args.scale,
             tile=args.tile,
             device=args.device,

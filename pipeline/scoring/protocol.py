@@ -225,11 +225,11 @@ class ValidationSums:
         return dict(zip(VALIDATION_METRICS, values))
 
 
-def score_image(
-    upscaler: Upscaler, name: str, image: StoredImage, scale: int, lpips=None
-) -> tuple[ImageScore, GridRow]:
-    """Protocol scores for one HR image (read in the band count the model takes), and the
-    pictures for its comparison row."""
+def upscale_for_scoring(
+    upscaler: Upscaler, name: str, image: StoredImage, scale: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(LR, HR, bicubic, SR) for one HR image by the protocol, each (1, C, H, W) in [0, 1];
+    SR is the bicubic tensor itself for the bicubic baseline."""
     hr_array = image.pixels
     h, w = (hr_array.shape[0] // scale) * scale, (hr_array.shape[1] // scale) * scale
     if h < 2 * scale + 11 or w < 2 * scale + 11:
@@ -251,12 +251,33 @@ def score_image(
     else:
         sr = upscaler(lr)
         sr = quantize(sr, image.levels) if image.levels else sr
+    return lr, hr, bicubic, sr
+
+
+def score_image(
+    upscaler: Upscaler, name: str, image: StoredImage, scale: int, lpips=None
+) -> tuple[ImageScore, GridRow]:
+    """Protocol scores for one HR image (read in the band count the model takes), and the
+    pictures for its comparison row."""
+    lr, hr, bicubic, sr = upscale_for_scoring(upscaler, name, image, scale)
     base = sr_figures(bicubic, hr, scale, lpips)
     ours = base if sr is bicubic else sr_figures(sr, hr, scale, lpips)
     score = ImageScore(
-        name=name, height=h, width=w, channels=hr.shape[1], **ours, **{f"bicubic_{k}": v for k, v in base.items()}
+        name=name,
+        height=hr.shape[-2],
+        width=hr.shape[-1],
+        channels=hr.shape[1],
+        **ours,
+        **{f"bicubic_{k}": v for k, v in base.items()},
     )
     return score, GridRow(lr=lr[0], bicubic=bicubic[0], sr=sr[0], hr=hr[0], caption=caption(name, ours, base))
+
+
+def model_figures(upscaler: Upscaler, name: str, image: StoredImage, lpips=None) -> dict[str, float | None]:
+    """`sr_figures` of the model's output alone, with no bicubic side: for a table of several
+    models, where bicubic is a column of its own."""
+    _, hr, _, sr = upscale_for_scoring(upscaler, name, image, upscaler.scale)
+    return sr_figures(sr, hr, upscaler.scale, lpips)
 
 
 def evaluate_images(

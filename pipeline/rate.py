@@ -9,9 +9,11 @@ counted into a preference share with a 95% confidence interval.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import math
+import re
 import secrets
 import sys
 import time
@@ -19,10 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline import cli, tracking
 from pipeline.data.reader import StoredImage
@@ -124,11 +128,34 @@ def make_page(
         "pairs": keyed,
     }
     shown = {"format": PAGE_FORMAT, "page_id": page_id, "key_file": key_path(out).name, "pairs": pairs}
-    template = resources.files("pipeline").joinpath("rate_page.html").read_text(encoding="utf-8")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(template.replace("{{DATA}}", json.dumps(shown).replace("</", "<\\/")), encoding="utf-8")
+    out.write_text(render_page(shown), encoding="utf-8")
     key_path(out).write_text(json.dumps(key, indent=1) + "\n", encoding="utf-8")
     return RatingPage(page=out, key=key_path(out), pairs=len(pairs))
+
+
+# Inside <script>, `<!--` and `<script` change how the HTML parser looks for the closing tag, and
+# U+2028/9 end a line in older JavaScript: none of them may appear raw in the embedded JSON.
+_SCRIPT_SAFE = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def script_json(data: object) -> str:
+    """`data` as JSON that is inert inside an HTML <script> element (and still the same JSON)."""
+    return json.dumps(data).translate(_SCRIPT_SAFE)
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def render_page(shown: dict) -> str:
+    """The rating page holding `shown`. Its CSP lets run only the page's own inline script and
+    style, by their sha256 (no 'unsafe-inline'): markup that got in some other way stays inert."""
+    template = resources.files("pipeline").joinpath("rate_page.html").read_text(encoding="utf-8")
+    script = re.search(r"<script>(.*?)</script>", template, re.S).group(1)
+    style = re.search(r"<style>(.*?)</style>", template, re.S).group(1)
+    page = template.replace("{{SCRIPT_HASH}}", _csp_hash(script)).replace("{{STYLE_HASH}}", _csp_hash(style))
+    return page.replace("{{DATA}}", script_json(shown))
 
 
 def _upscalers(a: str, b: str, scale: int | None, tracking_uri: str | None) -> tuple[Upscaler, Upscaler]:
@@ -201,11 +228,64 @@ def _source_run(ref: str, tracking_uri: str | None) -> str | None:
     return tracking.model_run(tracking.resolve_tracking_uri(tracking_uri), ref)
 
 
+class _Schema(BaseModel):
+    """A file the page or make_page wrote: strict types, unknown fields ignored (a newer page may add some)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+Text = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class KeyPair(_Schema):
+    left: Literal["a", "b"]  # which model the page shows on the left
+
+
+class RatingKey(_Schema):
+    format: Literal[KEY_FORMAT]
+    page_id: Text
+    a: Text
+    b: Text
+    runs: dict[Literal["a", "b"], str | None] = {}
+    pairs: dict[Text, KeyPair] = Field(min_length=1)
+
+
+class Choice(_Schema):
+    pair: Text
+    choice: Literal["left", "right", "none"]
+    at: Text  # the page's ISO time: orders a rater's choices, and tells copies apart from agreement
+    seconds: float | None = None
+
+
+class ChoicesExport(_Schema):
+    format: Literal[PAGE_FORMAT]
+    page_id: Text
+    key_file: str | None = None
+    rater: str | None = None
+    session: Annotated[str, Field(pattern=r"^[0-9a-f]{16,64}$")] | None = None  # random, per browser
+    choices: list[Choice]
+
+
+def _parse(schema: type[_Schema], data: object, source: str, fix: str) -> _Schema:
+    """`data` checked against `schema`; a DataError naming `source` and the first bad field otherwise."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".") or "(top)"
+        found = "" if first["type"] == "missing" else f" (found {json.dumps(first['input'], default=str)[:40]})"
+        more = f" and {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
+        raise DataError(f'{source}: field "{where}": {first["msg"]}{found}{more}; {fix}') from None
+
+
 @dataclass
 class RatingResult:
     """Judgements decoded with the key. A tie ('no preference') says neither model looked
     better: it is no evidence for either, so ties are left out of the shares and their n (as
-    in the sign test) and counted apart; a pair judged by several raters counts once a rater."""
+    in the sign test) and counted apart; a pair judged by several raters counts once a rater.
+    `dropped` counts the choices not counted, by reason; `merged` says which files were
+    counted as one rater, and why."""
 
     a: str
     b: str
@@ -215,8 +295,10 @@ class RatingResult:
     ties: int = 0
     left_chosen: int = 0  # position bias check: near half of the decided judgements
     pairs: set = field(default_factory=set)
-    raters: set = field(default_factory=set)
+    raters: list = field(default_factory=list)
     runs: dict = field(default_factory=dict)
+    dropped: dict = field(default_factory=dict)
+    merged: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         decided = self.wins_a + self.wins_b
@@ -238,43 +320,99 @@ class RatingResult:
             "judgements": decided + self.ties,
             "pairs": len(self.pairs),
             "raters": len(self.raters),
+            "rater_names": list(self.raters),
             "left_share": share(self.left_chosen),
+            "dropped": dict(self.dropped),
+            "merged": list(self.merged),
         }
 
 
-def count_choices(key: dict, exports: list[tuple[str, dict]]) -> RatingResult:
-    """Decode the exported choices `(source name, export)` with the page's key. A rater's later
-    choice on a pair replaces an earlier one (an export made midway, then the final one)."""
-    latest: dict[tuple[str, str], dict] = {}
-    result = RatingResult(a=key["a"], b=key["b"], page_id=key["page_id"], runs=key.get("runs", {}))
+REPLACED = "replaced by the same rater's later choice on that pair"
+REPEATED = "the same choice again (one rater's file given twice, or a copy of it)"
+
+
+def count_choices(key: dict | RatingKey, exports: list[tuple[str, dict | ChoicesExport]]) -> RatingResult:
+    """Decode the exported choices `(source name, export)` with the page's key. Files that share
+    a session id, a rater name or the very same timestamped choices are one rater, counted once;
+    a rater's later choice on a pair replaces an earlier one (an export made midway, then the final one)."""
+    fix = "export the file again from the page"
+    key = key if isinstance(key, RatingKey) else _parse(RatingKey, key, "key", "give the .key.json beside the page")
+    exports = [(s, e if isinstance(e, ChoicesExport) else _parse(ChoicesExport, e, s, fix)) for s, e in exports]
     for source, export in exports:
-        if export.get("page_id") != key["page_id"]:
+        if export.page_id != key.page_id:
             raise DataError(
-                f"{source} holds choices for page {export.get('page_id')!r}, but the key is for page {key['page_id']!r}; give the key written beside that page (`key`)",
+                f"{source} holds choices for page {export.page_id!r}, but the key is for page {key.page_id!r}; give the key written beside that page (`key`)",
                 param="key",
             )
-        rater = str(export.get("rater") or source)  # a file without a name is a rater of its own
-        for choice in export.get("choices") or []:
-            token = choice.get("pair") if isinstance(choice, dict) else None
-            if token not in key["pairs"] or choice.get("choice") not in CHOICES:
-                raise DataError(
-                    f"{source}: {json.dumps(choice)[:80]} is not a choice on this key's page; export the file again from the page"
-                )
-            previous = latest.get((rater, token))
-            if previous is None or str(choice.get("at", "")) >= str(previous.get("at", "")):
-                latest[(rater, token)] = choice
-    for (rater, token), choice in latest.items():
-        result.raters.add(rater)
-        result.pairs.add(token)
-        if choice["choice"] == "none":
-            result.ties += 1
-            continue
-        shown_left = key["pairs"][token]["left"]
-        winner = shown_left if choice["choice"] == "left" else {"a": "b", "b": "a"}[shown_left]
-        result.wins_a += winner == "a"
-        result.wins_b += winner == "b"
-        result.left_chosen += choice["choice"] == "left"
+        foreign = next((c for c in export.choices if c.pair not in key.pairs), None)
+        if foreign is not None:
+            raise DataError(f"{source}: pair {foreign.pair[:40]!r} is not a choice on this key's page; {fix}")
+    result = RatingResult(a=key.a, b=key.b, page_id=key.page_id, runs=dict(key.runs))
+    dropped: dict[str, int] = {}
+    for group, reasons in _same_raters(exports):
+        sources = [exports[i][0] for i in group]
+        names = sorted({exports[i][1].rater for i in group if exports[i][1].rater}) or [sources[0]]
+        if len(group) > 1:
+            result.merged.append(f"{', '.join(sources)}: one rater ({' and '.join(reasons)}), counted once")
+        latest: dict[str, Choice] = {}
+        for choice in (c for i in group for c in exports[i][1].choices):
+            previous = latest.get(choice.pair)
+            if previous is not None:
+                same = (choice.choice, choice.at) == (previous.choice, previous.at)
+                reason = REPEATED if same else REPLACED
+                dropped[reason] = dropped.get(reason, 0) + 1
+                if same or choice.at < previous.at:
+                    continue
+            latest[choice.pair] = choice
+        if latest:
+            result.raters.append(" / ".join(names))
+        for token, choice in latest.items():
+            result.pairs.add(token)
+            if choice.choice == "none":
+                result.ties += 1
+                continue
+            shown_left = key.pairs[token].left
+            winner = shown_left if choice.choice == "left" else {"a": "b", "b": "a"}[shown_left]
+            result.wins_a += winner == "a"
+            result.wins_b += winner == "b"
+            result.left_chosen += choice.choice == "left"
+    result.dropped = dropped
     return result
+
+
+def _same_raters(exports: list[tuple[str, ChoicesExport]]) -> list[tuple[list[int], list[str]]]:
+    """The exports' indices grouped by rater, with what tied each group's files together: one
+    session id (the page draws one per browser), one rater name, or the same set of
+    timestamped choices (a copy: two people do not choose the same pairs at the same instants)."""
+    parent = list(range(len(exports)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    first: dict[tuple, int] = {}
+    joined_by: dict[int, set[str]] = {}
+    for i, (_, export) in enumerate(exports):
+        marks = {
+            "the same session id": export.session,
+            "the same name": export.rater or None,
+            "the same choices at the same times": frozenset((c.pair, c.choice, c.at) for c in export.choices) or None,
+        }
+        for why, mark in marks.items():
+            if mark is None:
+                continue
+            j = first.setdefault((why, mark), i)
+            if j != i:
+                a, b = root(j), root(i)
+                if a != b:
+                    parent[b] = a
+                    joined_by[a] = joined_by.get(a, set()) | joined_by.pop(b, set())
+                joined_by.setdefault(a, set()).add(why)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(exports)):
+        groups.setdefault(root(i), []).append(i)
+    return [(members, sorted(joined_by.get(r, set()))) for r, members in groups.items()]
 
 
 def _read_json(path: str | Path, what: str) -> dict:
@@ -291,17 +429,18 @@ def _read_json(path: str | Path, what: str) -> dict:
 
 def rate_results(results: list[str | Path], key: str | Path | None = None) -> RatingResult:
     """Count the choices in the exported `results` files with the page's key (default: the
-    key file the page names, beside the first results file or in the working directory)."""
-    exports = [(str(path), _read_json(path, "results file")) for path in results]
-    unknown = [
-        source
-        for source, export in exports
-        if export.get("format") != PAGE_FORMAT or not isinstance(export.get("choices"), list)
-    ]
-    if unknown:
-        raise DataError(f"{unknown[0]} is not a choices file exported from a rating page (format {PAGE_FORMAT})")
+    key file the page names, beside the first results file or in the working directory).
+    Each file is checked against the page's export schema and the key against the key's."""
+    exports = []
+    for path in results:
+        data = _read_json(path, "results file")
+        if data.get("format") != PAGE_FORMAT:
+            raise DataError(f"{path} is not a choices file exported from a rating page (format {PAGE_FORMAT})")
+        exports.append(
+            (str(path), _parse(ChoicesExport, data, f"results file {path}", "export it again from the page"))
+        )
     if key is None:
-        name = Path(str(exports[0][1].get("key_file") or "rating.key.json")).name
+        name = Path(exports[0][1].key_file or "rating.key.json").name
         found = [p for p in (Path(results[0]).parent / name, Path(name)) if p.is_file()]
         if not found:
             raise UsageError(
@@ -310,11 +449,12 @@ def rate_results(results: list[str | Path], key: str | Path | None = None) -> Ra
             )
         key = found[0]
     key_data = _read_json(key, "key")
-    if key_data.get("format") != KEY_FORMAT or not isinstance(key_data.get("pairs"), dict):
+    if key_data.get("format") != KEY_FORMAT:
         raise DataError(
             f"{key} is not a rating page's key (format {KEY_FORMAT}); give the .key.json written beside the page"
         )
-    result = count_choices(key_data, exports)
+    fix = "give the .key.json make_page wrote beside the page, unedited"
+    result = count_choices(_parse(RatingKey, key_data, f"key {key}", fix), exports)
     if not result.pairs:
         raise DataError(f"no choices in {', '.join(map(str, results))}; rate some pairs, then export again")
     return result
@@ -361,6 +501,7 @@ def print_table(result: RatingResult) -> None:
     print(
         f"A: {r['a']}\nB: {r['b']}\n{r['pairs']} pairs, {r['raters']} rater(s), {r['judgements']} judgement(s), {r['ties']} with no preference (left out of the shares)"
     )
+    print(f"raters counted: {', '.join(r['rater_names'])}")
     print(f"{'preferred':<10}  {'share':>5}  {'95% CI (Wilson)':<15}  count")
     for side, other in (("b", "a"), ("a", "b")):
         share, ci = r[f"preference_{side}"], r[f"preference_{side}_ci95"]
@@ -368,6 +509,12 @@ def print_table(result: RatingResult) -> None:
         print(
             f"{side.upper() + ' over ' + other.upper():<10}  {cells[0]:>5}  {cells[1]:<15}  {r['wins_' + side]} of {r['wins_a'] + r['wins_b']}"
         )
+
+
+def notes(result: RatingResult) -> list[str]:
+    """Lines on what was not counted as given: files merged into one rater, choices dropped and why."""
+    lines = [f"merged: {line}" for line in result.merged]
+    return lines + [f"dropped {n} choice(s): {why}" for why, n in result.dropped.items()]
 
 
 def build_parser() -> cli.Parser:
@@ -426,12 +573,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"--results counts choices; {', '.join(page_options)} make a page: give one or the other"
                 )
             result = rate_results(args.results, args.key)
-            notes = [] if args.no_log else log_to_runs(result, args.tracking_uri)
+            logged = [] if args.no_log else log_to_runs(result, args.tracking_uri)
             if args.json:
                 print(json.dumps(result.to_dict()))
             else:
                 print_table(result)
-            for note in notes:
+            for note in notes(result) + logged:
                 print(note, file=sys.stderr if args.json else sys.stdout)
             return 0
         if len(page_options) < 3:

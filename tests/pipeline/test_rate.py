@@ -129,6 +129,7 @@ def test_choices_decode_into_counts_and_shares(tmp_path):
         "pairs": {t: {"left": s} for t, s in [("t1", "a"), ("t2", "b"), ("t3", "a"), ("t4", "b")]},
     }
     ann = {
+        "format": "srgan-rate/1",
         "page_id": "p1",
         "rater": "ann",
         "choices": [
@@ -140,6 +141,7 @@ def test_choices_decode_into_counts_and_shares(tmp_path):
         ],
     }
     bob = {
+        "format": "srgan-rate/1",
         "page_id": "p1",
         "rater": "bob",
         "choices": [{"pair": "t1", "choice": "left", "at": "1"}, {"pair": "t2", "choice": "left", "at": "1"}],
@@ -160,7 +162,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path, hr_folder, generator_file, cap
     choices.write_text(json.dumps(_export(key, _prefer_b)))
     (tmp_path / "garbage.json").write_text("not json")
     (tmp_path / "foreign.json").write_text(
-        json.dumps({**_export(key, _prefer_b), "choices": [{"pair": "nope", "choice": "left"}]})
+        json.dumps({**_export(key, _prefer_b), "choices": [{"pair": "nope", "choice": "left", "at": "1"}]})
     )
     cases = [
         (["--a", "bicubic", "--b", str(generator_file), "--data", str(tmp_path / "nowhere")], "does not exist"),

@@ -437,3 +437,31 @@ def with_conv_biases(model: nn.Module, seed: int = 0) -> nn.Module:
         if isinstance(m, nn.Conv2d) and m.bias is not None:
             m.bias.data = torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1
     return model
+
+
+def logged_generator_model(tmp_path, name: str = "srgan") -> dict:
+    """A store holding one run with a tiny generator logged and registered as `name`@champion."""
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    from pipeline import tracking
+    from pipeline.models import pyfunc
+    from srgan.generator import SRResNet
+    from srgan.weights import save_generator
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = tracking.client(uri)
+    run_id = c.create_run(c.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())).info.run_id
+    generator = SRResNet(scale=2, num_blocks=1, num_features=8).eval()
+    save_generator(tmp_path / "generator.pt", generator, meta={"data_range": 255})
+    model_uri = pyfunc.log_generator(uri, run_id, tmp_path / "generator.pt")
+    version = tracking.register_version(uri, name, model_uri, run_id, {tracking.SOURCE_TAG: run_id})
+    c.set_registered_model_alias(name, "champion", version)
+    location = c.get_logged_model(model_uri[len("models:/") :]).artifact_location
+    return {
+        "uri": uri,
+        "run_id": run_id,
+        "model_uri": model_uri,
+        "generator": generator,
+        "dir": Path(url2pathname(urlsplit(location).path)),
+    }

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from pipeline.data.reader import Range, check_values, range_rule
-from pipeline.errors import DataError, DecodeError, ModelRefError
+from pipeline.errors import DataError, DecodeError, ModelRefError, UserError
 from pipeline.models.reference import Upscaler, pick_device
 from pipeline.tracking import store as tracking
 from srgan.generator import SRResNet
@@ -58,8 +58,40 @@ class GeneratorModel:
         one range rule (pipeline.data.reader): the model's data_range, else the dtype's. Signed
         integers (JSON lists arrive as int64) are read as the narrowest unsigned type holding
         them and the model's data_range; negative ones are refused. Values outside the range
-        are refused, never clipped."""
-        array = np.asarray(model_input)
+        are refused, never clipped. A bad request (shape, dtype, NaN, empty, or more than
+        MAX_PREDICT_PIXELS input pixels) is an MlflowException of INVALID_PARAMETER_VALUE, so
+        `mlflow models serve` answers it with a 400 and this message, before any compute."""
+        try:
+            return self._predict(model_input)
+        except UserError as exc:
+            raise _bad_request(str(exc)) from None
+
+    def _predict(self, model_input) -> np.ndarray:
+        try:
+            array = np.asarray(model_input)
+        except (ValueError, TypeError) as exc:  # ragged nested lists
+            raise DataError(
+                f"the input is not a rectangular array ({str(exc).splitlines()[0][:120]}); {PREDICT_HINT}"
+            ) from None
+        if (
+            array.dtype == object
+            or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
+            or np.issubdtype(array.dtype, np.complexfloating)
+        ):
+            raise DataError(f"the input holds {array.dtype} values, not numbers; {PREDICT_HINT}")
+        channels = self.generator.spec.in_channels
+        if array.ndim != 4 or array.shape[1] != channels or 0 in array.shape:
+            raise DataError(
+                f"the generator takes (N, {channels}, H, W) arrays with N, H, W >= 1, got shape {tuple(array.shape)}; {PREDICT_HINT}"
+            )
+        pixels = array.shape[0] * array.shape[2] * array.shape[3]
+        if pixels > MAX_PREDICT_PIXELS:
+            raise DataError(
+                f"the input holds {pixels:,} pixels, over the {MAX_PREDICT_PIXELS:,} one request may upscale "
+                "(SRGAN_PREDICT_MAX_PIXELS); send fewer or smaller images per request"
+            )
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise DataError(f"the input holds NaN or infinite values; {PREDICT_HINT}")
         model_range = self.meta.get("data_range")
         try:
             if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
@@ -74,15 +106,24 @@ class GeneratorModel:
         if np.issubdtype(array.dtype, np.integer):
             array = (array.astype(np.float64) - used.low) / used.span
         x = torch.from_numpy(np.asarray(array, dtype=np.float32))
-        channels = self.generator.spec.in_channels
-        if x.dim() != 4 or x.shape[1] != channels:
-            raise DataError(
-                f"the generator takes (N, {channels}, H, W) float32 arrays in [0, 1], got shape {tuple(x.shape)}"
-            )
         return self.upscaler(x).numpy()
 
 
-PREDICT_HINT = "send stored values within the model's data_range, or float32 in [0, 1]"
+def _bad_request(message: str) -> Exception:
+    """A DataError that is also MLflow's INVALID_PARAMETER_VALUE (a 400 from its scoring server)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    class BadRequest(MlflowException, DataError):
+        pass
+
+    return BadRequest(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+PREDICT_HINT = "send (N, C, H, W) stored values within the model's data_range, or float32 in [0, 1]"
+# Input pixels (N x H x W) one predict call may upscale: the output of a x4 RGB model for
+# 2^22 of them is 768 MB of float32, which bounds a request's memory (tiles bound the rest).
+MAX_PREDICT_PIXELS = int(os.environ.get("SRGAN_PREDICT_MAX_PIXELS", str(1 << 22)))
 
 
 def _unsigned(array: np.ndarray, model_range: float | None) -> np.ndarray:

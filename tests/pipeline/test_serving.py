@@ -5,8 +5,6 @@ import contextlib
 import pathlib
 import shutil
 import sys
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import mlflow
 import numpy as np
@@ -18,8 +16,8 @@ from pipeline import tracking
 from pipeline.errors import UserError
 from pipeline.models import pyfunc
 from pipeline.models.reference import fetch_generator, load_upscaler
-from srgan.generator import SRResNet
-from srgan.weights import load_generator, save_generator
+from srgan.weights import load_generator
+from tests.helpers import logged_generator_model
 
 _watchers: list[list] = []  # the lists tests collect pickle's class look-ups into, while they watch
 
@@ -45,23 +43,7 @@ def unpickling():
 
 
 def _logged(tmp_path, name: str = "srgan") -> dict:
-    """A store holding one run with a tiny generator logged and registered as `name`@champion."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    c = tracking.client(uri)
-    run_id = c.create_run(c.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())).info.run_id
-    generator = SRResNet(scale=2, num_blocks=1, num_features=8).eval()
-    save_generator(tmp_path / "generator.pt", generator, meta={"data_range": 255})
-    model_uri = pyfunc.log_generator(uri, run_id, tmp_path / "generator.pt")
-    version = tracking.register_version(uri, name, model_uri, run_id, {tracking.SOURCE_TAG: run_id})
-    c.set_registered_model_alias(name, "champion", version)
-    location = c.get_logged_model(model_uri[len("models:/") :]).artifact_location
-    return {
-        "uri": uri,
-        "run_id": run_id,
-        "model_uri": model_uri,
-        "generator": generator,
-        "dir": pathlib.Path(url2pathname(urlsplit(location).path)),
-    }
+    return logged_generator_model(tmp_path, name)
 
 
 @pytest.fixture(scope="module")

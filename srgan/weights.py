@@ -215,7 +215,7 @@ def generator_from_payload(payload: dict, where: str = "<stream>") -> tuple[nn.M
     """(generator in eval mode, meta) from what `save_generator` wrote, already loaded. The
     spec's sizes are bounded and the model built on the meta device first (a file naming a
     million blocks is refused, not built)."""
-    from srgan.archs.checkpoint import CheckpointError
+    from srgan.archs.checkpoint import CheckpointError, check_dtypes, check_tensors
     from srgan.archs.family import bounded_build
 
     if not isinstance(payload, dict) or payload.get("format") != GENERATOR_FORMAT:
@@ -229,6 +229,7 @@ def generator_from_payload(payload: dict, where: str = "<stream>") -> tuple[nn.M
             f"{where} is not a whole srgan generator checkpoint (spec, state_dict and meta must be dicts)"
         )
     try:
+        check_tensors(state)
         spec = check_spec(payload["spec"])
         if spec.arch.startswith("spandrel:"):
             from srgan.archs.spandrel import rebuild
@@ -236,6 +237,7 @@ def generator_from_payload(payload: dict, where: str = "<stream>") -> tuple[nn.M
             model = rebuild(spec, state)
         else:
             model = bounded_build(lambda: build_generator(spec), state, f"the generator in {where}")
+            check_dtypes(model.state_dict(), state, "srgan generator")
             model.load_state_dict(state)
     except (UserError, CheckpointError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -5,8 +5,11 @@ The exported graph is the generator's inference form (srgan.fast: BatchNorm fold
 PixelShuffle merged into the tail) in fp32, opset 17, input ``image`` (N, C, h, w) float32 in
 [0, 1], output ``upscaled`` (N, C_out, h*s, w*s), not clamped. Its metadata property
 ``srgan`` holds what running it needs: the generator spec, the receptive radius the tiler
-pads by, and the checkpoint's meta (data_range, ...). onnx and onnxruntime are the extra
-``onnx`` (`pip install 'srgan-pipeline[onnx]'`).
+pads by, and the checkpoint's meta (data_range, ...). A file is read only under the model-file
+size limit, and its metadata is not trusted: at load it must parse, hold only those keys, a
+spec check_spec accepts and a radius in 0..MAX_RADIUS, and a probe input must come out
+`scale` times larger with the spec's channels (check_metadata, probe). onnx and onnxruntime
+are the extra ``onnx`` (`pip install 'srgan-pipeline[onnx]'`).
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelRefError
+from srgan.archs.checkpoint import MAX_FILE_BYTES
+from srgan.errors import UserError
 from srgan.fast import inference_form
-from srgan.generator import GeneratorSpec
+from srgan.generator import GeneratorSpec, check_spec
 
 META_KEY = "srgan"
 OPSET = 17
 MISSING = "needs onnx and onnxruntime: pip install 'srgan-pipeline[onnx]'"
+META_FIELDS = ("spec", "receptive_radius", "meta")
+MAX_RADIUS = 512  # input pixels; our architectures measure under 64, attention models overlap by 32
+PROBE = (17, 19)  # an odd, non-square input: a graph fixed to its export size fails on it
 
 
 def is_onnx(name: str) -> bool:
@@ -68,6 +76,53 @@ def export_onnx(generator: nn.Module, meta: dict, path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def read_onnx(path: Path, name: str = "the ONNX model") -> bytes:
+    """The bytes of the .onnx file at `path`, refused before reading when over the model-file limit."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ModelRefError(
+            f"{name} is {size / 2**30:.1f} GiB, over the {MAX_FILE_BYTES / 2**30:.1f} GiB limit for a model file; "
+            "raise SRGAN_MAX_MODEL_BYTES if it is really a model"
+        )
+    return path.read_bytes()
+
+
+def check_metadata(text: str, name: str) -> tuple[GeneratorSpec, int, dict]:
+    """(spec, receptive radius, meta) from the srgan metadata property, each checked."""
+    fix = "re-export it with python -m pipeline.export"
+    try:
+        info = json.loads(text)
+    except ValueError as exc:
+        raise ModelRefError(f"{name} has srgan metadata that is not JSON ({exc}); {fix}") from None
+    if not isinstance(info, dict):
+        raise ModelRefError(f"{name} has srgan metadata that is a {type(info).__name__}, not an object; {fix}")
+    unknown = sorted(set(info) - set(META_FIELDS))
+    missing = [key for key in META_FIELDS[:2] if key not in info]
+    if unknown or missing:
+        what = "; ".join(
+            part
+            for part in (f"unknown keys {', '.join(map(str, unknown))[:200]}" if unknown else "",
+                         f"missing {', '.join(missing)}" if missing else "")
+            if part
+        )  # fmt: skip
+        raise ModelRefError(f"{name} has srgan metadata with {what} (it holds {', '.join(META_FIELDS)}); {fix}")
+    try:
+        spec = check_spec(info["spec"]) if isinstance(info["spec"], dict) else None
+    except (UserError, TypeError) as exc:
+        raise ModelRefError(f"{name} has srgan metadata whose {exc}; {fix}") from None
+    if spec is None:
+        raise ModelRefError(f"{name} has srgan metadata whose spec is not an object; {fix}")
+    radius = info["receptive_radius"]
+    if not isinstance(radius, int) or isinstance(radius, bool) or not 0 <= radius <= MAX_RADIUS:
+        raise ModelRefError(
+            f"{name} has srgan metadata whose receptive_radius {json.dumps(radius)[:40]} is not an integer in 0..{MAX_RADIUS}; {fix}"
+        )
+    meta = info.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ModelRefError(f"{name} has srgan metadata whose meta is a {type(meta).__name__}, not an object; {fix}")
+    return spec, radius, dict(meta)
+
+
 class OnnxGenerator:
     """An exported generator run by onnxruntime: call it with (N, C, h, w) float tensors like
     a PyTorch generator; `spec`, `scale`, `receptive_radius` and `meta` come from the file."""
@@ -92,11 +147,34 @@ class OnnxGenerator:
             raise ModelRefError(
                 f"{name} is an ONNX model without srgan metadata (its spec and receptive radius); export it with python -m pipeline.export"
             )
-        info = json.loads(props[META_KEY])
-        self.spec = GeneratorSpec(**info["spec"])
-        self.receptive_radius = int(info["receptive_radius"])
-        self.meta = dict(info.get("meta") or {})
+        self.spec, self.receptive_radius, self.meta = check_metadata(props[META_KEY], name)
         self.device = torch.device("cpu")  # tensors go in and come back on the CPU
+        self.probe(name)
+
+    def probe(self, name: str) -> None:
+        """Refuse a graph whose input, output or sizes are not what its metadata says."""
+        inputs = [i.name for i in self.session.get_inputs()]
+        if inputs != ["image"]:
+            raise ModelRefError(
+                f"{name} takes inputs {', '.join(inputs)[:200]}, not the one input 'image' an export has"
+            )
+        h, w = PROBE
+        shape = (1, self.spec.in_channels, h, w)
+        try:
+            out = self(torch.rand(shape, generator=torch.Generator().manual_seed(0)))
+        except Exception as exc:  # onnxruntime's InvalidArgument, Fail, ...: the graph is not what the spec says
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelRefError(
+                f"{name} does not run on a {shape} input as its srgan metadata says it should ({first}); "
+                "re-export it with python -m pipeline.export"
+            ) from None
+        expected = (1, self.spec.out_channels, h * self.spec.scale, w * self.spec.scale)
+        if tuple(out.shape) != expected:
+            raise ModelRefError(
+                f"{name} turns a {shape} input into {tuple(out.shape)}, but its srgan metadata says "
+                f"{expected} (scale {self.spec.scale}, {self.spec.out_channels} channels out); "
+                "re-export it with python -m pipeline.export"
+            )
 
     @property
     def scale(self) -> int:

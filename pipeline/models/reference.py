@@ -34,7 +34,7 @@ from pipeline import tracking
 from pipeline.errors import ModelRefError, UsageError
 from pipeline.io import storage
 from pipeline.io.redact import redact_uri
-from pipeline.models.onnx_model import OnnxGenerator, is_onnx
+from pipeline.models.onnx_model import OnnxGenerator, is_onnx, read_onnx
 from srgan.archs.checkpoint import is_checkpoint_name
 from srgan.archs.registry import LAYOUTS, load_file
 from srgan.errors import UserError
@@ -232,7 +232,7 @@ def fetch_generator_bytes(ref: str, tracking_uri: str | None = None) -> tuple[by
         else:
             layout, path = forced[0], _stored_file(ref, storage.local_or_uri(forced[1]), Path(tmp))
         if is_onnx(path.name) and layout is None:
-            data = path.read_bytes()
+            data = read_onnx(path, f"model {ref!r}")
             return data, *read_generator(data, ref if is_onnx(ref) else path.name)
         try:
             generator, meta = load_file(path, layout)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from srgan.archs.checkpoint import CheckpointError, numel
+from srgan.archs.checkpoint import CheckpointError, check_dtypes, numel
 from srgan.generator import GeneratorSpec, build_generator, check_spec
 
 MAX_PARAMS = 250_000_000  # about 1 GB in fp32; HAT-L, among the largest SR models, has 41 M
@@ -111,6 +111,7 @@ def load_spec(spec: GeneratorSpec, mapped: dict, what: str, meta: dict) -> tuple
     except Exception as exc:
         raise CheckpointError(f"not a {what} this project can run: {exc}") from None
     model = bounded_build(lambda: build_generator(spec), mapped, what)
+    check_dtypes(model.state_dict(), mapped, what)
     try:
         result = model.load_state_dict(mapped, strict=False)
     except RuntimeError as exc:  # a tensor of the wrong shape

@@ -29,13 +29,15 @@ def _near_miss(state: dict) -> str:
     scored = [(family.closeness(state), family) for family in FAMILIES if family.required]
     score, closest = max(scored, key=lambda pair: pair[0])
     if score <= 0:
-        sample = ", ".join(sorted(state)[:5]) + (", ..." if len(state) > 5 else "")
+        sample = ", ".join(k[:80] for k in sorted(state)[:5]) + (", ..." if len(state) > 5 else "")
         return f"no family is close (its keys: {sample})"
     missing = [readable(p) for p in closest.missing(state)]
     unexpected = closest.unexpected(state)
     parts = [
         f"missing {', '.join(missing[:5])}" if missing else "",
-        f"unexpected {', '.join(unexpected[:5])}" + (" ..." if len(unexpected) > 5 else "") if unexpected else "",
+        f"unexpected {', '.join(k[:80] for k in unexpected[:5])}" + (" ..." if len(unexpected) > 5 else "")
+        if unexpected
+        else "",
     ]
     detail = "; ".join(p for p in parts if p) or "its tensor shapes do not fit"
     return f"closest is {closest.name} ({closest.layout}:<file>): {detail}"
@@ -61,7 +63,7 @@ def import_state(payload: dict, layout: str | None = None) -> tuple[nn.Module, d
                 f"missing keys {', '.join(map(readable, family.missing(state)[:5]))}" if family.missing(state) else ""
             ]
             unexpected = family.unexpected(state)
-            problems.append(f"unexpected keys {', '.join(unexpected[:5])}" if unexpected else "")
+            problems.append(f"unexpected keys {', '.join(k[:80] for k in unexpected[:5])}" if unexpected else "")
             raise CheckpointError(
                 f"is not a {family.name} checkpoint: {'; '.join(p for p in problems if p) or 'its shapes do not fit'}"
             )

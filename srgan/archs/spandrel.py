@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srgan.archs.checkpoint import CheckpointError
+from srgan.archs.checkpoint import CheckpointError, check_dtypes
 from srgan.archs.family import Family, bounded_build
 from srgan.generator import GeneratorSpec, check_spec
 from srgan.tiling import measure_radius
@@ -122,14 +122,19 @@ def import_state(state: dict, expected: str | None = None) -> tuple[nn.Module, d
         descriptor = bounded_build(load, state, f"spandrel's {arch}")
     except CheckpointError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # load_state_dict's message runs over several lines: keep the telling one
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next(
+            (line for line in lines if "size mismatch" in line or "Missing key" in line), lines[0] if lines else ""
+        )
         raise CheckpointError(
-            f"looks like spandrel's {arch} but does not load ({type(exc).__name__}: {str(exc)[:200]})"
+            f"looks like spandrel's {arch} but does not load ({type(exc).__name__}: {detail[:200]})"
         ) from None
     if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.purpose not in ("SR", "Restoration"):
         raise CheckpointError(
             f"is spandrel's {arch}, a {getattr(descriptor, 'purpose', 'non-image')} model, not super-resolution"
         )
+    check_dtypes(descriptor.model.state_dict(), state, f"spandrel's {arch}")
     spec = check_spec(
         GeneratorSpec(
             scale=int(descriptor.scale),

@@ -79,7 +79,7 @@ def main() -> None:
         raise SystemExit(f"evaluate failed (rc {rc})")
     table = json.loads(out.strip().splitlines()[-1])
     figures = next(iter(table["sets"].values()))
-    bicubic, psnr_fig, gan_fig = (figures[name] for name in table["models"])
+    bicubic, psnr_fig, gan_fig = (figures[column["label"]] for column in table["models"])
     out, promote_s, promote_rc = run(
         [sys.executable, "-m", "pipeline.promote", "--run-id", gan_run["mlflow_run_id"], "--name", f"srgan-cpu-{stamp}",
          "--holdout", str(args.set5), "--criterion", "perceptual", "--tracking-uri", tracking],

@@ -12,6 +12,10 @@ relative to the HR's. Bicubic is far below 1 (blurry); a GAN that hallucinates p
 texture comes close to 1; above 1 means noise or ringing. It complements PSNR, which
 rewards blur (the perception-distortion trade-off of Blau & Michaeli 2018).
 
+`gmsd` (Xue, Zhang, Mou & Bovik 2014) is a full-reference perceptual measure with no
+learned weights: the standard deviation of the gradient magnitude similarity map on Y.
+0 = the reference's gradients everywhere; higher = more distortion.
+
 All functions take (N, C, H, W) float tensors and return one value per image, shape (N,).
 """
 
@@ -155,3 +159,28 @@ def high_frequency_ratio(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torc
         return (torch.fft.fft2(x).abs() ** 2 * high).flatten(1).sum(dim=1)
 
     return (energy(a) / energy(b).clamp_min(1e-20)).float()
+
+
+GMSD_T = 170.0  # the paper's stability constant for 8-bit luma
+
+
+def gmsd(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0) -> torch.Tensor:
+    """GMSD on the Y channel of [0, 1] images (1 or 3 bands), border `crop` removed, as the
+    authors' GMSD.m: 2x2 mean (conv2 'same': zero padding below and right), every second pixel, 3x3 Prewitt
+    gradients (zero padding), similarity (2 m1 m2 + T) / (m1^2 + m2^2 + T), its sample
+    standard deviation (std2). Shape (N,); 0 for identical images, higher = worse."""
+    _check_pair(sr, hr)
+    a, b = _crop(_luma_255(sr), crop), _crop(_luma_255(hr), crop)
+    if min(a.shape[-2:]) < 4:
+        raise ValueError(f"GMSD needs images of at least 4x4 after cropping, got {tuple(a.shape[-2:])}")
+    prewitt = torch.tensor([[1.0, 0.0, -1.0]] * 3, dtype=a.dtype, device=a.device) / 3
+
+    def magnitude(y: torch.Tensor) -> torch.Tensor:
+        y = F.avg_pool2d(F.pad(y, (0, 1, 0, 1)), 2, stride=1)[..., ::2, ::2]
+        gx = F.conv2d(y, prewitt.view(1, 1, 3, 3), padding=1)
+        gy = F.conv2d(y, prewitt.t().contiguous().view(1, 1, 3, 3), padding=1)
+        return torch.sqrt(gx**2 + gy**2)
+
+    m1, m2 = magnitude(a), magnitude(b)
+    similarity = (2 * m1 * m2 + GMSD_T) / (m1**2 + m2**2 + GMSD_T)
+    return similarity.flatten(1).std(dim=1).float()

@@ -21,6 +21,10 @@ undefined and BasicSR fails (np.cov gives NaN, pinv raises LinAlgError); we take
 the score is the distance under the pristine covariance alone. A flat image (no block with
 any texture) scores NaN, where BasicSR raises.
 
+`niqe_grid_mean` averages the score over block grids shifted by a few pixels: one grid's
+score moves by more than 1 on small images when the grid shifts (docs/sweeps-and-promotion.md
+has the figures), so a decision between two close scores should not rest on one grid.
+
 Pristine model: `srgan/data/niqe_pris_params.npz` (mu_pris_param (1, 36), cov_pris_param
 (36, 36), gaussian_window (7, 7)), the values of the MATLAB release's `modelparameters.mat`
 as BasicSR 1.4.2 ships them (`basicsr/metrics/niqe_pris_params.npz`; BasicSR is Apache-2.0,
@@ -45,6 +49,7 @@ from srgan.weights import WeightsError, sha256_of
 PARAMS_PATH = Path(__file__).with_name("data") / "niqe_pris_params.npz"
 PARAMS_SHA256 = "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296"
 BLOCK = 96
+GRID_OFFSETS = (0, 3, 6, 9)  # pixels the block grid is shifted by, down and right
 # The neighbour products: np.roll shifts (rows, cols) for horizontal, vertical and the two diagonals.
 _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
@@ -196,3 +201,16 @@ def niqe(images: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
     half = imresize(y / 255.0, scale=0.5) * 255.0
     feats = torch.cat([full, _block_features(_local_normalise(half, window), BLOCK // 2)], dim=-1)
     return _mvg_distance(feats, mu_p.to(feats.device), cov_p.to(feats.device))
+
+
+def niqe_blocks(height: int, width: int, crop_border: int = 0, offset: int = 0) -> int:
+    """Whole 96 x 96 blocks NIQE fits on an image of this size, grid shifted by `offset`."""
+    h, w = height - 2 * crop_border - offset, width - 2 * crop_border - offset
+    return max(h, 0) // BLOCK * (max(w, 0) // BLOCK)
+
+
+def niqe_grid_mean(images: torch.Tensor, crop_border: int = 0, offsets: tuple[int, ...] = GRID_OFFSETS) -> torch.Tensor:
+    """NIQE of each image averaged over block grids shifted by each of `offsets` pixels (the
+    image loses that many rows and columns at its top and left). (N, C, H, W) in [0, 1] ->
+    (N,) float64; needs one whole block at the largest offset."""
+    return torch.stack([niqe(images[..., o:, o:], crop_border) for o in offsets]).mean(dim=0)

@@ -1,7 +1,9 @@
 """The evaluation protocol every verb scores with (protocol: MATLAB-bicubic LR, PSNR/SSIM on Y
-with the border cropped, NIQE, LPIPS where its weights are) and the comparison grids a person
-looks at (grids). It may import pipeline.models, pipeline.data, pipeline.io, pipeline.formats,
-pipeline.errors and srgan; never training, upscaling or the verbs. ``from pipeline import
+with the border cropped, NIQE, LPIPS where its weights are), the promotion gate's per-image
+perceptual figures against the no-learning baselines with their paired comparison
+(perceptual), and the comparison grids a person looks at (grids). It may import
+pipeline.models, pipeline.data, pipeline.io, pipeline.formats, pipeline.errors and srgan;
+never training, upscaling or the verbs. ``from pipeline import
 scoring`` gives protocol's names."""
 
 from pipeline.scoring.protocol import (  # noqa: F401

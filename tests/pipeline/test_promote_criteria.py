@@ -4,7 +4,8 @@ nothing is left to chance): bicubic itself; half of the true residual added back
 truth: distortion and perception both better); real texture from the image itself, misplaced by
 a pixel (looks natural, costs some PSNR: what a GAN does); noise (worse on both); and the image
 of another place (perfectly natural and perfectly wrong). Each criterion must promote what it
-should and refuse the others."""
+should and refuse the others; the perceptual one also races the no-learning baselines
+(srgan.baselines) and decides by paired comparisons over images."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.promote import Gate, PromotionError, judge
+from pipeline.errors import DataError
+from pipeline.promote import Gate, PromotionError, judge, judge_perceptual
+from pipeline.scoring.perceptual import Contender, _contender, _figures
 from pipeline.scoring.protocol import EvalReport, ImageScore, iter_images, list_images, sr_figures
+from srgan.baselines import family
 from srgan.metrics import quantize
 from srgan.resize import imresize
 
@@ -79,33 +83,64 @@ def test_the_fixed_generators_behave_as_constructed(reports):
     assert reports["wrong"]["psnr_y"] < b["psnr_y"] - 10 and reports["wrong"]["niqe"] < b["niqe"] - 2
 
 
-def _promoted(criterion: str, reports: dict, **gate) -> set[str]:
-    return {
-        label for label, r in reports.items() if judge(criterion, Gate(criterion=criterion, **gate), r, r["bicubic"])[0]
-    }
+@pytest.fixture(scope="module")
+def contenders() -> tuple[dict[str, Contender], list[Contender]]:
+    """Per-image perceptual figures of each generator and of the no-learning baselines, on a
+    200 x 200 crop of each holdout photo (one NIQE block each on the most shifted grid)."""
+    pairs = []
+    for name, image in iter_images(list_images("samples://holdout")):
+        a = image.pixels
+        top, left = (a.shape[0] - 200) // 2, (a.shape[1] - 200) // 2
+        hr_native = torch.from_numpy(np.ascontiguousarray(a[top : top + 200, left : left + 200].transpose(2, 0, 1)))[
+            None
+        ]
+        bicubic = imresize(imresize(hr_native, 1 / SCALE), float(SCALE)).float() / 255
+        pairs.append((name, bicubic, hr_native.float() / 255))
+
+    def contender(label, make):
+        return _contender(
+            label, [(n, _figures(quantize(make(b, h).clamp(0, 1), 255), h, SCALE, None)) for n, b, h in pairs]
+        )
+
+    baselines = [contender(f.name, lambda b, h, f=f: f.apply(b)) for f in family()]
+    return {label: contender(label, make) for label, make in GENERATORS.items()}, baselines
 
 
-def test_the_perceptual_criterion_promotes_natural_detail_within_the_distortion_floor(reports):
-    assert _promoted("perceptual", reports) == {"closer", "texture"}
-    assert "wrong" in _promoted("perceptual", reports, psnr_floor=100.0)  # only the floor refuses it
+def _promoted(contenders, **gate) -> set[str]:
+    ours, baselines = contenders
+    bicubic = next(b for b in baselines if b.name == "bicubic")
+    g = Gate(criterion="perceptual", min_blocks=3, **gate)
+    return {label for label, c in ours.items() if judge_perceptual(g, c, bicubic, baselines)[0]}
+
+
+def test_the_perceptual_criterion_promotes_natural_detail_within_the_distortion_floor(contenders):
+    assert _promoted(contenders) == {"closer", "texture"}
+    # The image of another place is refused by GMSD (full reference) even without the PSNR floor.
+    assert _promoted(contenders, psnr_floor=100.0) == {"closer", "texture"}
 
 
 def test_the_distortion_criterion_promotes_only_what_is_closer_to_the_truth(reports):
-    assert _promoted("distortion", reports) == {"closer"}
+    promoted = {
+        label for label, r in reports.items() if judge("distortion", Gate(criterion="distortion"), r, r["bicubic"])[0]
+    }
+    assert promoted == {"closer"}
 
 
-def test_the_decision_names_every_figure_it_used(reports):
-    ok, why, figures = judge("perceptual", Gate(criterion="perceptual"), reports["wrong"], reports["wrong"]["bicubic"])
-    assert not ok and why.startswith("fails psnr_y") and "may be at most 2.0 dB lower" in why
-    assert {"candidate_niqe", "baseline_niqe", "candidate_psnr_y", "baseline_psnr_y"} <= set(figures)
+def test_the_decision_names_every_figure_it_used(contenders):
+    ours, baselines = contenders
+    bicubic = next(b for b in baselines if b.name == "bicubic")
+    ok, why, figures = judge_perceptual(Gate(criterion="perceptual", min_blocks=3), ours["wrong"], bicubic, baselines)
+    assert not ok and "fails vs bicubic: GMSD" in why and "may be at most 2.0 dB lower" in why
+    assert "strongest no-learning baseline: bicubic+usm(" in why and "paired bootstrap over 3 images" in why
+    assert {"candidate_niqe", "baseline_niqe", "strongest_niqe", "candidate_gmsd", "candidate_psnr"} <= set(figures)
 
 
-def test_auto_is_perceptual_for_gan_runs_and_a_holdout_without_niqe_is_refused():
+def test_auto_is_perceptual_for_gan_runs_and_a_holdout_without_niqe_blocks_is_refused():
     assert Gate().resolved("pretrain,gan") == "perceptual" and Gate().resolved("gan") == "perceptual"
     assert Gate().resolved("pretrain") == "distortion" and Gate().resolved("") == "distortion"
     assert Gate(criterion="distortion").resolved("gan") == "distortion"
-    small = {"psnr_y": 30.0, "ssim_y": 0.9, "psnr": 30.0, "ssim": 0.9, "niqe": None, "lpips": None}
-    with pytest.raises(PromotionError, match="perceptual criterion needs NIQE"):
-        judge("perceptual", Gate(), small, small)
+    empty = Contender("small", [], 0, [], [], [])
+    with pytest.raises(DataError, match="the holdout has 0 NIQE blocks .* needs at least 36"):
+        judge_perceptual(Gate(), empty, empty, [empty])
     with pytest.raises(PromotionError, match="`criterion` 'bogus' is not one of auto, distortion, perceptual"):
         Gate(criterion="bogus")

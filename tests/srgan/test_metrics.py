@@ -75,3 +75,49 @@ def test_high_frequency_ratio_separates_blur_detail_and_noise():
     noisy = (hr + 0.3 * torch.randn_like(hr)).clamp(0, 1)
     assert (high_frequency_ratio(noisy, hr, 4) > 1.0).all()
     assert high_frequency_ratio(torch.rand(1, 5, 32, 32), torch.rand(1, 5, 32, 32), 2).shape == (1,)
+
+
+def _gmsd_reference(a: np.ndarray, b: np.ndarray) -> float:
+    """The authors' GMSD.m line by line in scipy (conv2 'same' = the centre of 'full')."""
+    from scipy.signal import convolve2d
+
+    def same(x, k):
+        full = convolve2d(x, k, mode="full")
+        top, left = k.shape[0] // 2, k.shape[1] // 2
+        return full[top : top + x.shape[0], left : left + x.shape[1]]
+
+    dx = np.array([[1, 0, -1]] * 3, float) / 3
+    maps = []
+    for y in (a, b):
+        y = same(y, np.full((2, 2), 0.25))[::2, ::2]
+        maps.append(np.sqrt(same(y, dx) ** 2 + same(y, dx.T) ** 2))
+    q = (2 * maps[0] * maps[1] + 170) / (maps[0] ** 2 + maps[1] ** 2 + 170)
+    return float(np.std(q, ddof=1))
+
+
+def test_gmsd_matches_the_authors_algorithm_and_is_zero_for_identical_images():
+    from srgan.metrics import gmsd
+
+    rng = np.random.default_rng(0)
+    hr = torch.from_numpy(rng.random((1, 1, 24, 30)))
+    sr = (hr + 0.1 * torch.from_numpy(rng.standard_normal((1, 1, 24, 30)))).clamp(0, 1)
+    assert gmsd(sr, hr).item() == pytest.approx(
+        _gmsd_reference(sr[0, 0].numpy() * 255, hr[0, 0].numpy() * 255), rel=1e-5
+    )
+    rgb = torch.rand(2, 3, 40, 40)
+    assert gmsd(rgb, rgb, crop=4).abs().max().item() < 1e-6
+    # Y of RGB, as psnr_y: the same as the luma given as one 8-bit band.
+    y = rgb_to_y(rgb.double()) / 255
+    assert torch.allclose(gmsd(rgb, rgb.flip(-1)), gmsd(y, y.flip(-1)), atol=1e-5)
+
+
+def test_gmsd_grows_with_noise_and_with_blur():
+    from pipeline.io.samples import PHOTOS  # noqa: F401  (the bundled photos are scikit-image's)
+    from srgan.baselines import add_noise, gaussian_blur
+    from srgan.metrics import gmsd
+
+    skimage_data = pytest.importorskip("skimage.data")
+    hr = torch.from_numpy(skimage_data.astronaut()[:128, :128].copy()).permute(2, 0, 1)[None].float() / 255
+    noisy = [gmsd(add_noise(hr, s / 255), hr, 4).item() for s in (2, 5, 10, 20)]
+    blurred = [gmsd(gaussian_blur(hr, s), hr, 4).item() for s in (0.5, 1.0, 2.0, 3.0)]
+    assert noisy == sorted(noisy) and noisy[0] > 0 and blurred == sorted(blurred) and blurred[0] > 0

@@ -145,3 +145,14 @@ def test_grid_search_picks_what_a_full_argmin_picks():
     )
     full = torch.from_numpy(np.argmin((ratio.numpy()[None, :] - values.numpy()[:, None]) ** 2, axis=1))
     assert torch.equal(niqe_module._nearest_on_grid(ratio, values), full)
+
+
+def test_the_grid_mean_averages_the_shifted_grids_and_counts_their_blocks(astronaut):
+    from srgan.niqe import GRID_OFFSETS, niqe_blocks, niqe_grid_mean
+
+    x = astronaut[..., :200, :296]
+    each = [float(niqe(x[..., o:, o:], 4)[0]) for o in GRID_OFFSETS]
+    assert float(niqe_grid_mean(x, 4)[0]) == pytest.approx(np.mean(each), rel=1e-12)
+    assert max(each) - min(each) > 0.05  # one grid is not the estimate: the reason for the mean
+    # 200 x 296 less a 4 px border: 2 x 3 blocks on the unshifted grid, 1 x 2 once shifted by 9 px.
+    assert niqe_blocks(200, 296, 4, 0) == 6 and niqe_blocks(200, 296, 4, 9) == 2 and niqe_blocks(100, 100, 4) == 0

@@ -11,6 +11,7 @@ models and sets (or --paper) give one paper-style table (pipeline.scoring.qualit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path, PurePosixPath
@@ -60,18 +61,19 @@ def evaluate(
     pipeline.scoring.lpips_model) are found; otherwise a note on stderr says why not."""
     files = list_images(data)  # before the model is fetched: a bad folder fails fast
     if grid is not None:
-        storage.check_destination(str(Path(grid).resolve().parent), "`grid`")
+        storage.check_writable(str(grid), "`grid`")
     upscaler = load_upscaler(model, device=pick_device(device), scale=scale, tile=tile, tracking_uri=tracking_uri)
     lpips, skipped = lpips_model(lpips_weights)
     printer = Table(upscaler, data, lpips is not None) if table else None
-    report = evaluate_images(
-        upscaler,
-        iter_images(files, upscaler),
-        Path(data.rstrip("/")).name,
-        grid,
-        printer.row if printer else None,
-        lpips,
-    )
+    with storage.reporting_write(grid, "`grid`") if grid is not None else contextlib.nullcontext():
+        report = evaluate_images(
+            upscaler,
+            iter_images(files, upscaler),
+            Path(data.rstrip("/")).name,
+            grid,
+            printer.row if printer else None,
+            lpips,
+        )
     if printer:
         printer.means(report)
     say_lpips_skipped(skipped)

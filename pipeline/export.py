@@ -26,6 +26,7 @@ import torch
 
 from pipeline import cli, tracking
 from pipeline.errors import ModelRefError, UsageError
+from pipeline.io import storage
 from pipeline.io.redact import redact_uri
 from pipeline.models.onnx_model import OnnxGenerator, export_onnx
 from pipeline.models.reference import BICUBIC, fetch_generator
@@ -99,15 +100,20 @@ def export_model(
     target = Path(output or "generator.onnx")
     if target.is_dir() or (target.exists() and not overwrite):
         raise UsageError(f"`output` {target} exists; choose another name or pass `overwrite`")
+    storage.check_writable(str(target), "`output`")
     generator, meta = fetch_generator(ref, tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         made = Path(tmp) / target.name
         export_onnx(generator, meta, made)
         diff = check_parity(generator, made, tolerance)
-        target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
-        shutil.copyfile(made, partial)
-        os.replace(partial, target)  # appears whole
+        with storage.reporting_write(target, "`output`"):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(made, partial)
+                os.replace(partial, target)  # appears whole
+            finally:
+                partial.unlink(missing_ok=True)
     result = Exported(str(target), diff, [list(s) for s in CHECK_SIZES])
     run_id = _model_run(ref, tracking_uri) if log else None
     if run_id:

@@ -33,6 +33,7 @@ from pipeline.data.batches import ImageSpec
 from pipeline.data.prepared import (
     SETTINGS,
     PrepareRecord,
+    job_id,
     ledger_folder,
     prepared_uri,
     read_records,
@@ -195,10 +196,17 @@ def prepare_source(values: dict, job: PrepareJob, out_root: str, owner: str) -> 
 def _check_output(job: PrepareJob, out_root: str) -> bool:
     """Refuse an output prepared with other settings, or holding files no prepare made; True
     when it was prepared (or begun) with these settings."""
-    storage.check_destination(out_root, "`output`")
+    storage.check_writable(out_root, "`output`", folder=True)
     settings_uri = prepared_uri(out_root, SETTINGS)
     if storage.exists(settings_uri):
-        before = json.loads(storage.read_bytes(settings_uri))
+        try:
+            before = json.loads(storage.read_bytes(settings_uri).decode("utf-8"))
+            if not isinstance(before, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError among them
+            raise StorageError(
+                f"{settings_uri} is damaged ({str(exc)[:120]}); it says what {out_root} is prepared with: choose a new `output`"
+            ) from None
         if before.get("extensions") == sorted(png_tiff.EXTENSIONS) and tuple(job.extensions) == formats.EXTENSIONS:
             before["extensions"] = job.settings()["extensions"]  # the default before DICOM joined it
         for name, value in job.settings().items():
@@ -270,10 +278,12 @@ def _run(
         prepare_source, fn_kwargs={"job": job, "out_root": out_root, "owner": log.run_id}, num_cpus=job.cpus_per_task
     )
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+    ours = job_id(out_root)  # every record names this prepare, so that another's is told apart
     results, started, shown = [], time.monotonic(), time.monotonic()
     try:
         for row in ds.iter_rows():
             row = PrepareRecord.from_dict(dict(row))
+            row.job = ours
             results.append(row)
             if row.status == "failed":
                 summary.failures.append({"source": row.source, "reason": row.reason})

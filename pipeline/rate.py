@@ -97,7 +97,8 @@ def make_page(
     which side is A is in the key alone."""
     files = list_images(data)  # before the models are fetched: a bad folder fails fast
     out = Path(out)
-    storage.check_destination(str(out.resolve().parent), "`out`")
+    storage.check_writable(str(out), "`out`")
+    storage.check_writable(str(key_path(out)), "`out`")  # its key goes beside it
     upscalers = _upscalers(a, b, scale, tracking_uri)
     rng = np.random.default_rng(seed)
     reader = next((u for u in upscalers if u.generator is not None), upscalers[0])  # its bands and data_range
@@ -128,10 +129,21 @@ def make_page(
         "pairs": keyed,
     }
     shown = {"format": PAGE_FORMAT, "page_id": page_id, "key_file": key_path(out).name, "pairs": pairs}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_page(shown), encoding="utf-8")
-    key_path(out).write_text(json.dumps(key, indent=1) + "\n", encoding="utf-8")
+    _write_whole(out, render_page(shown))
+    _write_whole(key_path(out), json.dumps(key, indent=1) + "\n")
     return RatingPage(page=out, key=key_path(out), pairs=len(pairs))
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write `path` by a temporary file beside it and a rename: it appears whole or not at all."""
+    partial = path.with_name(f".{path.name}.partial")
+    with storage.reporting_write(path, "`out`"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 # Inside <script>, `<!--` and `<script` change how the HTML parser looks for the closing tag, and

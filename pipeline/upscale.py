@@ -70,9 +70,10 @@ def run_upscale(job: UpscaleJob) -> Summary:
     ident = records.identity(job.model, model_id, scale, job.pixel_settings(scale))
     in_root = storage.local_or_uri(job.input).rstrip("/")
     out_root = storage.local_or_uri(job.output).rstrip("/")
-    storage.check_destination(out_root, "`output`")
+    storage.check_writable(out_root, "`output`", folder=True)
     storage.check_inside(out_root, storage.join(out_root, MANIFEST_DIR, "runs", "x"), "output")
     earlier_runs = records.recorded_runs(out_root)
+    records.read_manifest(out_root)  # a damaged manifest stops the job here, before any work (also with overwrite)
     todo, decided = plan_outputs(
         job, out_root, ident, earlier_runs
     )  # inputs, --include and earlier outputs, before anything is written

@@ -8,6 +8,7 @@ sub-image and one per bad input with its reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, fields
 
 from pipeline.data.batches import BadInput, ImageSpec, Scan, scan_files
 from pipeline.data.reader import range_pair, range_text
-from pipeline.errors import DataError
+from pipeline.errors import DataError, StorageError
 from pipeline.formats import ValueRange
 from pipeline.io import ledger, storage
 from pipeline.io.redact import redact_uri
@@ -60,6 +61,7 @@ class PrepareRecord:
     status: str = "done"
     reason: str = ""
     images: str = "[]"
+    job: str = ""  # the job_id of the prepare that recorded it ("" before it was recorded)
 
     @classmethod
     def from_dict(cls, values: dict, run: str = "") -> PrepareRecord:
@@ -73,10 +75,39 @@ def ledger_folder(out_root: str) -> str:
     return prepared_uri(out_root)
 
 
+def job_id(out_root: str) -> str:
+    """What names the prepare of `out_root` in its records: a checksum of its settings.json
+    (written once, when the prepare begins)."""
+    return hashlib.sha256(storage.read_bytes(prepared_uri(out_root, SETTINGS))).hexdigest()[:16]
+
+
+def _checked(record: PrepareRecord) -> PrepareRecord:
+    """`record` as read back, refused (ValueError) when its status or image rows do not read."""
+    if record.status not in ("done", "bad", "failed"):
+        raise ValueError(f"status {record.status!r} is not done, bad or failed")
+    try:
+        images = json.loads(record.images)
+    except json.JSONDecodeError:
+        images = None
+    if not isinstance(images, list) or not all(isinstance(i, dict) and isinstance(i.get("key"), str) for i in images):
+        raise ValueError(f"images of {record.source!r} is not a JSON list of image rows")
+    return record
+
+
 def read_records(out_root: str) -> tuple[dict[str, PrepareRecord], set[str]]:
-    """(the latest result prepare recorded per source, the ids of the runs that recorded them)."""
-    folder = ledger_folder(out_root)
-    rows = ledger.read_rows(folder, PrepareRecord.from_dict)
+    """(the latest result prepare recorded per source, the ids of the runs that recorded them).
+    Several records of one source are normal (a re-run redoes a failed or changed source): the
+    latest counts. A damaged ledger file, or a record of another prepare (its job_id is not
+    this folder's), is refused: StorageError naming the file."""
+    folder, ours = ledger_folder(out_root), job_id(out_root)
+    rows = ledger.read_rows(folder, lambda fields, run: _checked(PrepareRecord.from_dict(fields)), PrepareRecord)
+    for row in rows:
+        if row.job and row.job != ours:
+            raise StorageError(
+                f"the prepare ledger under {folder} holds a record of another prepare (job {row.job}, this "
+                f"folder's is {ours}, from its {SETTINGS}) for {row.source!r}; move the ledger files of other "
+                "jobs out of its runs/ folder, or choose a new `output`"
+            )
     return ledger.latest(rows, key=lambda r: r.source), ledger.recorded_runs(folder)
 
 
@@ -170,11 +201,19 @@ def open_prepared(uri: str | None, what: str = "data.train") -> Prepared | None:
             )
         return None
     header, images, bad = {}, [], []
-    for line in storage.read_bytes(manifest).decode().splitlines():
+    for number, line in enumerate(storage.read_bytes(manifest).split(b"\n"), 1):
         if not line.strip():
             continue
-        row = json.loads(line)
-        kind = row.pop("kind")
+        try:  # written whole, last: a line that does not read means the file was damaged since
+            row = json.loads(line.decode("utf-8"))
+            kind = row.pop("kind") if isinstance(row, dict) else None
+            if kind not in ("header", "image", "bad"):
+                raise ValueError("no kind header, image or bad")
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError among them
+            raise DataError(
+                f"{what}: {manifest} line {number} does not read ({str(exc)[:80]}); the manifest is damaged: "
+                "re-run python -m pipeline.prepare with the same arguments to write it again"
+            ) from None
         if kind == "header":
             header = row
         elif kind == "image":

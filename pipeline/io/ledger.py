@@ -5,6 +5,7 @@ written before the parts (one ``<run id>.jsonl`` a run) read the same."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -16,12 +17,14 @@ from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Generic, TypeVar
 
+from pipeline.errors import StorageError
 from pipeline.io import storage
 
 Row = TypeVar("Row")
 # <run id>[-NNNNN].jsonl, the run id as new_run_id makes it (to the second before it took microseconds)
 _PART = re.compile(r"^(?P<run>\d{8}T\d{6}(?:\d{6})?Z-[0-9a-f]{6})(?:-(?P<part>\d{5}))?\.jsonl$")
 log = logging.getLogger(__name__)
+_warned: set[tuple[str, int]] = set()  # the cut-short lines warned about in this process
 
 
 def new_run_id() -> str:
@@ -70,9 +73,11 @@ class Ledger(Generic[Row]):
         self.flushed = time.monotonic()
 
 
-def read_rows(folder: str, make: Callable[[dict, str], Row]) -> list[Row]:
-    """Every row of every run under `folder`, oldest run first: `make(fields, run id)`; a
-    .jsonl file there that is not a ledger part is skipped with a warning."""
+def read_rows(folder: str, make: Callable[[dict, str], Row], kind: type | None = None) -> list[Row]:
+    """Every row of every run under `folder`, oldest run first: `make(fields, run id)`, after
+    the fields are checked against dataclass `kind` (its fields without a default present, each
+    of the type it declares). A .jsonl file there that is not a ledger part is skipped with a
+    warning; a damaged ledger file is not trusted (see `rows_of`)."""
     root = storage.join(folder, "runs")
     if not storage.exists(root):
         return []
@@ -82,10 +87,72 @@ def read_rows(folder: str, make: Callable[[dict, str], Row]) -> list[Row]:
         if run is None:
             log.warning("skipping %s: not a ledger file (its name is not <run id>[-NNNNN].jsonl)", f.uri)
             continue
-        for line in storage.read_bytes(f.uri).decode().splitlines():
-            if line.strip():
-                rows.append(make(json.loads(line), run))
+        rows += rows_of(f.uri, storage.read_bytes(f.uri), lambda fields, run=run: make(check_fields(fields, kind), run))
     return rows
+
+
+def rows_of(uri: str, data: bytes, make: Callable[[dict], Row]) -> list[Row]:
+    """The rows of ledger file `uri` (its bytes `data`), one JSON object a line. Parts are
+    written whole, so a damaged one was damaged afterwards (a copy cut short, an edit): a last
+    line cut short (no newline after it) is dropped with a warning, and what it recorded is done
+    again; any other line that is not a row stops the job (StorageError naming file and line)."""
+    lines = data.split(b"\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line.decode("utf-8"), object_pairs_hook=_once_each)
+            if not isinstance(fields, dict):
+                raise ValueError(f"a JSON {type(fields).__name__}, not an object")
+            rows.append(make(fields))
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+            reason = _first_line(exc)
+            if number == len(lines):  # the last line, and no newline after it: cut short
+                if (uri, number) not in _warned:  # a job reads its ledger more than once
+                    _warned.add((uri, number))
+                    log.warning(
+                        "%s line %d is cut short (%s); dropped it: what it recorded is done again", uri, number, reason
+                    )
+                continue
+            raise StorageError(
+                f"{uri} line {number} is not a row of this job's ledger ({reason}); the ledger is damaged: "
+                "move that file away (what it recorded is done again) or choose a new `output`"
+            ) from None
+    return rows
+
+
+def _once_each(pairs: list[tuple[str, object]]) -> dict:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        twice = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
+        raise ValueError(f"field {twice!r} is given twice")
+    return found
+
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def check_fields(fields: dict, kind: type | None) -> dict:
+    """`fields` (a row read back), checked against dataclass `kind`: its fields without a
+    default present, each known one of the type it declares (ValueError otherwise)."""
+    if kind is None:
+        return fields
+    for f in dataclasses.fields(kind):
+        if f.name not in fields:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"field {f.name!r} is missing")
+            continue
+        wanted = _TYPES.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""), ())
+        value = fields[f.name]
+        if wanted and (not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)):
+            raise ValueError(f"field {f.name!r} is {json.dumps(value)[:40]}, not {f.type}")
+    return fields
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
 
 
 def recorded_runs(folder: str) -> set[str]:

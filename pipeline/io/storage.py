@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -282,6 +283,50 @@ def check_destination(uri: str, what: str = "output") -> None:
             if not os.access(parent, os.W_OK):
                 raise StorageError(f"{what} {uri}: cannot write under {parent}; choose a folder you can write to")
             return
+
+
+def check_writable(uri: str, what: str = "output", folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: an s3:// one as
+    `check_destination` does; a local one unless a file can be made where it goes (a probe
+    file is made and removed in its folder, or a probe folder where that folder would be
+    made). `folder`: `uri` is a folder to write into, else a file to write."""
+    uri = local_or_uri(uri)
+    if is_s3(uri):
+        check_destination(uri, what)
+        return
+    path = Path(uri)
+    if not folder and path.is_dir():
+        raise StorageError(f"{what} {uri} is a folder; give a file name")
+    home = path if folder else path.parent
+    existing = next(p for p in (home, *home.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise StorageError(f"{what} {uri}: {existing} is a file, not a folder; choose another path")
+    probe = existing / f".srgan-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        if existing == home:
+            os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            probe.unlink()
+        else:
+            probe.mkdir()
+            probe.rmdir()
+    except OSError as exc:
+        made = "write a file" if existing == home else "make a folder"
+        raise StorageError(f"{what} {uri}: cannot {made} in {existing}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def reporting_write(uri: str | Path, what: str = "output") -> Iterator[None]:
+    """Within: an OSError writing local file `uri` or a folder on its way (a full disk, a folder
+    gone read-only) becomes a StorageError naming `what`, `uri` and the OS's reason, one line
+    instead of a traceback. An OSError about another file is left alone."""
+    try:
+        yield
+    except OSError as exc:
+        target = os.path.abspath(uri)
+        about = os.path.abspath(os.fsdecode(exc.filename)) if exc.filename is not None else None
+        if about is not None and not (_within(target, about) or _within(about, os.path.dirname(target))):
+            raise
+        raise StorageError(f"cannot write {what} {uri}: {exc.strerror or exc}") from exc
 
 
 def download(uri: str, dest: Path) -> None:

@@ -17,10 +17,12 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePosixPath
 
+from pipeline.errors import StorageError
 from pipeline.io import ledger, storage
 
 MANIFEST_DIR = "_manifest"
 IDENTITY = ("model_id", "scale", "settings")  # equal on two rows: the same pixels would be made
+STATUSES = ("done", "skipped", "failed")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class ManifestRow:
         """A row from its JSON or Ray form; fields a row of an older version lacks keep their defaults."""
         known = {f.name for f in fields(cls)}
         row = cls(**{k: v for k, v in ledger.plain(values).items() if k in known})
+        if row.status not in STATUSES:
+            raise ValueError(f"status {row.status!r} is not one of {', '.join(STATUSES)}")
         if run:
             row.run = run
         return row
@@ -181,8 +185,22 @@ def recorded_runs(output_root: str) -> dict[str, dict | None]:
         return {}
     runs: dict[str, dict | None] = dict.fromkeys(ledger.recorded_runs(folder))
     for f in storage.list_files(root, [".job.json"]):
-        runs[PurePosixPath(f.key).name[: -len(".job.json")]] = json.loads(storage.read_bytes(f.uri))
+        runs[PurePosixPath(f.key).name[: -len(".job.json")]] = _run_record(f.uri)
     return runs
+
+
+def _run_record(uri: str) -> dict:
+    """A run's record (written whole before its rows): one that does not read is refused."""
+    try:
+        record = json.loads(storage.read_bytes(uri).decode("utf-8"))
+        if not isinstance(record, dict) or not all(k in record for k in ("run", *IDENTITY)):
+            raise ValueError(f"not a run record (it needs run, {', '.join(IDENTITY)})")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise StorageError(
+            f"{uri} is damaged ({str(exc)[:120]}); it says what made that run's outputs: move it away "
+            "(they then count as made by a model this job cannot confirm) or choose a new `output`"
+        ) from None
+    return record
 
 
 @dataclass
@@ -216,5 +234,17 @@ class Summary:
 
 
 def read_manifest(output_root: str) -> list[ManifestRow]:
-    """Every row of every run's manifest under `output_root`, oldest run first, with its run."""
-    return ledger.read_rows(storage.join(output_root, MANIFEST_DIR), ManifestRow.from_dict)
+    """Every row of every run's manifest under `output_root`, oldest run first, with its run.
+    A row that says another model or settings made it than its run's record says (a part of
+    another job's manifest) is refused: StorageError."""
+    rows = ledger.read_rows(storage.join(output_root, MANIFEST_DIR), ManifestRow.from_dict, ManifestRow)
+    runs = recorded_runs(output_root) if rows else {}
+    for row in rows:
+        record = runs.get(row.run)
+        if record is not None and row.model_id and not same_maker(row, record):
+            raise StorageError(
+                f"the manifest under {output_root} holds a row of another job: run {row.run} recorded "
+                f"{describe(record)}, its row for {row.key!r} says {describe(row)}; move the files of run "
+                f"{row.run} out of {storage.join(output_root, MANIFEST_DIR, 'runs')}, or choose a new `output`"
+            )
+    return rows

@@ -35,7 +35,9 @@ def server(tmp_path_factory):
     logged = logged_generator_model(tmp_path_factory.mktemp("served"))
     port = _port()
     env = {**os.environ, "SRGAN_PREDICT_MAX_PIXELS": str(MAX_PIXELS), "MLFLOW_TRACKING_URI": logged["uri"]}
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # the server execs the venv's uvicorn
+    env["PATH"] = (
+        os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    )  # the server execs the venv's uvicorn
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(logged["dir"]), "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port)],

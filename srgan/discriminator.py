@@ -64,14 +64,20 @@ class Discriminator(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations after each of the eight conv stages, for feature-matching losses."""
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
+        return stage_features(self.stages, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) in [0, 1], any H, W >= 16 -> (N,) logits (real > 0)."""
         for stage in self.stages:
             x = stage(x)
         return self.head(self.pool(x)).squeeze(1)
+
+
+def stage_features(stages: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """The activations after each of `stages` run in turn on `x` (the discriminator's conv
+    stages, or a frozen copy of them)."""
+    feats = []
+    for stage in stages:
+        x = stage(x)
+        feats.append(x)
+    return feats

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srgan.degrade.sharpen import usm_sharp
+from srgan.discriminator import stage_features
 
 
 def _vgg19_layer_indices() -> dict[str, int]:
@@ -169,11 +170,7 @@ class DiscriminatorFeatures(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations after each conv stage of the copy (as Discriminator.features)."""
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
+        return stage_features(self.stages, x)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.features(x)
